@@ -1,0 +1,54 @@
+// Package gateway is the core of an embeddable IoT edge gateway: device
+// frames come in through connectors, are decoded into typed points by
+// codecs, routed by topic and tags, and published to upstream sinks, with
+// every step joined by a bounded queue.
+//
+// The happy path:
+//
+//	g, err := gateway.New(
+//		gateway.WithConnector("plc", myConnector),
+//		gateway.WithCodec("env", myCodec),
+//		gateway.WithSink("cloud", mySink),
+//	)
+//	if err != nil { ... }
+//	err = g.Run(ctx) // until ctx ends; drains queues, then returns
+//
+// # Planes
+//
+// The access plane is the connectors: each runs its own device sessions and
+// hands frames to an Uplink. The decode plane turns frames into Messages
+// with the connector's Codec. The route plane asks the Router (by default a
+// TopicRouter built from Routes) which sinks get a message. The uplink plane
+// is one goroutine per sink, batching messages into Sink.Publish. The
+// control plane serves /healthz, /readyz and /statz, watches the
+// configuration file and applies reloads.
+//
+// The pipeline is sharded (WithWorkers): a device always maps to the same
+// shard, so the messages of one device keep their order from Deliver to
+// Publish.
+//
+// # Bounded queues
+//
+// The ingress queue (WithQueueSize) and each sink queue (WithSinkQueueSize)
+// are bounded. When one is full the Overflow policy decides: Block (the
+// default) pushes back to connectors and devices; DropNewest refuses the new
+// item; DropOldest evicts the oldest. Every drop is counted in Stats.
+//
+// # Ownership
+//
+// Frames come from AcquireFrame and go to exactly one Deliver, which owns
+// them from then on. Messages are pooled: a Sink must not keep the slice or
+// the messages it was given after Publish returns. Publish may be called
+// concurrently for the same sink (live traffic and, in edge mode, replay
+// from the Store).
+//
+// # Configuration
+//
+// Config describes a gateway in YAML (see Config for the schema). Component
+// kinds (connectors, codecs, sinks, stores) are built by factories in a
+// Registry the host program fills with the kinds it links, so a firmware
+// build only carries the protocols it registers. Reload and ApplyConfig
+// apply a new configuration at run time: unchanged connectors keep their
+// device sessions, changed parts restart, routes swap atomically, and an
+// invalid configuration changes nothing.
+package gateway

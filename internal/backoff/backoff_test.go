@@ -1,0 +1,41 @@
+package backoff
+
+import (
+	"testing"
+	"time"
+)
+
+func TestNextGrowsAndCaps(t *testing.T) {
+	b := &Backoff{Min: 10 * time.Millisecond, Max: 80 * time.Millisecond}
+	ceilings := []time.Duration{10, 20, 40, 80, 80, 80}
+	for i, c := range ceilings {
+		c *= time.Millisecond
+		for j := 0; j < 50; j++ { // full jitter: every draw within [0, ceiling]
+			bb := *b
+			if d := bb.Next(); d < 0 || d > c {
+				t.Fatalf("attempt %d: delay %v outside [0,%v]", i, d, c)
+			}
+		}
+		b.Next()
+	}
+}
+
+func TestResetOnlyAfterStablePeriod(t *testing.T) {
+	now := time.Unix(0, 0)
+	b := &Backoff{Min: time.Millisecond, Max: time.Second, Stable: 10 * time.Second, now: func() time.Time { return now }}
+	for i := 0; i < 5; i++ {
+		b.Next()
+	}
+	b.Up()
+	now = now.Add(time.Second) // flapped after 1s: keep growing
+	b.Next()
+	if b.Attempt() != 6 {
+		t.Fatalf("attempt after short uptime = %d, want 6", b.Attempt())
+	}
+	b.Up()
+	now = now.Add(11 * time.Second) // stable: start over
+	b.Next()
+	if b.Attempt() != 1 {
+		t.Fatalf("attempt after stable uptime = %d, want 1", b.Attempt())
+	}
+}

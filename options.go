@@ -1,0 +1,411 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+)
+
+// Option configures a Gateway. Options are applied in order by New; an
+// invalid option makes New return an error, never panic.
+type Option func(*settings) error
+
+// Overflow is what a full bounded queue does with one more item.
+type Overflow uint8
+
+const (
+	// Block makes producers wait for room: backpressure reaches the
+	// connectors and, through them, the devices. The default.
+	Block Overflow = iota
+	// DropNewest rejects the incoming item (Deliver returns ErrDropped, so
+	// the device is not acknowledged) and counts it.
+	DropNewest
+	// DropOldest evicts the oldest queued item to make room and counts it:
+	// fresh data wins over stale data, at the cost of frames that were
+	// already accepted.
+	DropOldest
+)
+
+var overflowNames = map[string]Overflow{"block": Block, "drop-newest": DropNewest, "drop-oldest": DropOldest}
+
+func (o Overflow) String() string {
+	for k, v := range overflowNames {
+		if v == o {
+			return k
+		}
+	}
+	return fmt.Sprintf("overflow(%d)", uint8(o))
+}
+
+// ParseOverflow parses "block", "drop-newest" or "drop-oldest".
+func ParseOverflow(s string) (Overflow, error) {
+	if o, ok := overflowNames[s]; ok {
+		return o, nil
+	}
+	return 0, fmt.Errorf("unknown overflow policy %q (want block, drop-newest or drop-oldest)", s)
+}
+
+// Mode selects how the gateway treats an unreachable upstream.
+type Mode uint8
+
+const (
+	// ModeDirect publishes straight upstream; while a sink fails, its queue
+	// fills and backpressure (or the overflow policy) applies. The default.
+	ModeDirect Mode = iota
+	// ModeEdge adds store-and-forward: batches a sink cannot take are kept
+	// in the Store and replayed when it recovers. Requires WithStore.
+	ModeEdge
+)
+
+func (m Mode) String() string {
+	if m == ModeEdge {
+		return "edge"
+	}
+	return "direct"
+}
+
+// ParseMode parses "edge" or "direct".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "edge":
+		return ModeEdge, nil
+	case "direct", "":
+		return ModeDirect, nil
+	}
+	return 0, fmt.Errorf("unknown mode %q (want edge or direct)", s)
+}
+
+type namedConnector struct {
+	name  string
+	conn  DeviceConnector
+	codec string
+	hash  string // config fingerprint; "" for components given as options
+}
+
+type namedSink struct {
+	name string
+	sink Sink
+	hash string
+}
+
+type namedCodec struct {
+	name  string
+	codec Codec
+	hash  string
+}
+
+type settings struct {
+	logger          *slog.Logger
+	connectors      []namedConnector
+	codecs          []namedCodec
+	defaultCodec    string
+	sinks           []namedSink
+	routes          []Route
+	router          Router
+	store           Store
+	shaper          Shaper
+	policy          Policy
+	mode            Mode
+	qos             byte
+	queueSize       int
+	sinkQueueSize   int
+	workers         int
+	batchSize       int
+	overflow        Overflow
+	healthAddr      string
+	shutdownTimeout time.Duration
+	registry        *Registry
+	configPath      string
+	config          *Config
+	watch           bool
+	connectorCodecs map[string]string
+}
+
+func defaultSettings() *settings {
+	n := runtime.GOMAXPROCS(0)
+	return &settings{
+		logger:          slog.Default(),
+		qos:             1,
+		queueSize:       4096,
+		sinkQueueSize:   1024,
+		workers:         n,
+		batchSize:       64,
+		shutdownTimeout: 3 * time.Second,
+		connectorCodecs: map[string]string{},
+	}
+}
+
+func validName(kind, name string) error {
+	if name == "" {
+		return fmt.Errorf("%s name must not be empty", kind)
+	}
+	return nil
+}
+
+// WithConnector adds a southbound connector under a unique name. Frames from
+// it are decoded with the codec set by WithConnectorCodec, else the default
+// codec. Default: no connectors (a gateway without connectors is valid and
+// only routes what Inject hands it).
+func WithConnector(name string, c DeviceConnector) Option {
+	return func(s *settings) error {
+		if err := validName("connector", name); err != nil {
+			return err
+		}
+		if c == nil {
+			return fmt.Errorf("connector %q is nil", name)
+		}
+		s.connectors = append(s.connectors, namedConnector{name: name, conn: c})
+		return nil
+	}
+}
+
+// WithConnectorCodec decodes frames of connector with the named codec.
+// Default: the default codec (see WithDefaultCodec).
+func WithConnectorCodec(connector, codec string) Option {
+	return func(s *settings) error {
+		s.connectorCodecs[connector] = codec
+		return nil
+	}
+}
+
+// WithCodec registers a codec under a unique name. Default: only the
+// built-in "raw" codec, which turns the payload into one bytes point named
+// "raw".
+func WithCodec(name string, c Codec) Option {
+	return func(s *settings) error {
+		if err := validName("codec", name); err != nil {
+			return err
+		}
+		if c == nil {
+			return fmt.Errorf("codec %q is nil", name)
+		}
+		s.codecs = append(s.codecs, namedCodec{name: name, codec: c})
+		return nil
+	}
+}
+
+// WithDefaultCodec names the codec for connectors without their own.
+// Default: the only codec registered with WithCodec if there is exactly one,
+// otherwise "raw".
+func WithDefaultCodec(name string) Option {
+	return func(s *settings) error {
+		s.defaultCodec = name
+		return nil
+	}
+}
+
+// WithSink adds an upstream sink under a unique name. Default: no sinks;
+// messages are then counted as unrouted and dropped.
+func WithSink(name string, k Sink) Option {
+	return func(s *settings) error {
+		if err := validName("sink", name); err != nil {
+			return err
+		}
+		if k == nil {
+			return fmt.Errorf("sink %q is nil", name)
+		}
+		s.sinks = append(s.sinks, namedSink{name: name, sink: k})
+		return nil
+	}
+}
+
+// WithRoute adds a topic-filter route (see Route). Default: no routes, in
+// which case every message goes to every sink.
+func WithRoute(r Route) Option {
+	return func(s *settings) error {
+		s.routes = append(s.routes, r)
+		return nil
+	}
+}
+
+// WithRouter replaces the built-in topic router with r (for example the
+// rule engine). It cannot be combined with WithRoute. Default: the built-in
+// router.
+func WithRouter(r Router) Option {
+	return func(s *settings) error {
+		if r == nil {
+			return errors.New("router is nil")
+		}
+		s.router = r
+		return nil
+	}
+}
+
+// WithStore sets the durable queue used in ModeEdge. Default: none.
+func WithStore(st Store) Option {
+	return func(s *settings) error {
+		if st == nil {
+			return errors.New("store is nil")
+		}
+		s.store = st
+		return nil
+	}
+}
+
+// WithShaper applies p through sh when Run starts and closes sh when Run
+// ends. A shaper that fails to apply is logged and the gateway runs on
+// unshaped. Default: no shaping.
+func WithShaper(sh Shaper, p Policy) Option {
+	return func(s *settings) error {
+		if sh == nil {
+			return errors.New("shaper is nil")
+		}
+		s.shaper, s.policy = sh, p
+		return nil
+	}
+}
+
+// WithLogger sets the structured logger. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) error {
+		if l == nil {
+			return errors.New("logger is nil")
+		}
+		s.logger = l
+		return nil
+	}
+}
+
+// WithMode selects ModeDirect or ModeEdge. Default: ModeDirect.
+func WithMode(m Mode) Option {
+	return func(s *settings) error {
+		if m > ModeEdge {
+			return fmt.Errorf("unknown mode %d", m)
+		}
+		s.mode = m
+		return nil
+	}
+}
+
+// WithQoS sets the upstream QoS (0, 1 or 2) stamped on every message before
+// routing; a router may change it per message. Default: 1.
+func WithQoS(q byte) Option {
+	return func(s *settings) error {
+		if q > 2 {
+			return fmt.Errorf("qos %d out of range 0..2", q)
+		}
+		s.qos = q
+		return nil
+	}
+}
+
+// WithQueueSize bounds the ingress queue between the access and decode
+// planes, in frames. Memory is bounded by size times frame payload. Default:
+// 4096.
+func WithQueueSize(n int) Option {
+	return func(s *settings) error {
+		if n < 1 {
+			return fmt.Errorf("queue size %d must be at least 1", n)
+		}
+		s.queueSize = n
+		return nil
+	}
+}
+
+// WithSinkQueueSize bounds each sink's queue, in messages. Default: 1024.
+func WithSinkQueueSize(n int) Option {
+	return func(s *settings) error {
+		if n < 1 {
+			return fmt.Errorf("sink queue size %d must be at least 1", n)
+		}
+		s.sinkQueueSize = n
+		return nil
+	}
+}
+
+// WithWorkers sets the number of pipeline shards. Each shard has its own
+// slice of the ingress queue, one decode goroutine and one route goroutine;
+// a device always maps to the same shard, so messages of one device keep
+// their order end to end. Default: GOMAXPROCS.
+func WithWorkers(n int) Option {
+	return func(s *settings) error {
+		if n < 1 || n > 1024 {
+			return fmt.Errorf("workers %d out of range 1..1024", n)
+		}
+		s.workers = n
+		return nil
+	}
+}
+
+// WithBatchSize caps the messages handed to one Sink.Publish and moved
+// between planes at once. Larger batches raise throughput and latency.
+// Default: 64.
+func WithBatchSize(n int) Option {
+	return func(s *settings) error {
+		if n < 1 || n > 4096 {
+			return fmt.Errorf("batch size %d out of range 1..4096", n)
+		}
+		s.batchSize = n
+		return nil
+	}
+}
+
+// WithOverflow sets what full queues do (ingress and sink queues).
+// Default: Block.
+func WithOverflow(o Overflow) Option {
+	return func(s *settings) error {
+		if o > DropOldest {
+			return fmt.Errorf("unknown overflow policy %d", o)
+		}
+		s.overflow = o
+		return nil
+	}
+}
+
+// WithHealthAddress serves /healthz, /readyz and /statz on addr
+// ("127.0.0.1:8080", ":0" for a free port). Default: "" (no server; the
+// handler is still available from Gateway.Handler).
+func WithHealthAddress(addr string) Option {
+	return func(s *settings) error {
+		s.healthAddr = addr
+		return nil
+	}
+}
+
+// WithShutdownTimeout bounds how long Run drains queues into the sinks after
+// its context ends. Default: 3s.
+func WithShutdownTimeout(d time.Duration) Option {
+	return func(s *settings) error {
+		if d <= 0 {
+			return fmt.Errorf("shutdown timeout %v must be positive", d)
+		}
+		s.shutdownTimeout = d
+		return nil
+	}
+}
+
+// WithRegistry supplies the factories that turn YAML sections into
+// connectors, codecs, sinks and stores. Required by WithConfigFile and
+// WithConfig when the file names any component kind.
+func WithRegistry(r *Registry) Option {
+	return func(s *settings) error {
+		if r == nil {
+			return errors.New("registry is nil")
+		}
+		s.registry = r
+		return nil
+	}
+}
+
+// WithConfigFile loads YAML configuration from path (see Config). Reload
+// re-reads it; with watch true, Run also reloads it whenever the file
+// changes. Components from the file come on top of those given as options.
+func WithConfigFile(path string, watch bool) Option {
+	return func(s *settings) error {
+		s.configPath, s.watch = path, watch
+		return nil
+	}
+}
+
+// WithConfig applies a parsed configuration (see Config).
+func WithConfig(c *Config) Option {
+	return func(s *settings) error {
+		if c == nil {
+			return errors.New("config is nil")
+		}
+		s.config = c
+		return nil
+	}
+}

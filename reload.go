@@ -1,0 +1,317 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"reflect"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+var (
+	errEOF        = io.EOF
+	discardLogger = slog.New(slog.DiscardHandler)
+)
+
+func reflectValue(p any) reflect.Value { return reflect.ValueOf(p).Elem() }
+
+// optionComponents is the part of the desired set given as options.
+func (g *Gateway) optionComponents() components {
+	s := g.s
+	return components{
+		connectors: s.connectors, codecs: s.codecs, sinks: s.sinks,
+		routes: s.routes, router: s.router, codecFor: s.connectorCodecs, defaultCodec: s.defaultCodec,
+	}
+}
+
+// keepRunning reports whether a configured component is unchanged. Called
+// with g.mu held.
+func (g *Gateway) keepRunning(kind, name, hash string) bool {
+	switch kind {
+	case "conn":
+		cr := g.connectors[name]
+		return cr != nil && cr.nc.hash == hash
+	case "sink":
+		sr := g.sinks[name]
+		return sr != nil && sr.current().hash == hash
+	case "codec":
+		nc, ok := g.codecs[name]
+		return ok && nc.hash == hash
+	}
+	return false
+}
+
+// apply validates the desired set and, only when all of it is valid, makes
+// it current: unchanged connectors keep running (and their device
+// sessions), changed ones restart, sinks swap implementations under their
+// queues, and the routing table is swapped atomically. Called with g.mu
+// held.
+func (g *Gateway) apply(c components, running bool) error {
+	// 1. validate everything before touching anything.
+	var errs []error
+	codecs := map[string]namedCodec{"raw": {name: "raw", codec: RawCodec{}}}
+	for _, nc := range c.codecs {
+		if _, dup := codecs[nc.name]; dup {
+			errs = append(errs, fmt.Errorf("codec %q defined twice", nc.name))
+			continue
+		}
+		if nc.codec == nil { // unchanged configured codec
+			nc = g.codecs[nc.name]
+		}
+		codecs[nc.name] = nc
+	}
+	def := c.defaultCodec
+	if def == "" {
+		def = "raw"
+		if len(c.codecs) == 1 {
+			def = c.codecs[0].name
+		}
+	}
+	if _, ok := codecs[def]; !ok {
+		errs = append(errs, fmt.Errorf("default codec %q is not defined", def))
+	}
+	connNames := map[string]bool{}
+	for _, nc := range c.connectors {
+		if connNames[nc.name] {
+			errs = append(errs, fmt.Errorf("connector %q defined twice", nc.name))
+		}
+		connNames[nc.name] = true
+	}
+	for conn, cd := range c.codecFor {
+		if _, ok := codecs[cd]; !ok {
+			errs = append(errs, fmt.Errorf("connector %q: unknown codec %q", conn, cd))
+		}
+	}
+	var sinkNames []string
+	seenSink := map[string]bool{}
+	for _, ns := range c.sinks {
+		if seenSink[ns.name] {
+			errs = append(errs, fmt.Errorf("sink %q defined twice", ns.name))
+		}
+		seenSink[ns.name] = true
+		sinkNames = append(sinkNames, ns.name)
+	}
+	router := c.router
+	if router == nil {
+		tr, err := NewTopicRouter(c.routes, sinkNames)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		router = tr
+	} else if len(c.routes) > 0 {
+		errs = append(errs, errors.New("routes and a custom router are mutually exclusive"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+
+	// 2. codecs: bindings read them atomically, so swap in place.
+	g.codecs = codecs
+	codecOf := func(conn string) namedCodec {
+		if cd, ok := c.codecFor[conn]; ok {
+			return codecs[cd]
+		}
+		return codecs[def]
+	}
+	if g.defaultBind == nil {
+		g.defaultBind = &binding{g: g}
+	}
+	dc := codecs[def]
+	g.defaultBind.codec.Store(&dc)
+
+	// 3. sinks: same name keeps its queue; a changed one swaps its
+	// implementation so a stuck retry uses the new one at once.
+	newSinks := make(map[string]*sinkRun, len(c.sinks))
+	var started []*sinkRun
+	for _, ns := range c.sinks {
+		sr := g.sinks[ns.name]
+		switch {
+		case sr != nil && ns.sink == nil: // unchanged configured sink
+		case sr != nil:
+			old := sr.current()
+			if old.sink != ns.sink || old.hash != ns.hash {
+				sr.swap(ns)
+				if old.hash != "" && old.sink != ns.sink {
+					closeIfCloser(g.log, "sink "+ns.name, old.sink)
+				}
+				g.log.Info("sink reconfigured", "sink", ns.name)
+			}
+		default:
+			sr = g.newSinkRun(ns)
+			started = append(started, sr)
+		}
+		newSinks[ns.name] = sr
+	}
+	var removed []*sinkRun
+	for name, sr := range g.sinks {
+		if newSinks[name] == nil {
+			sr.retire() // blocked pushes give up instead of holding the swap
+			removed = append(removed, sr)
+		}
+	}
+	if running {
+		for _, sr := range started {
+			g.startSink(sr)
+		}
+	}
+
+	// 4. the routing table, atomically with respect to route batches.
+	g.topoMu.Lock()
+	g.topo.Store(&topology{router: router, sinks: newSinks})
+	g.topoMu.Unlock()
+	g.sinks = newSinks
+	for _, sr := range removed {
+		close(sr.q) // no route worker can reach it any more; it drains, ends and closes an owned sink
+		g.log.Info("sink removed", "sink", sr.name)
+	}
+
+	// 5. connectors: unchanged ones keep running; changed ones restart.
+	want := map[string]namedConnector{}
+	for _, nc := range c.connectors {
+		want[nc.name] = nc
+	}
+	for name, cr := range g.connectors {
+		nc, ok := want[name]
+		if ok && (nc.conn == nil || nc.conn == cr.nc.conn) {
+			cd := codecOf(name)
+			if prev := cr.bind.codec.Load(); prev.name != cd.name || prev.codec != cd.codec {
+				cr.bind.codec.Store(&cd)
+			}
+			continue
+		}
+		cr.stop()
+		if running {
+			<-cr.done
+		}
+		delete(g.connectors, name)
+		if ok {
+			g.log.Info("connector reconfigured; restarting", "connector", name)
+		} else {
+			g.log.Info("connector removed", "connector", name)
+		}
+	}
+	for _, nc := range c.connectors {
+		if _, ok := g.connectors[nc.name]; ok {
+			continue
+		}
+		cr := g.newConnRun(nc, codecOf(nc.name))
+		g.connectors[nc.name] = cr
+		if running {
+			g.startConnector(cr)
+		}
+	}
+	g.routes = c.routes
+	return nil
+}
+
+// Reload re-reads the configuration file given to WithConfigFile and
+// applies it. An invalid file changes nothing: the gateway keeps running
+// its last good configuration and Reload returns why.
+func (g *Gateway) Reload(ctx context.Context) error {
+	if g.s.configPath == "" {
+		return errors.New("gateway: reload: no configuration file (WithConfigFile)")
+	}
+	c, err := LoadConfig(g.s.configPath)
+	if err != nil {
+		g.reloadFailed(err)
+		return fmt.Errorf("gateway: reload rejected, keeping last good config: %w", err)
+	}
+	return g.ApplyConfig(ctx, c)
+}
+
+// ApplyConfig makes c the running configuration (see Reload). Sections that
+// shape the gateway itself (gateway:, health:, store:) take effect at the
+// next start; a change to them is logged.
+func (g *Gateway) ApplyConfig(ctx context.Context, c *Config) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.stopCh:
+		return ErrClosed
+	default:
+	}
+	cc, err := c.components(g.s.registry, g.keepRunning)
+	if err == nil {
+		err = g.apply(g.optionComponents().merge(cc), g.running)
+	}
+	if err != nil {
+		g.reloadFailedLocked(err)
+		return fmt.Errorf("gateway: reload rejected, keeping last good config: %w", err)
+	}
+	if g.config != nil {
+		if diff := c.staticDiff(g.config); len(diff) > 0 {
+			g.log.Warn("configuration sections changed that apply only at restart", "sections", diff)
+		}
+	}
+	if c.MQTT.QoS != nil {
+		g.qos.Store(uint32(*c.MQTT.QoS))
+	}
+	g.config = c
+	g.reloadErr = nil
+	g.lastReload = time.Now()
+	g.stats.reloads.Add(1)
+	g.log.Info("configuration applied", "connectors", len(g.connectors), "sinks", len(g.sinks), "routes", len(g.routes))
+	return nil
+}
+
+func (g *Gateway) reloadFailed(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reloadFailedLocked(err)
+}
+
+func (g *Gateway) reloadFailedLocked(err error) {
+	g.reloadErr = err
+	g.stats.reloadErrors.Add(1)
+	g.log.Error("configuration rejected; keeping last good config", "err", err)
+}
+
+// watchConfig reloads the file when it changes. Editors replace files in
+// several ways (write in place, rename over, remove and create), so watch
+// the directory and debounce.
+func (g *Gateway) watchConfig(ctx context.Context) {
+	defer g.ctrlWG.Done()
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		g.log.Error("config watch unavailable", "err", err)
+		return
+	}
+	defer w.Close()
+	path, _ := filepath.Abs(g.s.configPath)
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		g.log.Error("config watch unavailable", "err", err)
+		return
+	}
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if filepath.Clean(ev.Name) == path && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+				debounce = time.After(150 * time.Millisecond)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			g.log.Warn("config watch", "err", err)
+		case <-debounce:
+			debounce = nil
+			if err := g.Reload(ctx); err == nil {
+				g.log.Info("configuration reloaded from file", "file", g.s.configPath)
+			}
+		}
+	}
+}

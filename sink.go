@@ -1,0 +1,276 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotgw/gateway/internal/backoff"
+)
+
+// sinkRun owns one sink's bounded queue and the goroutine that publishes
+// from it. The queue belongs to the sink's name: a reload that changes the
+// sink's configuration swaps the implementation under the same queue, so
+// nothing queued is lost and a retry loop stuck on a broken sink picks up
+// the replacement at once.
+type sinkRun struct {
+	g     *Gateway
+	name  string
+	owned bool // built from configuration; the gateway closes it
+	impl  atomic.Pointer[namedSink]
+	q     chan *Message
+
+	swapped   chan struct{} // a new implementation is in place
+	retired   chan struct{} // the sink was removed: pushes drop, retries end
+	retireOne sync.Once
+
+	out, errs, dropped, lost atomic.Uint64
+	healthy                  atomic.Bool
+	lastErr                  atomic.Pointer[string]
+}
+
+func (g *Gateway) newSinkRun(ns namedSink) *sinkRun {
+	sr := &sinkRun{
+		g: g, name: ns.name, owned: ns.hash != "",
+		q:       make(chan *Message, g.s.sinkQueueSize),
+		swapped: make(chan struct{}, 1),
+		retired: make(chan struct{}),
+	}
+	sr.impl.Store(&ns)
+	sr.healthy.Store(true)
+	return sr
+}
+
+func (sr *sinkRun) current() *namedSink { return sr.impl.Load() }
+
+func (sr *sinkRun) swap(ns namedSink) {
+	sr.impl.Store(&ns)
+	sr.owned = ns.hash != ""
+	select {
+	case sr.swapped <- struct{}{}:
+	default:
+	}
+}
+
+func (sr *sinkRun) retire() { sr.retireOne.Do(func() { close(sr.retired) }) }
+
+// push queues m (one reference of it) under the overflow policy.
+func (sr *sinkRun) push(m *Message) {
+	select {
+	case sr.q <- m:
+		return
+	default:
+	}
+	switch sr.g.s.overflow {
+	case DropNewest:
+		sr.dropped.Add(1)
+		m.release()
+		return
+	case DropOldest:
+		for {
+			select {
+			case sr.q <- m:
+				return
+			default:
+			}
+			select {
+			case old := <-sr.q:
+				sr.dropped.Add(1)
+				old.release()
+			default:
+			}
+		}
+	}
+	select {
+	case sr.q <- m:
+	case <-sr.retired:
+		sr.dropped.Add(1)
+		m.release()
+	case <-sr.g.hardStop:
+		sr.lost.Add(1)
+		sr.g.stats.lostAtShutdown.Add(1)
+		m.release()
+	}
+}
+
+func (g *Gateway) startSink(sr *sinkRun) {
+	g.sinksWG.Add(1)
+	go func() {
+		defer g.sinksWG.Done()
+		sr.run()
+		select {
+		case <-sr.retired:
+			if sr.owned {
+				closeIfCloser(g.log, "sink "+sr.name, sr.current().sink)
+			}
+		default:
+		}
+	}()
+}
+
+// run publishes batches until the queue is closed and empty.
+func (sr *sinkRun) run() {
+	max := sr.g.s.batchSize
+	batch := make([]*Message, 0, max)
+	for m := range sr.q {
+		batch = append(batch[:0], m)
+	fill:
+		for len(batch) < max {
+			select {
+			case m, ok := <-sr.q:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		sr.publish(batch)
+		for i, m := range batch {
+			m.release()
+			batch[i] = nil
+		}
+	}
+}
+
+// publish retries until the batch is acknowledged, spilled to the store
+// (edge mode), or the gateway gives up at the shutdown deadline or because
+// the sink was removed.
+func (sr *sinkRun) publish(batch []*Message) {
+	g := sr.g
+	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
+	for {
+		err := sr.current().sink.Publish(g.pubCtx, batch)
+		if err == nil {
+			sr.out.Add(uint64(len(batch)))
+			if !sr.healthy.Swap(true) {
+				g.log.Info("sink recovered", "sink", sr.name)
+			}
+			return
+		}
+		sr.errs.Add(1)
+		msg := err.Error()
+		sr.lastErr.Store(&msg)
+		if sr.healthy.Swap(false) {
+			g.log.Warn("sink publish failed", "sink", sr.name, "batch", len(batch), "err", err)
+		}
+		if g.s.mode == ModeEdge && g.s.store != nil {
+			if err := g.spill(sr.name, batch); err == nil {
+				return
+			} else {
+				g.log.Error("store append failed; holding batch in memory", "sink", sr.name, "err", err)
+			}
+		}
+		select {
+		case <-time.After(bo.Next()):
+		case <-sr.swapped:
+			bo.Reset()
+		case <-sr.retired:
+			sr.giveUp(batch, "sink removed")
+			return
+		case <-g.hardStop:
+			sr.giveUp(batch, "shutdown deadline")
+			return
+		}
+	}
+}
+
+func (sr *sinkRun) giveUp(batch []*Message, why string) {
+	n := uint64(len(batch))
+	sr.lost.Add(n)
+	sr.g.stats.lostAtShutdown.Add(n)
+	sr.g.log.Error("messages not delivered", "sink", sr.name, "count", n, "reason", why)
+}
+
+// spill makes a batch durable in the store for later replay.
+func (g *Gateway) spill(sink string, batch []*Message) error {
+	recs := make([]Record, len(batch))
+	for i, m := range batch {
+		p, err := m.AppendBinary(nil)
+		if err != nil {
+			return err
+		}
+		recs[i] = Record{ID: m.ID, Priority: m.Priority, Sink: sink, Payload: p, Enqueued: time.Now()}
+	}
+	ctx, cancel := context.WithTimeout(g.pubCtx, 10*time.Second)
+	defer cancel()
+	if err := g.s.store.Append(ctx, recs); err != nil {
+		return err
+	}
+	g.stats.spilled.Add(uint64(len(batch)))
+	return nil
+}
+
+// replayLoop drains the store into healthy sinks while the gateway runs.
+func (g *Gateway) replayLoop(ctx context.Context) {
+	defer g.ctrlWG.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for g.replayOnce(ctx) {
+		}
+	}
+}
+
+// replayOnce publishes one batch from the store; it reports whether a full
+// batch went out, so the caller keeps going while there is a backlog.
+func (g *Gateway) replayOnce(ctx context.Context) bool {
+	recs, err := g.s.store.Next(ctx, g.s.batchSize)
+	if err != nil || len(recs) == 0 {
+		if err != nil && ctx.Err() == nil {
+			g.log.Warn("store read failed", "err", err)
+		}
+		return false
+	}
+	g.mu.Lock()
+	sinks := g.sinks
+	g.mu.Unlock()
+	bySink := map[string][]*Message{}
+	seqs := map[string][]uint64{}
+	var orphans []uint64
+	for _, r := range recs {
+		sr := sinks[r.Sink]
+		if sr == nil {
+			orphans = append(orphans, r.Seq)
+			continue
+		}
+		m := &Message{}
+		if err := m.UnmarshalBinary(r.Payload); err != nil {
+			g.log.Error("stored record unreadable; dropping", "seq", r.Seq, "err", err)
+			orphans = append(orphans, r.Seq)
+			continue
+		}
+		bySink[r.Sink] = append(bySink[r.Sink], m)
+		seqs[r.Sink] = append(seqs[r.Sink], r.Seq)
+	}
+	if len(orphans) > 0 {
+		g.log.Warn("stored records for removed sinks dropped", "count", len(orphans))
+		_ = g.s.store.Ack(ctx, orphans...)
+	}
+	full := len(recs) == g.s.batchSize
+	for name, msgs := range bySink {
+		sr := sinks[name]
+		if !sr.healthy.Load() {
+			full = false
+			continue
+		}
+		if err := sr.current().sink.Publish(ctx, msgs); err != nil {
+			sr.healthy.Store(false)
+			full = false
+			continue
+		}
+		if err := g.s.store.Ack(ctx, seqs[name]...); err != nil {
+			g.log.Warn("store ack failed; messages may be replayed again", "err", err)
+		}
+		g.stats.replayed.Add(uint64(len(msgs)))
+		sr.out.Add(uint64(len(msgs)))
+	}
+	return full
+}
