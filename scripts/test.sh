@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The whole test suite, the same on a laptop and in CI:
+#   1. installs the system packages tests need (scripts/ci/*.apt, when root)
+#      and staticcheck,
+#   2. gofmt, go vet, staticcheck,
+#   3. cross-builds for linux/arm64 and linux/arm (GOARM=7) without cgo,
+#   4. area checks in scripts/ci/*.sh (fuzzing, generated code),
+#   5. go test -race ./...
+# Tests that need root, a kernel feature or a peer skip with a reason on a
+# laptop and fail when CI=true.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$(go env GOPATH)/bin:$PATH"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+want=$(cat scripts/ci/*.apt 2>/dev/null | sed 's/#.*//' | xargs -r echo)
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+  echo "all present:${want:+ $want}"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing:$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+else
+  echo "not root: cannot install$missing; tests that need them will skip (and fail in CI)"
+fi
+
+step "staticcheck"
+if ! command -v staticcheck >/dev/null; then
+  go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt needed:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+staticcheck ./...
+
+step "cross-build linux/arm64 and linux/arm (GOARM=7), CGO_ENABLED=0"
+CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build ./...
+CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 go build ./...
+
+for f in scripts/ci/*.sh; do
+  [ -e "$f" ] || continue
+  step "area checks: $f"
+  bash "$f"
+done
+
+step "go test -race"
+go test -race -count=1 -timeout 20m ./...
