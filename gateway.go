@@ -291,6 +291,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	for _, cr := range g.connectors {
 		g.startConnector(cr)
 	}
+	nConn, nSink := len(g.connectors), len(g.sinks)
 	g.mu.Unlock()
 	ctrlCtx, stopCtrl := context.WithCancel(context.Background())
 	if g.s.watch && g.s.configPath != "" {
@@ -302,7 +303,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go g.replayLoop(ctrlCtx)
 	}
 	g.log.Info("gateway running", "mode", g.s.mode.String(), "workers", len(g.shards),
-		"connectors", len(g.connectors), "sinks", len(g.sinks))
+		"connectors", nConn, "sinks", nSink)
 
 	select {
 	case <-ctx.Done():

@@ -131,16 +131,16 @@ func (g *Gateway) apply(c components, running bool) error {
 	for _, ns := range c.sinks {
 		sr := g.sinks[ns.name]
 		switch {
-		case sr != nil && ns.sink == nil: // unchanged configured sink
+		case sr != nil && (ns.sink == nil || ns.hash == ""):
+			// unchanged: a configured sink with the same fingerprint, or
+			// one given as an option (those never change).
 		case sr != nil:
 			old := sr.current()
-			if old.sink != ns.sink || old.hash != ns.hash {
-				sr.swap(ns)
-				if old.hash != "" && old.sink != ns.sink {
-					closeIfCloser(g.log, "sink "+ns.name, old.sink)
-				}
-				g.log.Info("sink reconfigured", "sink", ns.name)
+			sr.swap(ns)
+			if old.hash != "" {
+				closeIfCloser(g.log, "sink "+ns.name, old.sink)
 			}
+			g.log.Info("sink reconfigured", "sink", ns.name)
 		default:
 			sr = g.newSinkRun(ns)
 			started = append(started, sr)
@@ -177,9 +177,9 @@ func (g *Gateway) apply(c components, running bool) error {
 	}
 	for name, cr := range g.connectors {
 		nc, ok := want[name]
-		if ok && (nc.conn == nil || nc.conn == cr.nc.conn) {
+		if ok && (nc.conn == nil || nc.hash == "") {
 			cd := codecOf(name)
-			if prev := cr.bind.codec.Load(); prev.name != cd.name || prev.codec != cd.codec {
+			if prev := cr.bind.codec.Load(); prev.name != cd.name || prev.hash != cd.hash {
 				cr.bind.codec.Store(&cd)
 			}
 			continue
