@@ -49,22 +49,22 @@ type Gateway struct {
 	defaultBind *binding
 	qos         atomic.Uint32
 
-	closing   atomic.Bool // ingress refuses new frames
-	stopOnce  sync.Once
-	stopCh    chan struct{} // Close asks Run to stop
-	doneCh    chan struct{} // closed when Run returns
-	hardStop  chan struct{} // shutdown deadline passed
-	pubCtx    context.Context    // ends at the shutdown deadline
-	cancelPub context.CancelFunc
-	health    *http.Server
-	healthLn  net.Listener
+	closing    atomic.Bool // ingress refuses new frames
+	stopOnce   sync.Once
+	stopCh     chan struct{}   // Close asks Run to stop
+	doneCh     chan struct{}   // closed when Run returns
+	hardStop   chan struct{}   // shutdown deadline passed
+	pubCtx     context.Context // ends at the shutdown deadline
+	cancelPub  context.CancelFunc
+	health     *http.Server
+	healthLn   net.Listener
 	intakeDone chan struct{} // closed once connectors stopped and intake refuses frames
 	decodeWG   sync.WaitGroup
 	routeWG    sync.WaitGroup
-	sinksWG   sync.WaitGroup
-	connWG    sync.WaitGroup
-	ctrlWG    sync.WaitGroup
-	healthWG  sync.WaitGroup
+	sinksWG    sync.WaitGroup
+	connWG     sync.WaitGroup
+	ctrlWG     sync.WaitGroup
+	healthWG   sync.WaitGroup
 
 	stats struct {
 		reloads, reloadErrors atomic.Uint64

@@ -130,14 +130,14 @@ type Router interface {
 type Record struct {
 	// Seq is assigned by the Store on Append: strictly increasing, the
 	// delivery order within a priority.
-	Seq       uint64
-	ID        MessageID
-	Priority  Priority
-	Sink      string
-	Payload   []byte
-	Attempts  uint32
-	NextTry   time.Time
-	Enqueued  time.Time
+	Seq      uint64
+	ID       MessageID
+	Priority Priority
+	Sink     string
+	Payload  []byte
+	Attempts uint32
+	NextTry  time.Time
+	Enqueued time.Time
 }
 
 // Store is a durable queue for store-and-forward. Implementations are safe
