@@ -369,9 +369,7 @@ func (g *Gateway) closeOwned() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, sr := range g.sinks {
-		if sr.owned {
-			closeIfCloser(g.log, "sink "+sr.name, sr.current().sink)
-		}
+		sr.closeImpl()
 	}
 }
 
@@ -463,7 +461,7 @@ func (g *Gateway) decode(sh *shard, f *Frame) *Message {
 		g.log.Warn("decode failed", "connector", f.Connector, "device", f.Device,
 			"topic", f.Topic, "codec", nc.name, "err", err)
 		f.Release()
-		m.refs.Store(1)
+		atomic.StoreInt32(&m.refs, 1)
 		m.release()
 		return nil
 	}
@@ -495,12 +493,12 @@ func (g *Gateway) routeBatch(sh *shard, b *batch) {
 		}
 		if n == 0 {
 			unrouted++
-			m.refs.Store(1)
+			atomic.StoreInt32(&m.refs, 1)
 			m.release()
 			continue
 		}
 		routed++
-		m.refs.Store(int32(n))
+		atomic.StoreInt32(&m.refs, int32(n))
 		for _, name := range sh.names {
 			if sr := t.sinks[name]; sr != nil {
 				sr.push(m)

@@ -63,6 +63,16 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// Starter is implemented by sinks that hold resources (connections, an
+// embedded broker) to set up before the first Publish. The gateway calls
+// Start when the sink's goroutine starts (retrying with backoff while it
+// fails) and, when the sink also implements io.Closer, Close after its last
+// Publish. Sinks without Starter are closed only when the gateway built them
+// from configuration.
+type Starter interface {
+	Start(ctx context.Context) error
+}
+
 // Codec converts device bytes to typed points and back.
 type Codec interface {
 	// Decode appends the points of f to dst and may set dst's Time, Tags,

@@ -152,7 +152,7 @@ type Message struct {
 	// QoS is the upstream delivery guarantee (MQTT semantics: 0, 1 or 2).
 	QoS byte
 
-	refs atomic.Int32
+	refs int32 // sinks still holding the message; atomic, plain so Message copies cleanly
 }
 
 // Reset clears m for reuse, keeping slice capacity.
@@ -165,7 +165,7 @@ func (m *Message) Reset() {
 	m.Time = time.Time{}
 	m.Points, m.Tags = pts, tags
 	m.Priority, m.QoS = 0, 0
-	m.refs.Store(0)
+	atomic.StoreInt32(&m.refs, 0)
 }
 
 // AddPoint appends a point.
@@ -202,7 +202,7 @@ func acquireMessage() *Message { return messagePool.Get().(*Message) }
 
 // release drops one reference and recycles m when none are left.
 func (m *Message) release() {
-	if m.refs.Add(-1) > 0 {
+	if atomic.AddInt32(&m.refs, -1) > 0 {
 		return
 	}
 	if cap(m.Points) > 1024 || cap(m.Tags) > 256 {

@@ -137,9 +137,7 @@ func (g *Gateway) apply(c components, running bool) error {
 		case sr != nil:
 			old := sr.current()
 			sr.swap(ns)
-			if old.hash != "" {
-				closeIfCloser(g.log, "sink "+ns.name, old.sink)
-			}
+			closeIfCloser(g.log, "sink "+ns.name, old.sink) // configured, so ours to close
 			g.log.Info("sink reconfigured", "sink", ns.name)
 		default:
 			sr = g.newSinkRun(ns)
@@ -166,7 +164,7 @@ func (g *Gateway) apply(c components, running bool) error {
 	g.topoMu.Unlock()
 	g.sinks = newSinks
 	for _, sr := range removed {
-		close(sr.q) // no route worker can reach it any more; it drains, ends and closes an owned sink
+		close(sr.q) // no route worker can reach it any more; it drains, ends and closes what it built or started
 		g.log.Info("sink removed", "sink", sr.name)
 	}
 

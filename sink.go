@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,14 +16,14 @@ import (
 // nothing queued is lost and a retry loop stuck on a broken sink picks up
 // the replacement at once.
 type sinkRun struct {
-	g     *Gateway
-	name  string
-	owned bool // built from configuration; the gateway closes it
-	impl  atomic.Pointer[namedSink]
-	q     chan *Message
+	g    *Gateway
+	name string
+	impl atomic.Pointer[namedSink]
+	q    chan *Message
 
-	swapped   chan struct{} // a new implementation is in place
-	retired   chan struct{} // the sink was removed: pushes drop, retries end
+	started   atomic.Pointer[namedSink] // the implementation Start succeeded on
+	swapped   chan struct{}             // a new implementation is in place
+	retired   chan struct{}             // the sink was removed: pushes drop, retries end
 	retireOne sync.Once
 
 	out, errs, dropped, lost atomic.Uint64
@@ -32,7 +33,7 @@ type sinkRun struct {
 
 func (g *Gateway) newSinkRun(ns namedSink) *sinkRun {
 	sr := &sinkRun{
-		g: g, name: ns.name, owned: ns.hash != "",
+		g: g, name: ns.name,
 		q:       make(chan *Message, g.s.sinkQueueSize),
 		swapped: make(chan struct{}, 1),
 		retired: make(chan struct{}),
@@ -44,9 +45,33 @@ func (g *Gateway) newSinkRun(ns namedSink) *sinkRun {
 
 func (sr *sinkRun) current() *namedSink { return sr.impl.Load() }
 
+// closeImpl closes the current implementation if the gateway built or
+// started it.
+func (sr *sinkRun) closeImpl() {
+	cur := sr.current()
+	if cur.hash != "" || sr.started.Load() == cur {
+		closeIfCloser(sr.g.log, "sink "+sr.name, cur.sink)
+	}
+}
+
+// ensureStarted starts the current implementation once if it is a Starter.
+func (sr *sinkRun) ensureStarted() error {
+	cur := sr.current()
+	st, ok := cur.sink.(Starter)
+	if !ok || sr.started.Load() == cur {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(sr.g.pubCtx, 30*time.Second)
+	defer cancel()
+	if err := st.Start(ctx); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	sr.started.Store(cur)
+	return nil
+}
+
 func (sr *sinkRun) swap(ns namedSink) {
 	sr.impl.Store(&ns)
-	sr.owned = ns.hash != ""
 	select {
 	case sr.swapped <- struct{}{}:
 	default:
@@ -101,9 +126,7 @@ func (g *Gateway) startSink(sr *sinkRun) {
 		sr.run()
 		select {
 		case <-sr.retired:
-			if sr.owned {
-				closeIfCloser(g.log, "sink "+sr.name, sr.current().sink)
-			}
+			sr.closeImpl()
 		default:
 		}
 	}()
@@ -111,6 +134,9 @@ func (g *Gateway) startSink(sr *sinkRun) {
 
 // run publishes batches until the queue is closed and empty.
 func (sr *sinkRun) run() {
+	if err := sr.ensureStarted(); err != nil {
+		sr.g.log.Warn("sink failed to start; retrying on first publish", "sink", sr.name, "err", err)
+	}
 	max := sr.g.s.batchSize
 	batch := make([]*Message, 0, max)
 	for m := range sr.q {
@@ -142,7 +168,10 @@ func (sr *sinkRun) publish(batch []*Message) {
 	g := sr.g
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for {
-		err := sr.current().sink.Publish(g.pubCtx, batch)
+		err := sr.ensureStarted()
+		if err == nil {
+			err = sr.current().sink.Publish(g.pubCtx, batch)
+		}
 		if err == nil {
 			sr.out.Add(uint64(len(batch)))
 			if !sr.healthy.Swap(true) {
