@@ -396,3 +396,30 @@ sinks:
 	}
 	waitFor(t, "all 20 through the replacement", 5*time.Second, func() bool { return fixed.count() == 20 })
 }
+
+func TestReloadRemovingSinkKeepsTotals(t *testing.T) {
+	w := newTestWorld(t)
+	path := filepath.Join(t.TempDir(), "gw.yaml")
+	writeFile(t, path, fmt.Sprintf(reloadBase, "b"))
+	g, err := New(WithRegistry(w.reg), WithConfigFile(path, false), WithLogger(quietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, g)
+	conn := w.conns["plc"]
+	waitFor(t, "connector up", 2*time.Second, func() bool { return conn.uplink() != nil })
+	for i := 0; i < 10; i++ {
+		if err := conn.send(t, "d", "t", float64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "delivered to b", 2*time.Second, func() bool { return w.sinks["b"].count() == 10 })
+	noB := strings.Replace(strings.Replace(fmt.Sprintf(reloadBase, "a"), "  - name: b\n    collect: {}\n", "", 1), "", "", 1)
+	writeFile(t, path, noB)
+	if err := g.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := g.Stats(); st.Published != 10 || len(st.Sinks) != 1 {
+		t.Fatalf("after removing sink b: published=%d sinks=%d, want 10 and 1", st.Published, len(st.Sinks))
+	}
+}

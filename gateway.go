@@ -39,6 +39,7 @@ type Gateway struct {
 	mu         sync.Mutex // guards the fields below and serialises Reload
 	connectors map[string]*connRun
 	sinks      map[string]*sinkRun
+	retired    []*sinkRun // removed by reloads; kept so counter totals never shrink
 	codecs     map[string]namedCodec
 	routes     []Route
 	config     *Config
@@ -514,24 +515,23 @@ func (g *Gateway) routeBatch(sh *shard, b *batch) {
 
 // connRun supervises one connector: connect with backoff, wait, disconnect.
 type connRun struct {
-	g      *Gateway
-	nc     namedConnector
-	bind   *binding
-	stopCh chan struct{}
-	once   sync.Once
-	done   chan struct{}
+	g    *Gateway
+	nc   namedConnector
+	bind *binding
+	ctx  context.Context // ends when the connector is to stop
+	stop context.CancelFunc
+	done chan struct{}
 
 	up       atomic.Bool
 	lastErr  atomic.Pointer[string]
 	attempts atomic.Uint64
 }
 
-func (cr *connRun) stop() { cr.once.Do(func() { close(cr.stopCh) }) }
-
 func (g *Gateway) newConnRun(nc namedConnector, codec namedCodec) *connRun {
 	b := &binding{g: g, name: nc.name}
 	b.codec.Store(&codec)
-	return &connRun{g: g, nc: nc, bind: b, stopCh: make(chan struct{}), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &connRun{g: g, nc: nc, bind: b, ctx: ctx, stop: cancel, done: make(chan struct{})}
 }
 
 func (g *Gateway) startConnector(cr *connRun) {
@@ -543,22 +543,15 @@ func (g *Gateway) startConnector(cr *connRun) {
 	}()
 }
 
+// supervise connects (retrying with backoff until it works or the
+// connector is stopped), then waits for the stop and disconnects.
 func (cr *connRun) supervise() {
 	g := cr.g
 	bo := backoff.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}
 	for {
 		cr.attempts.Add(1)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		stopWatch := context.AfterFunc(ctx, func() {})
-		go func() {
-			select {
-			case <-cr.stopCh:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, cancel := context.WithTimeout(cr.ctx, 30*time.Second)
 		err := cr.nc.conn.Connect(ctx, cr.bind)
-		stopWatch()
 		cancel()
 		if err == nil {
 			cr.up.Store(true)
@@ -568,15 +561,20 @@ func (cr *connRun) supervise() {
 		}
 		msg := err.Error()
 		cr.lastErr.Store(&msg)
+		if cr.ctx.Err() != nil {
+			return
+		}
 		d := bo.Next()
 		g.log.Warn("connector failed to start; retrying", "connector", cr.nc.name, "err", err, "retry_in", d.Round(time.Millisecond))
+		t := time.NewTimer(d)
 		select {
-		case <-cr.stopCh:
+		case <-cr.ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(d):
+		case <-t.C:
 		}
 	}
-	<-cr.stopCh
+	<-cr.ctx.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), g.s.shutdownTimeout)
 	defer cancel()
 	if err := cr.nc.conn.Disconnect(ctx); err != nil {

@@ -72,6 +72,11 @@ func (g *Gateway) Stats() Stats {
 		}
 		st.Connectors = append(st.Connectors, cs)
 	}
+	for _, sr := range g.retired {
+		st.Published += sr.out.Load()
+		st.PublishErrors += sr.errs.Load()
+		st.SinkDropped += sr.dropped.Load()
+	}
 	for _, sr := range g.sinks {
 		cs := ComponentStatus{
 			Name: sr.name, Up: sr.healthy.Load(), Published: sr.out.Load(),

@@ -78,10 +78,9 @@ func ParseMode(s string) (Mode, error) {
 }
 
 type namedConnector struct {
-	name  string
-	conn  DeviceConnector
-	codec string
-	hash  string // config fingerprint; "" for components given as options
+	name string
+	conn DeviceConnector
+	hash string // config fingerprint; "" for components given as options
 }
 
 type namedSink struct {
