@@ -165,7 +165,7 @@ func (g *Gateway) apply(c components, running bool) error {
 	g.sinks = newSinks
 	for _, sr := range removed {
 		g.retired = append(g.retired, sr) // its counters stay in the totals
-		close(sr.q) // no route worker can reach it any more; it drains, ends and closes what it built or started
+		close(sr.q)                       // no route worker can reach it any more; it drains, ends and closes what it built or started
 		g.log.Info("sink removed", "sink", sr.name)
 	}
 
