@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Fuzz the core's own parsers and encoders for a short while on every run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+t="${FUZZTIME:-10s}"
+go test -run '^$' -fuzz '^FuzzMessageUnmarshalBinary$' -fuzztime "$t" .
+go test -run '^$' -fuzz '^FuzzAppendJSONString$' -fuzztime "$t" .
+go test -run '^$' -fuzz '^FuzzCodecDecode$' -fuzztime "$t" ./connector/sim
