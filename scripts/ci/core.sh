@@ -5,4 +5,3 @@ cd "$(dirname "$0")/../.."
 t="${FUZZTIME:-10s}"
 go test -run '^$' -fuzz '^FuzzMessageUnmarshalBinary$' -fuzztime "$t" .
 go test -run '^$' -fuzz '^FuzzAppendJSONString$' -fuzztime "$t" .
-go test -run '^$' -fuzz '^FuzzCodecDecode$' -fuzztime "$t" ./connector/sim
