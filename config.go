@@ -551,64 +551,22 @@ func (c *Config) components(reg *Registry, keep keeper) (components, error) {
 		return out, errors.New("config: components need a registry (WithRegistry)")
 	}
 	var errs []error
-	var built []any // to close if a later part fails
-	for _, cc := range c.Codecs {
-		h := "codec/" + cc.Kind + "/" + cc.Spec.fingerprint()
-		if keep("codec", cc.Name, h) {
-			out.codecs = append(out.codecs, namedCodec{name: cc.Name, hash: h})
-			continue
-		}
-		f := reg.codecs[cc.Kind]
-		if f == nil {
-			errs = append(errs, cc.Spec.Errorf("", "unknown codec kind %q (this build knows: %s)", cc.Kind, strings.Join(sortedKeys(reg.codecs), ", ")))
-			continue
-		}
-		cd, err := f(cc.Name, cc.Spec)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out.codecs = append(out.codecs, namedCodec{name: cc.Name, codec: cd, hash: h})
+	codecs := buildParts("codec", c.Codecs, reg.codecs, keep, &errs)
+	sinks := buildParts("sink", c.Sinks, reg.sinks, keep, &errs)
+	conns := buildParts("connector", c.Connectors, reg.connectors, keep, &errs)
+	for _, p := range codecs {
+		out.codecs = append(out.codecs, namedCodec{name: p.name, codec: p.v, hash: p.hash})
 	}
-	for _, cc := range c.Sinks {
-		h := "sink/" + cc.Kind + "/" + cc.Spec.fingerprint()
-		if keep("sink", cc.Name, h) {
-			out.sinks = append(out.sinks, namedSink{name: cc.Name, hash: h})
-			continue
-		}
-		f := reg.sinks[cc.Kind]
-		if f == nil {
-			errs = append(errs, cc.Spec.Errorf("", "unknown sink kind %q (this build knows: %s)", cc.Kind, strings.Join(sortedKeys(reg.sinks), ", ")))
-			continue
-		}
-		sk, err := f(cc.Name, cc.Spec)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		built = append(built, sk)
-		out.sinks = append(out.sinks, namedSink{name: cc.Name, sink: sk, hash: h})
+	for _, p := range sinks {
+		out.sinks = append(out.sinks, namedSink{name: p.name, sink: p.v, hash: p.hash})
+	}
+	for _, p := range conns {
+		out.connectors = append(out.connectors, namedConnector{name: p.name, conn: p.v, hash: p.hash})
 	}
 	for _, cc := range c.Connectors {
-		h := "conn/" + cc.Kind + "/" + cc.Spec.fingerprint()
 		if cc.Codec != "" {
 			out.codecFor[cc.Name] = cc.Codec
 		}
-		if keep("conn", cc.Name, h) {
-			out.connectors = append(out.connectors, namedConnector{name: cc.Name, hash: h})
-			continue
-		}
-		f := reg.connectors[cc.Kind]
-		if f == nil {
-			errs = append(errs, cc.Spec.Errorf("", "unknown connector kind %q (this build knows: %s)", cc.Kind, strings.Join(sortedKeys(reg.connectors), ", ")))
-			continue
-		}
-		cn, err := f(cc.Name, cc.Spec)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out.connectors = append(out.connectors, namedConnector{name: cc.Name, conn: cn, hash: h})
 	}
 	for _, r := range c.Routes {
 		out.routes = append(out.routes, Route(r))
@@ -630,10 +588,46 @@ func (c *Config) components(reg *Registry, keep keeper) (components, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		for _, b := range built {
-			closeIfCloser(discardLogger, "unused", b)
+		// Nothing built here will be used: release what holds resources.
+		for _, p := range sinks {
+			closeIfCloser(discardLogger, "unused sink", p.v)
+		}
+		for _, p := range conns {
+			closeIfCloser(discardLogger, "unused connector", p.v)
 		}
 		return out, err
 	}
 	return out, nil
+}
+
+// part is one configured component: v is nil when the running one is kept.
+type part[T any] struct {
+	name, hash string
+	v          T
+}
+
+// buildParts builds the entries of one component list with their kind's
+// factory, skipping those keep reports unchanged. An entry that fails adds
+// its error and is left out.
+func buildParts[T any, F ~func(string, Section) (T, error)](what string, entries []ComponentConfig, factories map[string]F, keep keeper, errs *[]error) []part[T] {
+	out := make([]part[T], 0, len(entries))
+	for _, cc := range entries {
+		h := what + "/" + cc.Kind + "/" + cc.Spec.fingerprint()
+		if keep(what, cc.Name, h) {
+			out = append(out, part[T]{name: cc.Name, hash: h})
+			continue
+		}
+		f := factories[cc.Kind]
+		if f == nil {
+			*errs = append(*errs, cc.Spec.Errorf("", "unknown %s kind %q (this build knows: %s)", what, cc.Kind, strings.Join(sortedKeys(factories), ", ")))
+			continue
+		}
+		v, err := f(cc.Name, cc.Spec)
+		if err != nil {
+			*errs = append(*errs, err)
+			continue
+		}
+		out = append(out, part[T]{name: cc.Name, hash: h, v: v})
+	}
+	return out
 }

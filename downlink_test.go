@@ -9,7 +9,7 @@ import (
 
 type readOnlyConnector struct{ testConnector }
 
-func (readOnlyConnector) Write() {} // shadows Downlinker.Write with the wrong signature
+func (*readOnlyConnector) Write() {} // shadows Downlinker.Write with the wrong signature
 
 func TestWriteEncodesWithConnectorCodec(t *testing.T) {
 	conn := &testConnector{}

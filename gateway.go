@@ -209,32 +209,17 @@ func (g *Gateway) deliver(ctx context.Context, f *Frame) error {
 		f.Received = time.Now()
 	}
 	sh := g.shardFor(f.Device)
-	select {
-	case sh.frames <- f:
+	if tryEnqueue(sh.frames, f, g.s.overflow, func(old *Frame) {
+		sh.framesDrop.Add(1)
+		old.Release()
+	}) {
 		sh.framesIn.Add(1)
 		return nil
-	default:
 	}
-	switch g.s.overflow {
-	case DropNewest:
+	if g.s.overflow == DropNewest {
 		sh.framesDrop.Add(1)
 		f.Release()
 		return ErrDropped
-	case DropOldest:
-		for {
-			select {
-			case sh.frames <- f:
-				sh.framesIn.Add(1)
-				return nil
-			default:
-			}
-			select {
-			case old := <-sh.frames:
-				sh.framesDrop.Add(1)
-				old.Release()
-			default:
-			}
-		}
 	}
 	select {
 	case sh.frames <- f:
@@ -246,6 +231,28 @@ func (g *Gateway) deliver(ctx context.Context, f *Frame) error {
 	case <-g.stopCh:
 		f.Release()
 		return ErrClosed
+	}
+}
+
+// tryEnqueue is the part of an overflow policy that never waits: it queues
+// v when there is room, evicting the oldest items (through evict) under
+// DropOldest. It reports whether v was queued; under Block and DropNewest a
+// full queue leaves v with the caller.
+func tryEnqueue[T any](q chan T, v T, o Overflow, evict func(T)) bool {
+	for {
+		select {
+		case q <- v:
+			return true
+		default:
+		}
+		if o != DropOldest {
+			return false
+		}
+		select {
+		case old := <-q:
+			evict(old)
+		default:
+		}
 	}
 }
 

@@ -33,7 +33,7 @@ func (g *Gateway) optionComponents() components {
 // with g.mu held.
 func (g *Gateway) keepRunning(kind, name, hash string) bool {
 	switch kind {
-	case "conn":
+	case "connector":
 		cr := g.connectors[name]
 		return cr != nil && cr.nc.hash == hash
 	case "sink":

@@ -82,30 +82,16 @@ func (sr *sinkRun) retire() { sr.retireOne.Do(func() { close(sr.retired) }) }
 
 // push queues m (one reference of it) under the overflow policy.
 func (sr *sinkRun) push(m *Message) {
-	select {
-	case sr.q <- m:
+	if tryEnqueue(sr.q, m, sr.g.s.overflow, func(old *Message) {
+		sr.dropped.Add(1)
+		old.release()
+	}) {
 		return
-	default:
 	}
-	switch sr.g.s.overflow {
-	case DropNewest:
+	if sr.g.s.overflow == DropNewest {
 		sr.dropped.Add(1)
 		m.release()
 		return
-	case DropOldest:
-		for {
-			select {
-			case sr.q <- m:
-				return
-			default:
-			}
-			select {
-			case old := <-sr.q:
-				sr.dropped.Add(1)
-				old.release()
-			default:
-			}
-		}
 	}
 	select {
 	case sr.q <- m:
