@@ -337,3 +337,42 @@ func TestNewRejectsInvalidCombinations(t *testing.T) {
 		})
 	}
 }
+
+type recordingShaper struct {
+	applied, closed int
+	policy          Policy
+	fail            bool
+}
+
+func (s *recordingShaper) Apply(_ context.Context, p Policy) error {
+	s.applied++
+	s.policy = p
+	if s.fail {
+		return fmt.Errorf("no CAP_BPF: %w", ErrNotSupported)
+	}
+	return nil
+}
+
+func (s *recordingShaper) Close() error { s.closed++; return nil }
+
+func TestShaperAppliedAndClosedAndOptional(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		sh := &recordingShaper{fail: fail}
+		sink := newCollectSink()
+		p := Policy{Interface: "eth0", Classes: []TrafficClass{{Name: "voice", DSCP: []uint8{46}, Handle: 1<<16 | 10}}}
+		g, err := New(WithLogger(quietLogger()), WithShaper(sh, p), WithCodec("f64", f64Codec), WithSink("up", sink))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := run(t, g)
+		// The gateway runs whether or not shaping could be applied.
+		if err := g.Inject(context.Background(), frame("d", "t", 1)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "delivery", 2*time.Second, func() bool { return sink.count() == 1 })
+		stop()
+		if sh.applied != 1 || sh.closed != 1 || sh.policy.Interface != "eth0" {
+			t.Fatalf("fail=%v: applied=%d closed=%d policy=%+v", fail, sh.applied, sh.closed, sh.policy)
+		}
+	}
+}
