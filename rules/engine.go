@@ -91,7 +91,8 @@ func (e *Engine) Generation() uint64 { return e.cur.Load().gen }
 // rules.enabled true in the configuration, the gateway loads every *.yaml
 // file in rules.dir (default "rules") and routes with it. A configuration
 // reload reloads the rule files; a bad file rejects the reload and the
-// running rules stay.
+// running rules stay. Rules may name the sinks of the configuration and
+// those listed in o.Sinks (sinks the host adds with gateway.WithSink).
 func Register(reg *gateway.Registry, o Options) {
 	reg.SetRules(func(c gateway.RulesConfig, sinks []string) (gateway.Router, error) {
 		dir := c.Dir
@@ -99,10 +100,7 @@ func Register(reg *gateway.Registry, o Options) {
 			dir = "rules"
 		}
 		opts := o
-		opts.Sinks = sinks
-		if opts.Sinks == nil {
-			opts.Sinks = []string{}
-		}
+		opts.Sinks = append(append([]string{}, o.Sinks...), sinks...)
 		return NewEngine(func() (gateway.Router, error) { return LoadDir(filepath.Clean(dir), opts) })
 	})
 }
