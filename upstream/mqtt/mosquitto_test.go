@@ -22,7 +22,7 @@ import (
 // mosquitto is a real broker on a loopback port, with persistence so its
 // sessions and queued messages survive a restart.
 type mosquitto struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	port int
 	conf string
@@ -32,7 +32,7 @@ type mosquitto struct {
 
 type brokerTLS struct{ ca, cert, key string }
 
-func startMosquitto(t *testing.T, tlsFiles *brokerTLS) *mosquitto {
+func startMosquitto(t testing.TB, tlsFiles *brokerTLS) *mosquitto {
 	t.Helper()
 	bin := testenv.RequireCommand(t, "mosquitto")
 	b := &mosquitto{t: t, dir: t.TempDir(), port: testenv.FreePort(t)}
@@ -174,6 +174,6 @@ func (c *consumer) waitUnique(t *testing.T, n int, timeout time.Duration) {
 	}
 }
 
-func binPath(t *testing.T) string { return testenv.RequireCommand(t, "mosquitto") }
+func binPath(t testing.TB) string { return testenv.RequireCommand(t, "mosquitto") }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

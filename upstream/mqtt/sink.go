@@ -106,6 +106,7 @@ func WithTraceParent(f func(m *gateway.Message) string) Option {
 type Sink struct {
 	cfg         Config
 	opts        *paho.ClientOptions
+	tls         *tls.Config
 	topic       topictmpl.Template
 	log         *slog.Logger
 	writer      CommandWriter
@@ -174,9 +175,8 @@ func New(name string, cfg Config, opts ...Option) (*Sink, error) {
 		SetOrderMatters(false).
 		SetConnectionLostHandler(s.connectionLost).
 		SetOnConnectHandler(s.connected)
-	if tlsCfg != nil {
-		o.SetTLSConfig(tlsCfg)
-	}
+	s.tls = tlsCfg
+	o.SetCustomOpenConnectionFn(s.openConnection)
 	s.opts = o
 	if cfg.CommandTopic != "" {
 		s.cmds = newCommandRunner(s)
