@@ -116,6 +116,7 @@ type consumer struct {
 	ids    map[string]int
 	topics map[string]string
 	last   map[string]json.RawMessage
+	order  map[string][]string // device -> ids in order of first arrival
 	c      paho.Client
 }
 
@@ -129,7 +130,7 @@ type envelope struct {
 
 func newConsumer(t *testing.T, brokerURL, clientID, filter string) *consumer {
 	t.Helper()
-	c := &consumer{ids: map[string]int{}, topics: map[string]string{}, last: map[string]json.RawMessage{}}
+	c := &consumer{ids: map[string]int{}, topics: map[string]string{}, last: map[string]json.RawMessage{}, order: map[string][]string{}}
 	handler := func(_ paho.Client, m paho.Message) {
 		var e envelope
 		if err := json.Unmarshal(m.Payload(), &e); err != nil {
@@ -137,6 +138,9 @@ func newConsumer(t *testing.T, brokerURL, clientID, filter string) *consumer {
 			return
 		}
 		c.mu.Lock()
+		if c.ids[e.ID] == 0 {
+			c.order[e.Device] = append(c.order[e.Device], e.ID)
+		}
 		c.ids[e.ID]++
 		c.topics[e.ID] = m.Topic()
 		c.last[e.ID] = append(json.RawMessage(nil), m.Payload()...)

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,6 +75,11 @@ func TestPublishQoS1WaitsForPubackAndCarriesEnvelope(t *testing.T) {
 	cons.waitUnique(t, 200, 10*time.Second)
 	cons.mu.Lock()
 	defer cons.mu.Unlock()
+	for dev, ids := range cons.order {
+		if !slices.IsSorted(ids) || len(ids) < 66 {
+			t.Fatalf("device %s: %d messages, first arrivals out of order", dev, len(ids))
+		}
+	}
 	id := batch[5].ID.String()
 	if got := cons.topics[id]; got != "plant/A/dev2/env" {
 		t.Fatalf("topic = %q", got)
@@ -195,6 +201,11 @@ func TestBrokerRestartLosesNothing(t *testing.T) {
 	dups := 0
 	for _, n := range cons.ids {
 		dups += n - 1
+	}
+	for dev, ids := range cons.order {
+		if !slices.IsSorted(ids) {
+			t.Errorf("device %s: first arrivals out of order across the restart", dev)
+		}
 	}
 	cons.mu.Unlock()
 	t.Logf("before/during/after: %d/%d/%d, delivered %d unique, %d duplicates, sink %+v",
