@@ -18,6 +18,10 @@
 // The sink reconnects by itself with jittered exponential backoff that
 // starts over only after a connection stayed up for Config.StableAfter.
 //
+// Anyone allowed to publish under Config.CommandTopic can write to
+// devices: restrict that topic with the broker's ACLs and use TLS client
+// certificates.
+//
 // Delivery is at least once: after a failure the gateway publishes the
 // batch again, so consumers de-duplicate by the envelope's "id".
 package mqtt
