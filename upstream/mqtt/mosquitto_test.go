@@ -117,6 +117,7 @@ type consumer struct {
 	topics map[string]string
 	last   map[string]json.RawMessage
 	order  map[string][]string // device -> ids in order of first arrival
+	qos    map[string]byte     // id -> QoS the broker delivered it with
 	c      paho.Client
 }
 
@@ -129,8 +130,12 @@ type envelope struct {
 }
 
 func newConsumer(t *testing.T, brokerURL, clientID, filter string) *consumer {
+	return newConsumerQoS(t, brokerURL, clientID, filter, 1)
+}
+
+func newConsumerQoS(t *testing.T, brokerURL, clientID, filter string, subQoS byte) *consumer {
 	t.Helper()
-	c := &consumer{ids: map[string]int{}, topics: map[string]string{}, last: map[string]json.RawMessage{}, order: map[string][]string{}}
+	c := &consumer{ids: map[string]int{}, topics: map[string]string{}, last: map[string]json.RawMessage{}, order: map[string][]string{}, qos: map[string]byte{}}
 	handler := func(_ paho.Client, m paho.Message) {
 		var e envelope
 		if err := json.Unmarshal(m.Payload(), &e); err != nil {
@@ -142,19 +147,20 @@ func newConsumer(t *testing.T, brokerURL, clientID, filter string) *consumer {
 			c.order[e.Device] = append(c.order[e.Device], e.ID)
 		}
 		c.ids[e.ID]++
+		c.qos[e.ID] = m.Qos()
 		c.topics[e.ID] = m.Topic()
 		c.last[e.ID] = append(json.RawMessage(nil), m.Payload()...)
 		c.mu.Unlock()
 	}
 	o := paho.NewClientOptions().AddBroker(brokerURL).SetClientID(clientID).
 		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
-		SetOnConnectHandler(func(cl paho.Client) { cl.Subscribe(filter, 1, handler) })
+		SetOnConnectHandler(func(cl paho.Client) { cl.Subscribe(filter, subQoS, handler) })
 	c.c = paho.NewClient(o)
 	if tok := c.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("consumer connect: %v", tok.Error())
 	}
 	// Make sure the subscription is in place before anything is published.
-	if tok := c.c.Subscribe(filter, 1, handler); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	if tok := c.c.Subscribe(filter, subQoS, handler); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("consumer subscribe: %v", tok.Error())
 	}
 	t.Cleanup(func() { c.c.Disconnect(100) })

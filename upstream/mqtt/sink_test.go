@@ -494,3 +494,50 @@ func FuzzParseCommand(f *testing.F) {
 		}
 	})
 }
+
+// TestYAMLQoS drives the sink from YAML: mqtt.qos sets the QoS of every
+// upstream message, and a reload changes it for the messages after it.
+func TestYAMLQoS(t *testing.T) {
+	b := startMosquitto(t, nil)
+	cons := newConsumerQoS(t, b.url(), "cloud-yaml", "yaml/#", 2)
+	reg := gateway.NewRegistry()
+	if err := Register(reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	conf := func(qos int) *gateway.Config {
+		return mustConfig(t, fmt.Sprintf(`
+mqtt: {qos: %d}
+sinks:
+  - name: cloud
+    mqtt: {broker: %q, client_id: gw-yaml, topic: "yaml/{device}", reconnect_max: 500ms}
+`, qos, b.url()))
+	}
+	g, err := gateway.New(gateway.WithRegistry(reg), gateway.WithConfig(conf(1)), gateway.WithLogger(discard()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGateway(t, g)
+	inject := func(i int) string {
+		f := gateway.AcquireFrame()
+		f.Device, f.Topic = "d", "env"
+		binary.BigEndian.PutUint64(f.ID[8:], uint64(i))
+		f.Payload = append(f.Payload, 1)
+		id := f.ID.String()
+		if err := g.Inject(context.Background(), f); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	first := inject(1)
+	cons.waitUnique(t, 1, 10*time.Second)
+	if err := g.ApplyConfig(context.Background(), conf(0)); err != nil {
+		t.Fatal(err)
+	}
+	second := inject(2)
+	cons.waitUnique(t, 2, 10*time.Second)
+	cons.mu.Lock()
+	defer cons.mu.Unlock()
+	if cons.qos[first] != 1 || cons.qos[second] != 0 {
+		t.Fatalf("delivered QoS %d then %d, want 1 then 0", cons.qos[first], cons.qos[second])
+	}
+}
