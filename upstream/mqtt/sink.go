@@ -130,7 +130,7 @@ type Sink struct {
 
 	cmds *commandRunner
 
-	published, failed, reconnects atomic.Uint64
+	published, failed, reconnects, attempts atomic.Uint64
 }
 
 var (
@@ -170,7 +170,9 @@ func New(name string, cfg Config, opts ...Option) (*Sink, error) {
 		SetWriteTimeout(cfg.PublishTimeout).
 		SetAutoReconnect(false). // our own loop: jittered, reset only once stable
 		SetConnectRetry(false).
-		SetMaxResumePubInFlight(cfg.InFlight).
+		// No MaxResumePubInFlight: paho's bounded resume races with its
+		// reconnect (go test -race); what it resends is at most the window
+		// that was in flight when the link dropped.
 		SetStore(paho.NewMemoryStore()).
 		SetOrderMatters(false).
 		SetConnectionLostHandler(s.connectionLost).
@@ -399,6 +401,7 @@ func (s *Sink) keepConnected() {
 			s.mu.Lock()
 			s.down = make(chan struct{})
 			s.mu.Unlock()
+			s.attempts.Add(1)
 			tok := s.client.Connect()
 			select {
 			case <-s.stop:
@@ -526,13 +529,17 @@ func (s *Sink) Check(context.Context) error {
 
 // Stats are the sink's counters.
 type Stats struct {
-	Published, Failed, Reconnects uint64
+	// Published counts acknowledged messages; Failed counts failed
+	// Publish calls.
+	Published, Failed uint64
+	// Reconnects counts successful reconnects, ReconnectAttempts every try.
+	Reconnects, ReconnectAttempts uint64
 	CommandsOK, CommandsFailed    uint64
 }
 
 // Stats returns the counters.
 func (s *Sink) Stats() Stats {
-	st := Stats{Published: s.published.Load(), Failed: s.failed.Load(), Reconnects: s.reconnects.Load()}
+	st := Stats{Published: s.published.Load(), Failed: s.failed.Load(), Reconnects: s.reconnects.Load(), ReconnectAttempts: s.attempts.Load()}
 	if s.cmds != nil {
 		st.CommandsOK, st.CommandsFailed = s.cmds.ok.Load(), s.cmds.failed.Load()
 	}

@@ -541,3 +541,41 @@ sinks:
 		t.Fatalf("delivered QoS %d then %d, want 1 then 0", cons.qos[first], cons.qos[second])
 	}
 }
+
+// TestReconnectBackoff checks the reconnect loop backs off while the
+// broker is down and starts again from the minimum delay only after the
+// link was up for StableAfter.
+func TestReconnectBackoff(t *testing.T) {
+	b := startMosquitto(t, nil)
+	s := testSink(t, Config{Broker: b.url(), ReconnectMin: 100 * time.Millisecond, ReconnectMax: 3 * time.Second,
+		StableAfter: 300 * time.Millisecond, ConnectTimeout: time.Second})
+	ctx := context.Background()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond) // stable
+	b.stop()
+	time.Sleep(1500 * time.Millisecond)
+	down := s.Stats().ReconnectAttempts
+	// A fixed 100 ms retry would make about 15 attempts; doubling ceilings
+	// with full jitter make about 5 (more than 9 has odds below 1e-3).
+	if down < 1 || down > 9 {
+		t.Fatalf("%d reconnect attempts in 1.5 s with the broker down", down)
+	}
+	b.start(binPath(t))
+	waitFor(t, func() bool { return s.Check(ctx) == nil }, 10*time.Second, "reconnect")
+	time.Sleep(600 * time.Millisecond) // longer than StableAfter
+	before := s.Stats().ReconnectAttempts
+	b.stop()
+	// Back at the 100 ms ceiling, the first attempt comes within 100 ms
+	// of the loss; without the reset the ceiling would be 1.6 s or more.
+	time.Sleep(300 * time.Millisecond)
+	if n := s.Stats().ReconnectAttempts - before; n < 1 {
+		t.Fatalf("no reconnect attempt within 300 ms of losing a stable link (attempts before: %d)", down)
+	}
+	b.start(binPath(t))
+	waitFor(t, func() bool { return s.Check(ctx) == nil }, 10*time.Second, "second reconnect")
+	if s.Stats().Reconnects != 2 {
+		t.Fatalf("stats %+v", s.Stats())
+	}
+}
