@@ -5,9 +5,12 @@
 // (route with a topic template, drop, sample 1:N, priority, QoS, tags,
 // derived points).
 //
-//	set, err := rules.LoadDir("rules", rules.Options{})
 //	eng, err := rules.NewEngine(func() (gateway.Router, error) { return rules.LoadDir("rules", rules.Options{}) })
 //	g, err := gateway.New(gateway.WithRouter(eng), gateway.WithSink("cloud", sink))
+//	err = eng.Reload() // after editing rules/*.yaml; a bad file keeps the running rules
+//
+// With YAML configuration, Register makes rules.enabled: true load
+// rules.dir/*.yaml instead (package rules/rego does the same for *.rego).
 //
 // Rules are indexed by topic filter and tag, so a message only meets the
 // rules that can match it: the cost per message follows the rules that
