@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -80,7 +82,7 @@ func ParseCommand(rel string, payload []byte, m *gateway.Message) (connector str
 		}
 		m.AddPoint(p.Name, v, p.Unit)
 	}
-	for _, k := range sortedKeys(c.Tags) {
+	for _, k := range slices.Sorted(maps.Keys(c.Tags)) {
 		m.Tags = m.Tags.Set(k, c.Tags[k])
 	}
 	return connector, nil
@@ -117,19 +119,6 @@ func parseValue(raw json.RawMessage) (gateway.Value, error) {
 		return gateway.Value{}, fmt.Errorf("number %s: %w", n, err)
 	}
 	return gateway.Float(f), nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	for i := 1; i < len(ks); i++ {
-		for j := i; j > 0 && ks[j] < ks[j-1]; j-- {
-			ks[j], ks[j-1] = ks[j-1], ks[j]
-		}
-	}
-	return ks
 }
 
 // commandRunner writes commands to devices one at a time from a bounded
