@@ -318,8 +318,11 @@ func (s *Sink) Start(ctx context.Context) error {
 		s.client = paho.NewClient(s.opts)
 	}
 	s.down = make(chan struct{})
-	if err := waitToken(ctx, s.client.Connect()); err != nil {
-		return fmt.Errorf("mqtt sink: connect %s: %w", s.cfg.Broker, err)
+	// An earlier Start whose context ended may have connected since.
+	if !s.client.IsConnected() {
+		if err := waitToken(ctx, s.client.Connect()); err != nil {
+			return fmt.Errorf("mqtt sink: connect %s: %w", s.cfg.Broker, err)
+		}
 	}
 	s.started = true
 	s.lost = make(chan struct{}, 1)
