@@ -22,6 +22,9 @@
 // other rules and messages go on.
 //
 // Engine swaps whole rule sets atomically: a message is evaluated entirely
-// against the set that was current when its routing began. Register wires
+// against the set that was current when its routing began. Rule sets come
+// in through Reload (re-run the loader), Replace (a set built in code or
+// received over an API) and Watch (reload when files in the rule
+// directory change). Register wires
 // the engine to rules.enabled in the YAML configuration.
 package rules

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/iotgw/gateway"
 )
@@ -457,4 +459,53 @@ func FuzzParseCompile(f *testing.F) {
 		m := message(msgSpec{topic: "x/y", tags: map[string]string{"site": "A"}, points: map[string]gateway.Value{"x": gateway.Int(2), "temperature": gateway.Float(5)}})
 		s.Route(m, nil)
 	})
+}
+
+func TestWatchReloadsOnChange(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rules: [{name: one, sinks: [cloud]}]\n")
+	eng, err := NewEngine(func() (gateway.Router, error) { return LoadDir(dir, Options{}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 4)
+	done := make(chan error, 1)
+	go func() { done <- eng.Watch(ctx, dir, func(err error) { errs <- err }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	routesTo := func(want string) bool {
+		got := eng.Route(message(msgSpec{topic: "x"}), nil)
+		return len(got) == 1 && got[0] == want
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !routesTo("local") {
+		if time.Now().After(deadline) {
+			t.Fatal("edit not picked up")
+		}
+		write("rules: [{name: two, sinks: [local]}]\n")
+		time.Sleep(200 * time.Millisecond)
+	}
+	write("rules: [{name: broken, when: 'x >', sinks: [cloud]}]\n")
+	select {
+	case err := <-errs:
+		if !strings.Contains(err.Error(), `rule "broken"`) {
+			t.Fatalf("watch error %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("broken edit not reported")
+	}
+	if !routesTo("local") {
+		t.Fatal("broken edit replaced the running rules")
+	}
 }
