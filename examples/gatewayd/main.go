@@ -29,6 +29,8 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/connector/sim"
+	"github.com/iotgw/gateway/rules"
+	"github.com/iotgw/gateway/upstream/mqtt"
 	"github.com/iotgw/gateway/upstream/localbroker"
 )
 
@@ -62,7 +64,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(h)
 
-	reg, brokers := registry()
+	var dl mqtt.Downlink
+	reg, brokers := registry(&dl, log)
 	opts := []gateway.Option{gateway.WithLogger(log), gateway.WithRegistry(reg)}
 	if *configPath != "" {
 		opts = append(opts, gateway.WithConfigFile(*configPath, true))
@@ -77,6 +80,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dl.Bind(g) // commands arriving on mqtt sinks' command topics go to devices
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -100,13 +104,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// registry lists the component kinds this daemon links. The returned
-// function reports the embedded brokers built from the configuration.
-func registry() (*gateway.Registry, func() []*localbroker.Broker) {
+// registry lists the component kinds this daemon links: the simulated
+// field, the embedded broker, the MQTT upstream (with downlink commands
+// through dl) and the rule engine for rules.enabled. The returned function
+// reports the embedded brokers built from the configuration.
+func registry(dl *mqtt.Downlink, log *slog.Logger) (*gateway.Registry, func() []*localbroker.Broker) {
 	reg := gateway.NewRegistry()
+	rules.Register(reg, rules.Options{Logger: log})
 	var mu sync.Mutex
 	var built []*localbroker.Broker
-	if err := errors.Join(sim.Register(reg), reg.AddSink("localbroker", func(name string, spec gateway.Section) (gateway.Sink, error) {
+	if err := errors.Join(sim.Register(reg), mqtt.Register(reg, dl), reg.AddSink("localbroker", func(name string, spec gateway.Section) (gateway.Sink, error) {
 		var c localbroker.Config
 		if err := spec.Decode(&c); err != nil {
 			return nil, err
