@@ -30,8 +30,8 @@ import (
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/connector/sim"
 	"github.com/iotgw/gateway/rules"
-	"github.com/iotgw/gateway/upstream/mqtt"
 	"github.com/iotgw/gateway/upstream/localbroker"
+	"github.com/iotgw/gateway/upstream/mqtt"
 )
 
 //go:embed default.yaml
