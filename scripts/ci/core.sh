@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 t="${FUZZTIME:-10s}"
-go test -run '^$' -fuzz '^FuzzMessageUnmarshalBinary$' -fuzztime "$t" .
-go test -run '^$' -fuzz '^FuzzAppendJSONString$' -fuzztime "$t" .
+scripts/fuzz . FuzzMessageUnmarshalBinary "$t"
+scripts/fuzz . FuzzAppendJSONString "$t"
