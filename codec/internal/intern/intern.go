@@ -3,7 +3,10 @@
 // codec can decode them without allocating once it has seen them.
 package intern
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // DefaultLimit is the number of distinct strings a Table keeps when New is
 // given zero.
@@ -13,12 +16,15 @@ const DefaultLimit = 4096
 const maxLen = 128
 
 // Table is a bounded, concurrency-safe string table. The zero value is not
-// usable; call New. Once full, new strings are still returned correctly but
-// allocated per call: a device that sends endless distinct strings costs
-// allocations, never unbounded memory.
+// usable; call New. Lookups read an immutable snapshot through one atomic
+// load, so concurrent decoders never contend; adding a string copies the
+// snapshot, which is cheap because tables are small and fill once. Once
+// full, new strings are still returned correctly but allocated per call:
+// a device that sends endless distinct strings costs allocations, never
+// unbounded memory.
 type Table struct {
-	mu    sync.RWMutex
-	m     map[string]string
+	snap  atomic.Pointer[map[string]string]
+	mu    sync.Mutex // serialises writers
 	limit int
 }
 
@@ -28,7 +34,10 @@ func New(limit int) *Table {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
-	return &Table{m: make(map[string]string), limit: limit}
+	t := &Table{limit: limit}
+	m := map[string]string{}
+	t.snap.Store(&m)
+	return t
 }
 
 // Bytes returns a string equal to b. It does not allocate when the string
@@ -37,29 +46,30 @@ func (t *Table) Bytes(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
-	t.mu.RLock()
-	s, ok := t.m[string(b)] // map lookup with a converted key does not allocate
-	t.mu.RUnlock()
-	if ok {
+	if s, ok := (*t.snap.Load())[string(b)]; ok { // converted key: no allocation
 		return s
 	}
-	s = string(b)
+	s := string(b)
 	if len(b) > maxLen {
 		return s
 	}
 	t.mu.Lock()
-	if prev, ok := t.m[s]; ok {
-		s = prev
-	} else if len(t.m) < t.limit {
-		t.m[s] = s
+	defer t.mu.Unlock()
+	old := *t.snap.Load()
+	if prev, ok := old[s]; ok {
+		return prev
 	}
-	t.mu.Unlock()
+	if len(old) >= t.limit {
+		return s
+	}
+	m := make(map[string]string, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[s] = s
+	t.snap.Store(&m)
 	return s
 }
 
 // Len reports how many strings the table holds.
-func (t *Table) Len() int {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return len(t.m)
-}
+func (t *Table) Len() int { return len(*t.snap.Load()) }
