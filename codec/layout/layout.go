@@ -313,12 +313,6 @@ func (f *Field) fail(err error, format string, args ...any) error {
 	return &FieldError{Codec: "layout", Field: f.Name, Offset: f.Offset, Err: fmt.Errorf("%w: "+format, append([]any{err}, args...)...)}
 }
 
-var intLimits = [...]struct{ min, max float64 }{
-	Int8: {math.MinInt8, math.MaxInt8}, Int16: {math.MinInt16, math.MaxInt16},
-	Int32: {math.MinInt32, math.MaxInt32}, Int64: {math.MinInt64, math.MaxInt64},
-	Uint8: {0, math.MaxUint8}, Uint16: {0, math.MaxUint16}, Uint32: {0, math.MaxUint32}, Uint64: {0, math.MaxUint64},
-}
-
 func (f *Field) put(b []byte, v gateway.Value) error {
 	p := b[f.Offset:]
 	switch f.Type {
