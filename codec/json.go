@@ -157,9 +157,14 @@ func (c *JSON) object(s *jsonScan, dst *gateway.Message, depth int) error {
 		if s.i >= len(s.b) || s.b[s.i] != '"' {
 			return c.fail(s, layout.ErrSyntax, "want a key string")
 		}
+		at := s.i
 		k, err := c.str(s)
 		if err != nil {
 			return err
+		}
+		if len(k) == 0 {
+			s.i = at
+			return c.fail(s, layout.ErrMissingField, "empty key: a point needs a name")
 		}
 		s.key = s.key[:prefix]
 		if prefix > 0 {

@@ -88,6 +88,7 @@ func TestJSONBadInput(t *testing.T) {
 		{`{"a":1`, "", 6, ErrSyntax},
 		{`{"a":1}x`, "", 7, ErrSyntax},
 		{`{"a":[1]}`, "a", 5, ErrType},
+		{`{"a":{"":1}}`, "a", 6, ErrMissingField},
 		{`{"a":01}`, "a", 5, ErrSyntax},
 		{`{"a":1.}`, "a", 5, ErrSyntax},
 		{`{"a":1e}`, "a", 5, ErrSyntax},
