@@ -13,3 +13,4 @@ fuzz ./codec/layout FuzzLayout 30
 fuzz ./codec FuzzJSON 30
 fuzz ./codec/mapping FuzzCompile 30
 fuzz ./codec/modbus FuzzRegisterMap 10
+fuzz ./codec/mapping FuzzRoundTrip 10
