@@ -347,3 +347,30 @@ func ExampleLayout() {
 	// temperature 21.5 C
 	// energy 65552 Wh
 }
+
+// TestBitFieldOrders reads the same 12-bit field from a 4-byte container
+// in each byte order: the container is assembled in the order first, then
+// bits are counted from its least significant bit.
+func TestBitFieldOrders(t *testing.T) {
+	// Container value 0x01020304; bits 8..19 = 0x203.
+	for o := BigEndian; o <= ByteSwap; o++ {
+		l, err := New([]Field{{Name: "b", Type: Bits, Bit: 8, Width: 12, Size: 4, Order: o}, {Name: "f", Type: Bool, Bit: 0, Size: 4, Order: o}}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &gateway.Message{}
+		if err := l.Decode(&gateway.Frame{Payload: wire[o][4]}, m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Points[0].Value != gateway.Uint(0x203) || m.Points[1].Value != gateway.Bool(false) {
+			t.Errorf("%s: %v", o, m.Points)
+		}
+		out, err := l.Encode(m, nil)
+		// Bits outside both fields (0x04 low byte's bits 1..7, the top 4 bits) are zero on encode.
+		want := make([]byte, 4)
+		store(want, 4, o, 0x00020300)
+		if err != nil || !bytes.Equal(out, want) {
+			t.Errorf("%s: encoded % x, want % x (%v)", o, out, want, err)
+		}
+	}
+}
