@@ -281,6 +281,29 @@ func (l *Layout) Encode(m *gateway.Message, dst []byte) ([]byte, error) {
 	dst = slices.Grow(dst, l.size)[:start+l.size]
 	out := dst[start:]
 	clear(out)
+	if len(l.fields) <= maxTracked {
+		// One pass over the points with the name index; a bitmap finds
+		// fields without a point.
+		var seen [maxTracked / 64]uint64
+		for i := range m.Points {
+			p := &m.Points[i]
+			idx, ok := l.byName[p.Name]
+			if !ok {
+				return dst[:start], &FieldError{Codec: "layout", Field: p.Name, Offset: -1, Err: ErrUnknownField}
+			}
+			if err := l.fields[idx].put(out, p.Value); err != nil {
+				return dst[:start], err
+			}
+			seen[idx/64] |= 1 << (idx % 64)
+		}
+		for i := range l.fields {
+			if seen[i/64]&(1<<(i%64)) == 0 {
+				fd := &l.fields[i]
+				return dst[:start], &FieldError{Codec: "layout", Field: fd.Name, Offset: fd.Offset, Err: ErrMissingField}
+			}
+		}
+		return dst, nil
+	}
 	for i := range m.Points {
 		if _, ok := l.byName[m.Points[i].Name]; !ok {
 			return dst[:start], &FieldError{Codec: "layout", Field: m.Points[i].Name, Offset: -1, Err: ErrUnknownField}
@@ -298,6 +321,9 @@ func (l *Layout) Encode(m *gateway.Message, dst []byte) ([]byte, error) {
 	}
 	return dst, nil
 }
+
+// maxTracked is the field count up to which Encode runs in one pass.
+const maxTracked = 256
 
 // Put encodes v into the field's bytes of b (which must be long enough),
 // leaving the bits of b outside the field untouched.
