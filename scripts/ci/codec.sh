@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 
 fuzz() { # package target seconds
   echo "fuzz $2 ($3 s)"
-  go test -run '^$' -fuzz "^$2\$" -fuzztime "$3s" "$1"
+  scripts/fuzz "$1" "$2" "$3s"
 }
 fuzz ./codec/layout FuzzLayout 30
 fuzz ./codec FuzzJSON 30

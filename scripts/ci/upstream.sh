@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 t="${FUZZTIME:-10s}"
-go test -run '^$' -fuzz '^FuzzParseCompile$' -fuzztime "$t" ./rules/
-go test -run '^$' -fuzz '^FuzzParseCommand$' -fuzztime "$t" ./upstream/mqtt/
-go test -run '^$' -fuzz '^FuzzCompile$' -fuzztime "$t" ./internal/topictmpl/
+scripts/fuzz ./rules/ FuzzParseCompile "$t"
+scripts/fuzz ./upstream/mqtt/ FuzzParseCommand "$t"
+scripts/fuzz ./internal/topictmpl/ FuzzCompile "$t"
