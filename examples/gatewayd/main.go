@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/codec"
 	"github.com/iotgw/gateway/connector/sim"
 	"github.com/iotgw/gateway/rules"
 	"github.com/iotgw/gateway/upstream/localbroker"
@@ -105,7 +106,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 // registry lists the component kinds this daemon links: the simulated
-// field, the embedded broker, the MQTT upstream (with downlink commands
+// field, the reference codecs, the embedded broker, the MQTT upstream (with downlink commands
 // through dl) and the rule engine for rules.enabled. The returned function
 // reports the embedded brokers built from the configuration.
 func registry(dl *mqtt.Downlink, log *slog.Logger) (*gateway.Registry, func() []*localbroker.Broker) {
@@ -113,7 +114,7 @@ func registry(dl *mqtt.Downlink, log *slog.Logger) (*gateway.Registry, func() []
 	rules.Register(reg, rules.Options{Logger: log})
 	var mu sync.Mutex
 	var built []*localbroker.Broker
-	if err := errors.Join(sim.Register(reg), mqtt.Register(reg, dl), reg.AddSink("localbroker", func(name string, spec gateway.Section) (gateway.Sink, error) {
+	if err := errors.Join(sim.Register(reg), codec.Register(reg), mqtt.Register(reg, dl), reg.AddSink("localbroker", func(name string, spec gateway.Section) (gateway.Sink, error) {
 		var c localbroker.Config
 		if err := spec.Decode(&c); err != nil {
 			return nil, err
