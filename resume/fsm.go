@@ -15,7 +15,9 @@ const (
 	// waiting in the store. Live traffic goes straight upstream.
 	Online State = iota
 	// Degraded: the link is up by quorum but some probe fails or a publish
-	// failed; traffic still flows, failures are spilled to the store.
+	// failed; traffic still flows, failures are spilled to the store. A
+	// second publish failure in a row means the upstream is gone even if
+	// the network answers probes: Offline.
 	Degraded
 	// Offline: the quorum says the link is down. Everything goes to the
 	// store; no drain is attempted.
@@ -80,7 +82,7 @@ var table = [numStates][numEvents]transition{
 	},
 	Degraded: {
 		LinkUp: {to: Online}, LinkPartial: {to: Degraded}, LinkDown: {to: Offline},
-		PublishOK: {to: Degraded}, PublishFailed: {to: Degraded}, BacklogEmpty: {to: Degraded},
+		PublishOK: {to: Degraded}, PublishFailed: {to: Offline}, BacklogEmpty: {to: Degraded},
 	},
 	Offline: {
 		LinkUp: {to: Recovering}, LinkPartial: {to: Recovering}, LinkDown: {to: Offline},

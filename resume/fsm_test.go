@@ -9,7 +9,7 @@ func TestMachineEveryStateEventPair(t *testing.T) {
 	// pair when the store is empty.
 	want := map[State]map[Event]State{
 		Online:     {LinkUp: Online, LinkPartial: Degraded, LinkDown: Offline, PublishOK: Online, PublishFailed: Degraded, BacklogEmpty: Online},
-		Degraded:   {LinkUp: Online, LinkPartial: Degraded, LinkDown: Offline, PublishOK: Degraded, PublishFailed: Degraded, BacklogEmpty: Degraded},
+		Degraded:   {LinkUp: Online, LinkPartial: Degraded, LinkDown: Offline, PublishOK: Degraded, PublishFailed: Offline, BacklogEmpty: Degraded},
 		Offline:    {LinkUp: Recovering, LinkPartial: Recovering, LinkDown: Offline, PublishOK: Recovering, PublishFailed: Offline, BacklogEmpty: Offline},
 		Recovering: {LinkUp: Recovering, LinkPartial: Recovering, LinkDown: Offline, PublishOK: Draining, PublishFailed: Offline, BacklogEmpty: Recovering},
 		Draining:   {LinkUp: Draining, LinkPartial: Draining, LinkDown: Offline, PublishOK: Draining, PublishFailed: Offline, BacklogEmpty: Online},

@@ -39,7 +39,7 @@ func startMosquitto(t testing.TB) *mosquitto {
 	port := testenv.FreePort(t)
 	conf := filepath.Join(dir, "mosquitto.conf")
 	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"+
-		"max_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n", port, dir)
+		"max_queued_messages 10000000\nmax_inflight_messages 0\nlog_dest none\n", port, dir)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -138,17 +138,19 @@ func (p *pahoSink) Publish(ctx context.Context, msgs []*gateway.Message) error {
 		}
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if err := p.connectLocked(); err != nil {
+		p.mu.Unlock()
 		return err
 	}
+	c := p.c
+	p.mu.Unlock()
 	toks := make([]mqtt.Token, len(msgs))
 	for i, m := range msgs {
-		toks[i] = p.c.Publish(p.topic, 1, false, m.ID.String())
+		toks[i] = c.Publish(p.topic, 1, false, m.ID.String())
 	}
 	for _, tok := range toks {
 		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-			p.c.Disconnect(0)
+			c.Disconnect(0)
 			return fmt.Errorf("paho publish: %v", tok.Error())
 		}
 	}

@@ -143,11 +143,11 @@ func TestDrainerRetriesAndResumesOnRecovery(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	waitUntil(t, "publish failures", func() bool { return d.Stats().Failed > 0 })
-	if s, _ := m.State(); s != Degraded {
-		t.Fatalf("state %s after failed publishes, want degraded", s)
+	// Two failed publishes in a row: Online -> Degraded -> Offline.
+	waitUntil(t, "offline", func() bool { s, _ := m.State(); return s == Offline })
+	if tr := m.Transitions(); tr["online->degraded"] != 1 || tr["degraded->offline"] != 1 {
+		t.Fatalf("transitions %v", tr)
 	}
-	m.Fire(LinkDown)
 	calls := sink.calls.Load()
 	time.Sleep(100 * time.Millisecond)
 	if extra := sink.calls.Load() - calls; extra > 3 {
