@@ -1,8 +1,8 @@
 package resume
 
 import (
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"net/http"
 	"net/http/httptest"
 	"sync"

@@ -320,7 +320,7 @@ func (s *SQLiteStore) openFile() error {
 		}
 	}
 	var rows, bytes sql.NullInt64
-	if err := wdb.QueryRow("SELECT count(*), total(length(payload)) FROM records").Scan(&rows, &bytes); err != nil {
+	if err := wdb.QueryRow("SELECT count(*), coalesce(sum(length(payload)), 0) FROM records").Scan(&rows, &bytes); err != nil {
 		return fail("count records in", err)
 	}
 	counter, err := maxCounter(wdb)

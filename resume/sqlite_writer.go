@@ -380,7 +380,7 @@ func (s *SQLiteStore) deleteAcked(ctx context.Context, tx *sql.Tx, acks []uint64
 	s.mu.Unlock()
 	total := func() (int64, error) {
 		var b sql.NullInt64
-		err := tx.QueryRowContext(ctx, "SELECT total(length(payload)) FROM records").Scan(&b)
+		err := tx.QueryRowContext(ctx, "SELECT coalesce(sum(length(payload)), 0) FROM records").Scan(&b)
 		return b.Int64, err
 	}
 	var before int64
