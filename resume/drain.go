@@ -12,6 +12,14 @@ import (
 	"github.com/iotgw/gateway"
 )
 
+// Redialer is implemented by sinks that can drop their upstream connection
+// so the next Publish dials afresh. The Drainer calls it on entering
+// Offline: a TCP connection that lived through an outage sits in
+// retransmission backoff and would delay the drain after the link returns.
+type Redialer interface {
+	Redial()
+}
+
 // DrainerConfig configures a Drainer.
 type DrainerConfig struct {
 	// Store holds the backlog; Sink takes it. Required.
@@ -48,6 +56,10 @@ type Drainer struct {
 	wheel *RetryWheel
 	kick  chan struct{}
 
+	cutMu  sync.Mutex
+	cutCtx context.Context
+	cut    context.CancelFunc
+
 	inflight            atomic.Int64
 	sent, failed, acked atomic.Uint64
 }
@@ -74,8 +86,35 @@ func NewDrainer(cfg DrainerConfig) (*Drainer, error) {
 		start := func(State, State, Event) { d.Kick() }
 		m.OnEnter(Recovering, start)
 		m.OnEnter(Draining, start)
+		// Publishes stuck on a dead connection would hold the window (and
+		// TCP's retransmission backoff would delay recovery): cut them.
+		m.OnEnter(Offline, func(State, State, Event) {
+			d.cutInflight()
+			if r, ok := cfg.Sink.(Redialer); ok {
+				r.Redial()
+			}
+		})
 	}
 	return d, nil
+}
+
+// batchCtx is the context of the batches started now: ended by Run's
+// context or by the next entry into Offline.
+func (d *Drainer) batchCtx(parent context.Context) context.Context {
+	d.cutMu.Lock()
+	defer d.cutMu.Unlock()
+	if d.cutCtx == nil || d.cutCtx.Err() != nil {
+		d.cutCtx, d.cut = context.WithCancel(parent)
+	}
+	return d.cutCtx
+}
+
+func (d *Drainer) cutInflight() {
+	d.cutMu.Lock()
+	defer d.cutMu.Unlock()
+	if d.cut != nil {
+		d.cut()
+	}
 }
 
 // Kick makes the drainer look at the store now.
@@ -143,13 +182,15 @@ func (d *Drainer) Run(ctx context.Context) error {
 		}
 		d.inflight.Add(1)
 		wg.Add(1)
+		bctx := d.batchCtx(ctx)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
 			defer d.inflight.Add(-1)
-			d.publish(ctx, recs)
+			d.publish(bctx, recs)
 		}()
 	}
+	d.cutInflight()
 	return nil
 }
 
@@ -191,7 +232,7 @@ func (d *Drainer) publish(ctx context.Context, recs []gateway.Record) {
 		return
 	}
 	d.failed.Add(uint64(len(msgs)))
-	if d.cfg.Machine != nil {
+	if d.cfg.Machine != nil && ctx.Err() == nil { // a cut batch says nothing new
 		d.cfg.Machine.Fire(PublishFailed)
 	}
 	// One delay for the batch keeps it in order relative to itself.

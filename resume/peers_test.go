@@ -32,18 +32,22 @@ type mosquitto struct {
 	done chan struct{}
 }
 
-func startMosquitto(t testing.TB) *mosquitto {
+func startMosquitto(t testing.TB) *mosquitto { return startMosquittoOn(t, "127.0.0.1") }
+
+// startMosquittoOn starts a broker listening on host (an address the test
+// owns: loopback or a veth it created).
+func startMosquittoOn(t testing.TB, host string) *mosquitto {
 	t.Helper()
 	bin := testenv.RequireCommand(t, "mosquitto")
 	dir := t.TempDir()
 	port := testenv.FreePort(t)
 	conf := filepath.Join(dir, "mosquitto.conf")
-	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"+
-		"max_queued_messages 10000000\nmax_inflight_messages 0\nlog_dest none\n", port, dir)
+	body := fmt.Sprintf("listener %d %s\nallow_anonymous true\npersistence true\npersistence_location %s/\n"+
+		"max_queued_messages 10000000\nmax_inflight_messages 0\nlog_dest none\n", port, host, dir)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := &mosquitto{t: t, bin: bin, conf: conf, addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	m := &mosquitto{t: t, bin: bin, conf: conf, addr: net.JoinHostPort(host, fmt.Sprint(port))}
 	m.start()
 	t.Cleanup(m.stop)
 	return m
@@ -148,14 +152,37 @@ func (p *pahoSink) Publish(ctx context.Context, msgs []*gateway.Message) error {
 	for i, m := range msgs {
 		toks[i] = c.Publish(p.topic, 1, false, m.ID.String())
 	}
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
 	for _, tok := range toks {
-		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			c.Disconnect(0)
+			return fmt.Errorf("paho publish: %w", ctx.Err())
+		case <-timeout.C:
+			c.Disconnect(0)
+			return errors.New("paho publish: no PUBACK within 5s")
+		}
+		if tok.Error() != nil {
 			c.Disconnect(0)
 			return fmt.Errorf("paho publish: %v", tok.Error())
 		}
 	}
 	return nil
 }
+
+// Redial implements Redialer.
+func (p *pahoSink) Redial() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.c != nil {
+		p.c.Disconnect(0)
+		p.c = nil
+	}
+}
+
+var _ Redialer = (*pahoSink)(nil)
 
 func (p *pahoSink) Close() error {
 	p.mu.Lock()
