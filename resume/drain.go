@@ -198,8 +198,12 @@ func (d *Drainer) Run(ctx context.Context) error {
 func (d *Drainer) publish(ctx context.Context, recs []gateway.Record) {
 	msgs := make([]*gateway.Message, 0, len(recs))
 	var bad []uint64
-	var good []gateway.Record
+	var good, frames []gateway.Record
 	for _, r := range recs {
+		if r.Sink == gateway.FrameRecord {
+			frames = append(frames, r) // the gateway decodes and routes these
+			continue
+		}
 		m := &gateway.Message{}
 		if err := m.UnmarshalBinary(r.Payload); err != nil {
 			d.log.Error("drain: stored record unreadable; dropping", "seq", r.Seq, "err", err)
@@ -211,6 +215,15 @@ func (d *Drainer) publish(ctx context.Context, recs []gateway.Record) {
 	}
 	if len(bad) > 0 {
 		_ = d.cfg.Store.Ack(ctx, bad...)
+	}
+	if len(frames) > 0 {
+		// Leave them queued for the gateway, a poll interval from now so
+		// this drainer does not spin on them.
+		due := time.Now().Add(d.cfg.Poll)
+		for i := range frames {
+			frames[i].NextTry = due
+		}
+		_ = d.cfg.Store.Release(context.WithoutCancel(ctx), frames)
 	}
 	if len(msgs) == 0 {
 		return
