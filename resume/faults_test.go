@@ -157,7 +157,8 @@ func (s *stack) checkAllDelivered(t *testing.T, cons *consumer) {
 	}
 	if len(missing) > 0 {
 		lo, hi := binary.BigEndian.Uint64(missing[0][8:]), binary.BigEndian.Uint64(missing[len(missing)-1][8:])
-		t.Fatalf("%d of %d stored messages never reached the consumer (numbers %d..%d)", len(missing), len(added), lo, hi)
+		t.Fatalf("%d of %d stored messages never reached the consumer (numbers %d..%d); store %+v, drainer %+v",
+			len(missing), len(added), lo, hi, s.store.Stats(), s.drainer.Stats())
 	}
 	if len(added) == 0 {
 		t.Fatal("nothing was produced")
@@ -197,12 +198,18 @@ func TestBrokerRestart(t *testing.T) {
 	s.walkSince()
 	t.Logf("produced before restart: %d, drained %+v", s.next.Load(), s.drainer.Stats())
 	mq.start()
-	s.waitState(t, Online, 15*time.Second)
+	// Devices keep sending through the restart, then stop so the drain
+	// can finish even on a loaded machine.
+	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	prod.Wait()
+	s.waitState(t, Online, 20*time.Second)
 	walk := s.walkSince()
-	if !containsWalk(walk, Recovering, Draining, Online) {
-		t.Fatalf("walk after restart %v, want recovering -> draining -> online", walk)
+	// While the broker is down the probes still answer, so the machine
+	// cycles Offline -> Recovering -> Offline; the restart may find it in
+	// either.
+	if !containsWalk(walk, Draining, Online) {
+		t.Fatalf("walk after restart %v, want ... -> draining -> online", walk)
 	}
 	s.checkAllDelivered(t, cons)
 	tr := s.machine.Transitions()

@@ -44,6 +44,11 @@ func startMosquittoOn(t testing.TB, host string) *mosquitto {
 	conf := filepath.Join(dir, "mosquitto.conf")
 	body := fmt.Sprintf("listener %d %s\nallow_anonymous true\npersistence true\npersistence_location %s/\n"+
 		"max_queued_messages 10000000\nmax_inflight_messages 0\nlog_dest none\n", port, host, dir)
+	if os.Geteuid() == 0 {
+		// Run as root, mosquitto switches to its own user, which cannot
+		// write persistence into the test's private directory.
+		body += "user root\n"
+	}
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

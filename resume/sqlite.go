@@ -513,8 +513,10 @@ func (s *SQLiteStore) Next(ctx context.Context, max int) ([]gateway.Record, erro
 	now := time.Now().UnixNano()
 	var out []gateway.Record
 	from := s.cursor
-	advance := true
+	cursor, advance := s.cursor, true
 	chunk := max
+	// Holds and the cursor change only once the whole scan succeeded: a
+	// failed read must not leave records held that nobody will release.
 	for len(out) < max {
 		rows, err := s.db.QueryContext(ctx,
 			"SELECT seq, id, sink, payload, attempts, next_try, enqueued FROM records WHERE seq >= ? ORDER BY seq LIMIT ?",
@@ -537,7 +539,7 @@ func (s *SQLiteStore) Next(ctx context.Context, max int) ([]gateway.Record, erro
 			from = uint64(seq) + 1
 			if _, ok := s.held[uint64(seq)]; ok {
 				if advance {
-					s.cursor = from
+					cursor = from
 				}
 				continue
 			}
@@ -551,9 +553,8 @@ func (s *SQLiteStore) Next(ctx context.Context, max int) ([]gateway.Record, erro
 			}
 			copy(r.ID[:], id)
 			out = append(out, r)
-			s.held[r.Seq] = heldRec{size: int32(len(payload)), attempts: r.Attempts, nextTry: nextTry}
 			if advance {
-				s.cursor = from
+				cursor = from
 			}
 		}
 		err = rows.Err()
@@ -566,6 +567,10 @@ func (s *SQLiteStore) Next(ctx context.Context, max int) ([]gateway.Record, erro
 		}
 		chunk = min(chunk*2, 16384)
 	}
+	for _, r := range out {
+		s.held[r.Seq] = heldRec{size: int32(len(r.Payload)), attempts: r.Attempts, nextTry: unixNano(r.NextTry)}
+	}
+	s.cursor = cursor
 	return out, nil
 }
 
