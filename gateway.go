@@ -378,6 +378,9 @@ func (g *Gateway) closeOwned() {
 	for _, sr := range g.sinks {
 		sr.closeImpl()
 	}
+	if g.s.storeBuilt {
+		closeIfCloser(g.log, "store", g.s.store)
+	}
 }
 
 func closeIfCloser(log *slog.Logger, what string, v any) {

@@ -27,8 +27,9 @@ var (
 type Uplink interface {
 	// Deliver passes f to the decode plane. Deliver always takes ownership
 	// of f, whatever it returns. A nil error means the frame is accepted:
-	// queued in memory, and with a Store, the gateway takes responsibility
-	// for it from here. Under the Block overflow policy Deliver waits for
+	// queued in memory, and in ModeEdge also committed to the Store, so the
+	// gateway takes responsibility for it from here (a Store error, such as
+	// a full disk, is returned and nothing is accepted). Under the Block overflow policy Deliver waits for
 	// room until ctx is done; under DropNewest it returns ErrDropped at once
 	// when the queue is full; under DropOldest it evicts the oldest queued
 	// frame (counted) and accepts f. After shutdown starts it returns
