@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -252,5 +251,3 @@ func TestKill9(t *testing.T) {
 	t.Logf("%d cycles: %d sent, %d acknowledged, %d distinct received (%d unacknowledged in flight also arrived), %d duplicates dropped by id",
 		cycles, len(devs.sent), len(acked), distinct, distinct-len(acked), total-distinct)
 }
-
-var _ = io.Discard
