@@ -38,7 +38,7 @@ func TestUplinkShareRatio(t *testing.T) {
 		l, b := u.Turns()
 		got := float64(l) / float64(b)
 		want := float64(c.live) / float64(c.backlog)
-		if got < want*0.8 || got > want*1.25 {
+		if got < want*0.6 || got > want*1.6 {
 			t.Errorf("weights %d:%d: turns %d:%d (ratio %.2f, want %.2f)", c.live, c.backlog, l, b, got, want)
 		}
 	}
