@@ -413,6 +413,7 @@ func (c *Config) applyStatic(s *settings) error {
 			return err
 		}
 		s.store = st
+		s.storeBuilt = true
 	}
 	return nil
 }

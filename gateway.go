@@ -208,17 +208,23 @@ func (g *Gateway) deliver(ctx context.Context, f *Frame) error {
 	if f.Received.IsZero() {
 		f.Received = time.Now()
 	}
+	if g.edge() {
+		if err := g.persistFrame(ctx, f); err != nil {
+			f.Release()
+			return err
+		}
+	}
 	sh := g.shardFor(f.Device)
 	if tryEnqueue(sh.frames, f, g.s.overflow, func(old *Frame) {
 		sh.framesDrop.Add(1)
-		old.Release()
+		g.frameEvicted(old)
 	}) {
 		sh.framesIn.Add(1)
 		return nil
 	}
 	if g.s.overflow == DropNewest {
 		sh.framesDrop.Add(1)
-		f.Release()
+		g.frameNotAccepted(f)
 		return ErrDropped
 	}
 	select {
@@ -226,10 +232,10 @@ func (g *Gateway) deliver(ctx context.Context, f *Frame) error {
 		sh.framesIn.Add(1)
 		return nil
 	case <-ctx.Done():
-		f.Release()
+		g.frameNotAccepted(f)
 		return ctx.Err()
 	case <-g.stopCh:
-		f.Release()
+		g.frameNotAccepted(f)
 		return ErrClosed
 	}
 }
@@ -379,6 +385,9 @@ func (g *Gateway) closeOwned() {
 	for _, sr := range g.sinks {
 		sr.closeImpl()
 	}
+	if g.s.storeBuilt {
+		closeIfCloser(g.log, "store", g.s.store)
+	}
 }
 
 func closeIfCloser(log *slog.Logger, what string, v any) {
@@ -457,6 +466,7 @@ func (g *Gateway) decode(sh *shard, f *Frame) *Message {
 	nc := bind.codec.Load()
 	m := acquireMessage()
 	m.ID = f.ID
+	m.storeSeq = f.storeSeq
 	if m.ID.IsZero() {
 		m.ID = g.ids.Next()
 	}
@@ -468,6 +478,9 @@ func (g *Gateway) decode(sh *shard, f *Frame) *Message {
 		sh.decodeErrors.Add(1)
 		g.log.Warn("decode failed", "connector", f.Connector, "device", f.Device,
 			"topic", f.Topic, "codec", nc.name, "err", err)
+		if f.storeSeq != 0 {
+			g.ackStored(f.storeSeq) // replaying cannot fix a frame its codec rejects
+		}
 		f.Release()
 		atomic.StoreInt32(&m.refs, 1)
 		m.release()
@@ -501,12 +514,16 @@ func (g *Gateway) routeBatch(sh *shard, b *batch) {
 		}
 		if n == 0 {
 			unrouted++
+			if m.storeSeq != 0 {
+				g.ackStored(m.storeSeq)
+			}
 			atomic.StoreInt32(&m.refs, 1)
 			m.release()
 			continue
 		}
 		routed++
 		atomic.StoreInt32(&m.refs, int32(n))
+		atomic.StoreInt32(&m.pending, int32(n))
 		for _, name := range sh.names {
 			if sr := t.sinks[name]; sr != nil {
 				sr.push(m)

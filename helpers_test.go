@@ -173,9 +173,10 @@ type memStore struct {
 	mu   sync.Mutex
 	seq  uint64
 	recs map[uint64]Record
+	held map[uint64]bool
 }
 
-func newMemStore() *memStore { return &memStore{recs: map[uint64]Record{}} }
+func newMemStore() *memStore { return &memStore{recs: map[uint64]Record{}, held: map[uint64]bool{}} }
 
 func (s *memStore) Append(ctx context.Context, recs []Record) error {
 	s.mu.Lock()
@@ -186,6 +187,7 @@ func (s *memStore) Append(ctx context.Context, recs []Record) error {
 		r := recs[i]
 		r.Payload = append([]byte(nil), r.Payload...)
 		s.recs[s.seq] = r
+		s.held[s.seq] = true
 	}
 	return nil
 }
@@ -194,12 +196,18 @@ func (s *memStore) Next(ctx context.Context, max int) ([]Record, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Record
+	now := time.Now()
 	for _, r := range s.recs {
-		out = append(out, r)
+		if !s.held[r.Seq] && !r.NextTry.After(now) {
+			out = append(out, r)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	if len(out) > max {
 		out = out[:max]
+	}
+	for _, r := range out {
+		s.held[r.Seq] = true
 	}
 	return out, nil
 }
@@ -209,6 +217,20 @@ func (s *memStore) Ack(ctx context.Context, seqs ...uint64) error {
 	defer s.mu.Unlock()
 	for _, q := range seqs {
 		delete(s.recs, q)
+		delete(s.held, q)
+	}
+	return nil
+}
+
+func (s *memStore) Release(ctx context.Context, recs []Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		if old, ok := s.recs[r.Seq]; ok {
+			old.Attempts, old.NextTry = r.Attempts, r.NextTry
+			s.recs[r.Seq] = old
+		}
+		delete(s.held, r.Seq)
 	}
 	return nil
 }

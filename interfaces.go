@@ -27,8 +27,9 @@ var (
 type Uplink interface {
 	// Deliver passes f to the decode plane. Deliver always takes ownership
 	// of f, whatever it returns. A nil error means the frame is accepted:
-	// queued in memory, and with a Store, the gateway takes responsibility
-	// for it from here. Under the Block overflow policy Deliver waits for
+	// queued in memory, and in ModeEdge also committed to the Store, so the
+	// gateway takes responsibility for it from here (a Store error, such as
+	// a full disk, is returned and nothing is accepted). Under the Block overflow policy Deliver waits for
 	// room until ctx is done; under DropNewest it returns ErrDropped at once
 	// when the queue is full; under DropOldest it evicts the oldest queued
 	// frame (counted) and accepts f. After shutdown starts it returns
@@ -143,23 +144,42 @@ type Record struct {
 	Seq      uint64
 	ID       MessageID
 	Priority Priority
-	Sink     string
-	Payload  []byte
+	// Sink names the sink the record is for. It is empty (FrameRecord) for
+	// a device frame the gateway accepted in edge mode before decoding and
+	// routing it; its Payload is then the frame's binary form.
+	Sink    string
+	Payload []byte
+	// Attempts counts failed deliveries; NextTry is when the record is due
+	// again. Both persist (Release), so a restart resumes the schedule.
 	Attempts uint32
 	NextTry  time.Time
 	Enqueued time.Time
 }
 
+// FrameRecord is the Sink of a Record that holds a device frame not yet
+// routed (edge mode writes every accepted frame ahead of processing it).
+const FrameRecord = ""
+
 // Store is a durable queue for store-and-forward. Implementations are safe
 // for concurrent use.
+//
+// A record is either queued or held. Append and Next hand records to the
+// caller held: Next does not return a held record again until the caller
+// Releases it. Holds live in memory only, so after a restart every record
+// left in the store is queued again and replayed.
 type Store interface {
 	// Append returns only after recs are durable. It fills in their Seq.
+	// The records are held by the caller.
 	Append(ctx context.Context, recs []Record) error
-	// Next returns up to max records that are due, highest priority first,
-	// then by Seq. It does not remove them.
+	// Next returns up to max queued records that are due (NextTry not in
+	// the future), highest priority first, then by Seq, and holds them.
 	Next(ctx context.Context, max int) ([]Record, error)
-	// Ack removes records by Seq after the upstream acknowledged them.
+	// Ack removes records by Seq after the upstream acknowledged them. An
+	// Ack lost in a crash only means the record is delivered again.
 	Ack(ctx context.Context, seqs ...uint64) error
+	// Release returns held records to the queue, persisting their Attempts
+	// and NextTry.
+	Release(ctx context.Context, recs []Record) error
 }
 
 // TrafficClass is one QoS class of a shaping Policy.

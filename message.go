@@ -94,7 +94,8 @@ type Frame struct {
 	// it only until Release.
 	Payload []byte
 
-	bind *binding
+	bind     *binding
+	storeSeq uint64 // edge mode: the Store record holding this frame
 }
 
 // Reset clears f for reuse, keeping the payload capacity.
@@ -153,6 +154,11 @@ type Message struct {
 	QoS byte
 
 	refs int32 // sinks still holding the message; atomic, plain so Message copies cleanly
+
+	// Edge mode: the Store record of the frame this message came from, and
+	// how many of its sinks have yet to publish or spill it (atomic).
+	storeSeq uint64
+	pending  int32
 }
 
 // Reset clears m for reuse, keeping slice capacity.
@@ -166,6 +172,8 @@ func (m *Message) Reset() {
 	m.Points, m.Tags = pts, tags
 	m.Priority, m.QoS = 0, 0
 	atomic.StoreInt32(&m.refs, 0)
+	m.storeSeq = 0
+	atomic.StoreInt32(&m.pending, 0)
 }
 
 // AddPoint appends a point.

@@ -54,8 +54,12 @@ const (
 	// ModeDirect publishes straight upstream; while a sink fails, its queue
 	// fills and backpressure (or the overflow policy) applies. The default.
 	ModeDirect Mode = iota
-	// ModeEdge adds store-and-forward: batches a sink cannot take are kept
-	// in the Store and replayed when it recovers. Requires WithStore.
+	// ModeEdge adds store-and-forward: every frame is committed to the
+	// Store before Uplink.Deliver returns nil (so what a device was told is
+	// accepted survives kill -9 and power loss), messages a sink cannot
+	// take are kept in the Store for that sink, and both are replayed with
+	// their MessageID after recovery or a restart. Records leave the Store
+	// only after every sink acknowledged them. Requires WithStore.
 	ModeEdge
 )
 
@@ -104,6 +108,7 @@ type settings struct {
 	routes          []Route
 	router          Router
 	store           Store
+	storeBuilt      bool // built from configuration: the gateway closes it
 	shaper          Shaper
 	policy          Policy
 	mode            Mode

@@ -80,15 +80,21 @@ func (sr *sinkRun) swap(ns namedSink) {
 
 func (sr *sinkRun) retire() { sr.retireOne.Do(func() { close(sr.retired) }) }
 
-// push queues m (one reference of it) under the overflow policy.
+// push queues m (one reference of it) under the overflow policy. In edge
+// mode a message the queue cannot take is spilled to the Store, not dropped.
 func (sr *sinkRun) push(m *Message) {
 	if tryEnqueue(sr.q, m, sr.g.s.overflow, func(old *Message) {
-		sr.dropped.Add(1)
-		old.release()
+		if !sr.g.spillOne(sr, old) {
+			sr.dropped.Add(1)
+			old.release()
+		}
 	}) {
 		return
 	}
 	if sr.g.s.overflow == DropNewest {
+		if sr.g.spillOne(sr, m) {
+			return
+		}
 		sr.dropped.Add(1)
 		m.release()
 		return
@@ -159,6 +165,9 @@ func (sr *sinkRun) publish(batch []*Message) {
 			err = sr.current().sink.Publish(g.pubCtx, batch)
 		}
 		if err == nil {
+			if g.edge() {
+				g.sinkDone(batch)
+			}
 			sr.out.Add(uint64(len(batch)))
 			if !sr.healthy.Swap(true) {
 				g.log.Info("sink recovered", "sink", sr.name)
@@ -173,6 +182,7 @@ func (sr *sinkRun) publish(batch []*Message) {
 		}
 		if g.s.mode == ModeEdge && g.s.store != nil {
 			if err := g.spill(sr.name, batch); err == nil {
+				g.sinkDone(batch)
 				return
 			} else {
 				g.log.Error("store append failed; holding batch in memory", "sink", sr.name, "err", err)
@@ -199,58 +209,93 @@ func (sr *sinkRun) giveUp(batch []*Message, why string) {
 	sr.g.log.Error("messages not delivered", "sink", sr.name, "count", n, "reason", why)
 }
 
-// spill makes a batch durable in the store for later replay.
+// spill makes a batch durable in the store for later replay, as records of
+// the sink that could not take it (one failed attempt each).
 func (g *Gateway) spill(sink string, batch []*Message) error {
 	recs := make([]Record, len(batch))
+	now := time.Now()
 	for i, m := range batch {
 		p, err := m.AppendBinary(nil)
 		if err != nil {
 			return err
 		}
-		recs[i] = Record{ID: m.ID, Priority: m.Priority, Sink: sink, Payload: p, Enqueued: time.Now()}
+		recs[i] = Record{ID: m.ID, Priority: m.Priority, Sink: sink, Payload: p, Attempts: 1, NextTry: now, Enqueued: now}
 	}
 	ctx, cancel := context.WithTimeout(g.pubCtx, 10*time.Second)
 	defer cancel()
 	if err := g.s.store.Append(ctx, recs); err != nil {
 		return err
 	}
+	if err := g.s.store.Release(ctx, recs); err != nil {
+		g.log.Warn("store release failed; spilled records wait for a restart", "sink", sink, "err", err)
+	}
 	g.stats.spilled.Add(uint64(len(batch)))
 	return nil
 }
 
-// replayLoop drains the store into healthy sinks while the gateway runs.
+// replayLoop drains the store while the gateway runs: stored frames go back
+// through decode and routing, per-sink records to their sink. A sink that
+// fails is retried after a jittered backoff (capped at replayMaxBackoff, so
+// the drain starts soon after the link is back, without waiting for new
+// traffic); the failed records keep their attempt count and next try in
+// the store.
 func (g *Gateway) replayLoop(ctx context.Context) {
 	defer g.ctrlWG.Done()
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
+	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: replayMaxBackoff, Stable: time.Second}
+	wait := time.Duration(0)
 	for {
+		if wait <= 0 {
+			wait = replayIdle
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}
-		for g.replayOnce(ctx) {
+		wait = 0
+		for {
+			more, retryIn := g.replayOnce(ctx, &bo)
+			if retryIn > 0 {
+				wait = retryIn
+				break
+			}
+			if !more {
+				break
+			}
 		}
 	}
 }
 
-// replayOnce publishes one batch from the store; it reports whether a full
-// batch went out, so the caller keeps going while there is a backlog.
-func (g *Gateway) replayOnce(ctx context.Context) bool {
+const (
+	replayIdle       = 100 * time.Millisecond
+	replayMaxBackoff = time.Second
+)
+
+// replayOnce handles one batch from the store. more reports a full batch
+// (keep going); a non-zero retryIn that a sink refused its records, which
+// are due again after that delay.
+func (g *Gateway) replayOnce(ctx context.Context, bo *backoff.Backoff) (more bool, retryIn time.Duration) {
 	recs, err := g.s.store.Next(ctx, g.s.batchSize)
 	if err != nil || len(recs) == 0 {
 		if err != nil && ctx.Err() == nil {
 			g.log.Warn("store read failed", "err", err)
+			return false, bo.Next()
 		}
-		return false
+		return false, 0
 	}
 	g.mu.Lock()
 	sinks := g.sinks
 	g.mu.Unlock()
 	bySink := map[string][]*Message{}
-	seqs := map[string][]uint64{}
+	held := map[string][]Record{}
 	var orphans []uint64
 	for _, r := range recs {
+		if r.Sink == FrameRecord {
+			g.replayFrame(ctx, r)
+			continue
+		}
 		sr := sinks[r.Sink]
 		if sr == nil {
 			orphans = append(orphans, r.Seq)
@@ -263,29 +308,47 @@ func (g *Gateway) replayOnce(ctx context.Context) bool {
 			continue
 		}
 		bySink[r.Sink] = append(bySink[r.Sink], m)
-		seqs[r.Sink] = append(seqs[r.Sink], r.Seq)
+		held[r.Sink] = append(held[r.Sink], r)
 	}
 	if len(orphans) > 0 {
 		g.log.Warn("stored records for removed sinks dropped", "count", len(orphans))
-		_ = g.s.store.Ack(ctx, orphans...)
+		g.ackStored(orphans...)
 	}
-	full := len(recs) == g.s.batchSize
+	more = len(recs) == g.s.batchSize
 	for name, msgs := range bySink {
 		sr := sinks[name]
-		if !sr.healthy.Load() {
-			full = false
+		rs := held[name]
+		err := sr.ensureStarted()
+		if err == nil {
+			err = sr.current().sink.Publish(ctx, msgs)
+		}
+		if err != nil {
+			if sr.healthy.Swap(false) {
+				g.log.Warn("sink publish failed during replay", "sink", name, "err", err)
+			}
+			if retryIn == 0 {
+				retryIn = bo.Next()
+			}
+			next := time.Now().Add(retryIn)
+			for i := range rs {
+				rs[i].Attempts++
+				rs[i].NextTry = next
+			}
+			g.requeueStored(rs)
+			more = false
 			continue
 		}
-		if err := sr.current().sink.Publish(ctx, msgs); err != nil {
-			sr.healthy.Store(false)
-			full = false
-			continue
+		bo.Up()
+		if !sr.healthy.Swap(true) {
+			g.log.Info("sink recovered", "sink", name)
 		}
-		if err := g.s.store.Ack(ctx, seqs[name]...); err != nil {
-			g.log.Warn("store ack failed; messages may be replayed again", "err", err)
+		seqs := make([]uint64, len(rs))
+		for i, r := range rs {
+			seqs[i] = r.Seq
 		}
+		g.ackStored(seqs...)
 		g.stats.replayed.Add(uint64(len(msgs)))
 		sr.out.Add(uint64(len(msgs)))
 	}
-	return full
+	return more, retryIn
 }

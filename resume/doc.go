@@ -1,0 +1,32 @@
+// Package resume is store-and-forward for the gateway: a durable queue, a
+// recovery state machine, link probes and a retry scheduler.
+//
+// The happy path, edge mode on the SQLite store:
+//
+//	st, _ := resume.NewSQLiteStore(resume.SQLiteConfig{Path: "/var/lib/gw/queue.db"})
+//	g, _ := gateway.New(gateway.WithMode(gateway.ModeEdge), gateway.WithStore(st), gateway.WithSink("cloud", sink))
+//	_ = g.Run(ctx) // a device's frame is committed before Deliver returns; replayed after a crash
+//
+// Or from YAML: call Register(reg) and write `store: {sqlite: {path: ...}}`.
+//
+// The parts:
+//
+//   - SQLiteStore (gateway.Store): WAL mode, synchronous=FULL by default,
+//     group commit shared by concurrent producers, rows ordered by an
+//     INTEGER PRIMARY KEY that encodes priority then arrival (never the
+//     clock), MessageID, attempts and next try persisted. Bounded in rows
+//     and bytes (reject new, or drop oldest with a counted eviction); a
+//     free-space guard and ENOSPC give ErrStoreFull, never a crash; a
+//     corrupt file is moved aside, not deleted.
+//   - Machine: Online, Degraded, Offline, Recovering, Draining with
+//     guarded transitions and entry/exit actions.
+//   - Monitor with ICMPProbe, HTTPHeadProbe and HeartbeatProbe (the
+//     16-byte UDP heartbeat; HeartbeatResponder is the cloud side): the
+//     link is up when a quorum (default 2 of 3) agrees; RTT and jitter
+//     are kept per probe.
+//   - Drainer: replays per-sink records on a timing wheel (RetryWheel) with
+//     full-jitter backoff and a bounded window of batches in flight,
+//     paused while Offline and restarted the moment the link returns.
+//   - UplinkShare: live traffic and backlog share one sink by ratio.
+//   - Deduper: the consumer side of at-least-once delivery, by MessageID.
+package resume
