@@ -30,6 +30,7 @@ import (
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/codec"
 	"github.com/iotgw/gateway/connector/sim"
+	"github.com/iotgw/gateway/resume"
 	"github.com/iotgw/gateway/rules"
 	"github.com/iotgw/gateway/upstream/localbroker"
 	"github.com/iotgw/gateway/upstream/mqtt"
@@ -106,7 +107,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 // registry lists the component kinds this daemon links: the simulated
-// field, the reference codecs, the embedded broker, the MQTT upstream (with downlink commands
+// field, the reference codecs, the SQLite store for edge mode, the
+// embedded broker, the MQTT upstream (with downlink commands
 // through dl) and the rule engine for rules.enabled. The returned function
 // reports the embedded brokers built from the configuration.
 func registry(dl *mqtt.Downlink, log *slog.Logger) (*gateway.Registry, func() []*localbroker.Broker) {
@@ -114,7 +116,7 @@ func registry(dl *mqtt.Downlink, log *slog.Logger) (*gateway.Registry, func() []
 	rules.Register(reg, rules.Options{Logger: log})
 	var mu sync.Mutex
 	var built []*localbroker.Broker
-	if err := errors.Join(sim.Register(reg), codec.Register(reg), mqtt.Register(reg, dl), reg.AddSink("localbroker", func(name string, spec gateway.Section) (gateway.Sink, error) {
+	if err := errors.Join(sim.Register(reg), codec.Register(reg), resume.Register(reg), mqtt.Register(reg, dl), reg.AddSink("localbroker", func(name string, spec gateway.Section) (gateway.Sink, error) {
 		var c localbroker.Config
 		if err := spec.Decode(&c); err != nil {
 			return nil, err
