@@ -14,7 +14,7 @@ import (
 // Counters is one set of counters. The zero value is ready.
 type Counters struct {
 	frames, bytes, errors, malformed, reconnects atomic.Uint64
-	latencyN, latencySum, latencyMax           atomic.Uint64
+	latencyN, latencySum, latencyMax             atomic.Uint64
 }
 
 // Frame counts one frame of n bytes accepted by the pipeline.
