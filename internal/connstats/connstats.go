@@ -82,22 +82,30 @@ type Table struct {
 
 // Device returns the counters of device, creating them on first use.
 func (t *Table) Device(device string) *Counters {
+	c, _ := t.DeviceFirst(device)
+	return c
+}
+
+// DeviceFirst is Device that also reports whether this call created the
+// device's counters.
+func (t *Table) DeviceFirst(device string) (*Counters, bool) {
 	t.mu.RLock()
 	c := t.devices[device]
 	t.mu.RUnlock()
 	if c != nil {
-		return c
+		return c, false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if c = t.devices[device]; c == nil {
-		if t.devices == nil {
-			t.devices = map[string]*Counters{}
-		}
-		c = &Counters{}
-		t.devices[device] = c
+	if c = t.devices[device]; c != nil {
+		return c, false
 	}
-	return c
+	if t.devices == nil {
+		t.devices = map[string]*Counters{}
+	}
+	c = &Counters{}
+	t.devices[device] = c
+	return c, true
 }
 
 // Stats is what a connector's Stats method returns.
