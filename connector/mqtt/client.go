@@ -157,13 +157,16 @@ func (c *Client) run(ctx context.Context, up gateway.Uplink) {
 
 // session connects and subscribes once.
 func (c *Client) session(ctx context.Context, up gateway.Uplink, lost chan error, again bool) error {
+	handler := func(_ paho.Client, m paho.Message) { c.handle(ctx, up, m, lost) }
+	// The default handler also takes messages a persistent session
+	// redelivers right after CONNACK, before SUBSCRIBE is answered.
 	o := paho.NewClientOptions().AddBroker(c.s.broker).SetClientID(c.s.clientID).
 		SetUsername(c.s.username).SetPassword(c.s.password).
 		SetCleanSession(c.s.clean).SetAutoReconnect(false).SetConnectRetry(false).
 		SetKeepAlive(30 * time.Second).SetPingTimeout(10 * time.Second).
 		SetConnectTimeout(c.s.timeout).SetWriteTimeout(c.s.timeout).
 		SetDialer(&net.Dialer{Timeout: c.s.timeout, KeepAlive: 30 * time.Second}).
-		SetAutoAckDisabled(true).SetOrderMatters(true).
+		SetAutoAckDisabled(true).SetOrderMatters(true).SetDefaultPublishHandler(handler).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			select {
 			case lost <- err:
@@ -182,7 +185,6 @@ func (c *Client) session(ctx context.Context, up gateway.Uplink, lost chan error
 	for _, p := range c.s.patterns {
 		filters[p.Filter] = c.s.qos
 	}
-	handler := func(_ paho.Client, m paho.Message) { c.handle(ctx, up, m, lost) }
 	if err := wait(ctx, cli.SubscribeMultiple(filters, handler), c.s.timeout); err != nil {
 		cli.Disconnect(0)
 		return fmt.Errorf("subscribe: %w", err)
