@@ -17,6 +17,7 @@ import (
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/limitread"
 )
 
 // Stats are the connector's counters; see Connector.Stats.
@@ -258,11 +259,11 @@ func (h *ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f := gateway.AcquireFrame()
 	var err error
-	f.Payload, err = readBody(r.Body, f.Payload[:0], c.s.maxBody)
+	f.Payload, err = limitread.Append(f.Payload[:0], r.Body, c.s.maxBody)
 	if err != nil {
 		f.Release()
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) || errors.Is(err, errBodyTooLarge) {
+		if errors.As(err, &mbe) || errors.Is(err, limitread.ErrTooLarge) {
 			fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", c.s.maxBody), false)
 			return
 		}
@@ -309,29 +310,6 @@ func (c *Connector) authorized(id string, r *http.Request) bool {
 	}
 	got, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return found && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
-}
-
-var errBodyTooLarge = errors.New("body too large")
-
-// readBody appends at most max bytes of body to dst.
-func readBody(body io.Reader, dst []byte, max int64) ([]byte, error) {
-	lr := io.LimitReader(body, max+1)
-	for {
-		if len(dst) == cap(dst) {
-			dst = append(dst, 0)[:len(dst)]
-		}
-		n, err := lr.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if int64(len(dst)) > max {
-			return dst, errBodyTooLarge
-		}
-		if err == io.EOF {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, err
-		}
-	}
 }
 
 // rateTable is a token bucket per device.
@@ -445,7 +423,7 @@ func (c *Connector) pollOnce(ctx context.Context, p Poll, up gateway.Uplink, ds 
 		return fmt.Errorf("status %s", resp.Status)
 	}
 	f := gateway.AcquireFrame()
-	f.Payload, err = readBody(resp.Body, f.Payload[:0], c.s.maxBody)
+	f.Payload, err = limitread.Append(f.Payload[:0], resp.Body, c.s.maxBody)
 	lat := time.Since(start)
 	ds.Latency(lat)
 	c.stats.Total.Latency(lat)
