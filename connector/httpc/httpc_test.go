@@ -16,55 +16,11 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/conntest"
 	"github.com/iotgw/gateway/internal/testenv"
 )
 
-// collector is a test Uplink: it copies accepted frames, or refuses them
-// with err.
-type collector struct {
-	mu     sync.Mutex
-	frames []gateway.Frame
-	err    error
-	hold   chan struct{} // when set, Deliver waits for it
-}
-
-func (c *collector) Deliver(ctx context.Context, f *gateway.Frame) error {
-	c.mu.Lock()
-	hold, err := c.hold, c.err
-	c.mu.Unlock()
-	if hold != nil {
-		select {
-		case <-hold:
-		case <-ctx.Done():
-			f.Release()
-			return ctx.Err()
-		}
-	}
-	if err != nil {
-		f.Release()
-		return err
-	}
-	cp := gateway.Frame{Device: f.Device, Topic: f.Topic, Payload: append([]byte(nil), f.Payload...)}
-	f.Release()
-	c.mu.Lock()
-	c.frames = append(c.frames, cp)
-	c.mu.Unlock()
-	return nil
-}
-
-func (c *collector) snapshot() []gateway.Frame {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]gateway.Frame(nil), c.frames...)
-}
-
-func quiet() *slog.Logger {
-	return slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelError}))
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
+func quiet() *slog.Logger { return conntest.QuietLogger() }
 
 func start(t *testing.T, up gateway.Uplink, opts ...Option) (*Connector, string) {
 	t.Helper()
@@ -108,7 +64,7 @@ func curl(t *testing.T, args ...string) (int, string) {
 }
 
 func TestCurlIngest(t *testing.T) {
-	col := &collector{}
+	col := conntest.NewCollector()
 	c, base := start(t, col, WithMaxBody(16), WithRateLimit(1, 3),
 		WithDeviceToken("dev-1", "s3cret"), WithDeviceToken("dev-2", "other"))
 	auth := "Authorization: Bearer s3cret"
@@ -134,7 +90,7 @@ func TestCurlIngest(t *testing.T) {
 			t.Errorf("%s: got %d %q, want %d containing %q", tt.name, code, body, tt.code, tt.reason)
 		}
 	}
-	got := col.snapshot()
+	got := col.Frames()
 	if len(got) != 2 || got[0].Device != "dev-1" || got[0].Topic != "env/temp" || string(got[0].Payload) != `{"t":21.5}` ||
 		got[1].Topic != "raw" || string(got[1].Payload) != "xyz" {
 		t.Fatalf("frames = %+v", got)
@@ -148,7 +104,8 @@ func TestCurlIngest(t *testing.T) {
 // Test202OnlyAfterAccept: the reply waits for Deliver, and a refused frame
 // gets no 202.
 func Test202OnlyAfterAccept(t *testing.T) {
-	col := &collector{hold: make(chan struct{})}
+	col := conntest.NewCollector()
+	release := col.Hold()
 	_, base := start(t, col, WithDeliverTimeout(2*time.Second))
 	type result struct {
 		code int
@@ -164,10 +121,7 @@ func Test202OnlyAfterAccept(t *testing.T) {
 		t.Fatalf("answered %d before the frame was accepted", r.code)
 	case <-time.After(300 * time.Millisecond):
 	}
-	col.mu.Lock()
-	close(col.hold)
-	col.hold = nil
-	col.mu.Unlock()
+	release()
 	if r := <-done; r.code != 202 {
 		t.Fatalf("after accept: %d %q", r.code, r.body)
 	}
@@ -181,9 +135,7 @@ func Test202OnlyAfterAccept(t *testing.T) {
 		{gateway.ErrClosed, 503, "shutting down"},
 		{errors.New("boom"), 503, "boom"},
 	} {
-		col.mu.Lock()
-		col.err = tt.err
-		col.mu.Unlock()
+		col.Refuse(tt.err)
 		code, body := curl(t, "--data-binary", "x", base+"/v1/devices/d/t")
 		if code != tt.code || !strings.Contains(body, tt.why) {
 			t.Errorf("Deliver %v: got %d %q, want %d %q", tt.err, code, body, tt.code, tt.why)
@@ -261,10 +213,10 @@ func TestPollAndDownlink(t *testing.T) {
 		}
 	}))
 	defer dev.Close()
-	col := &collector{}
+	col := conntest.NewCollector()
 	c, _ := start(t, col, WithAddress(""), WithPoll(Poll{Device: "meter", URL: dev.URL + "/state", Topic: "state", Interval: 20 * time.Millisecond}),
 		WithDeviceEndpoint("meter", dev.URL+"/cmd"))
-	waitFor(t, func() bool { return len(col.snapshot()) > 0 }, "first poll")
+	waitFor(t, func() bool { return len(col.Frames()) > 0 }, "first poll")
 	mu.Lock()
 	up = false
 	mu.Unlock()
@@ -273,7 +225,7 @@ func TestPollAndDownlink(t *testing.T) {
 	up, state = true, "v2"
 	mu.Unlock()
 	waitFor(t, func() bool {
-		f := col.snapshot()
+		f := col.Frames()
 		return string(f[len(f)-1].Payload) == "v2"
 	}, "poll after recovery")
 	if c.Stats().Devices["meter"].Reconnects == 0 {
@@ -295,13 +247,7 @@ func TestPollAndDownlink(t *testing.T) {
 
 func waitFor(t *testing.T, ok func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	conntest.Eventually(t, 10*time.Second, what, ok)
 }
 
 func TestRegisterStrictYAML(t *testing.T) {
@@ -341,7 +287,7 @@ func FuzzIngest(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		col := &collector{}
+		col := conntest.NewCollector()
 		req := httptest.NewRequest(http.MethodPost, "/v1/devices/x/y", strings.NewReader(string(body)))
 		req.SetPathValue("id", id)
 		req.SetPathValue("topic", topic)
@@ -349,8 +295,8 @@ func FuzzIngest(f *testing.F) {
 		rec := httptest.NewRecorder()
 		(&ingest{c: c, up: col}).ServeHTTP(rec, req)
 		accepted := rec.Code == http.StatusAccepted
-		if accepted != (len(col.snapshot()) == 1) {
-			t.Fatalf("status %d but %d frames delivered", rec.Code, len(col.snapshot()))
+		if accepted != (len(col.Frames()) == 1) {
+			t.Fatalf("status %d but %d frames delivered", rec.Code, len(col.Frames()))
 		}
 		if accepted && (ValidateDeviceID(id) != nil || ValidateTopic(topic) != nil || len(body) == 0 || len(body) > 64 || id != "dev-1") {
 			t.Fatalf("accepted invalid request id=%q topic=%q body=%d", id, topic, len(body))
@@ -361,7 +307,7 @@ func FuzzIngest(f *testing.F) {
 // TestDisconnectDuringRequests: Disconnect returns with requests in
 // flight and later requests are refused at the socket.
 func TestDisconnectDuringRequests(t *testing.T) {
-	col := &collector{}
+	col := conntest.NewCollector()
 	c, err := New(WithAddress("127.0.0.1:0"), WithLogger(quiet()))
 	if err != nil {
 		t.Fatal(err)

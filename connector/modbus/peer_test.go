@@ -13,84 +13,28 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/conntest"
 	"github.com/iotgw/gateway/internal/testenv"
 	mb "github.com/simonvetter/modbus"
 )
 
-// collector is a test Uplink that keeps copies of the frames it accepts.
-type collector struct {
-	mu     sync.Mutex
-	frames []gateway.Frame
-	notify chan struct{}
-}
-
-func newCollector() *collector { return &collector{notify: make(chan struct{}, 1)} }
-
-func (c *collector) Deliver(_ context.Context, f *gateway.Frame) error {
-	cp := gateway.Frame{Device: f.Device, Topic: f.Topic, Payload: append([]byte(nil), f.Payload...)}
-	f.Release()
-	c.mu.Lock()
-	c.frames = append(c.frames, cp)
-	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
+// latest keeps the last frame per device|topic.
+func latest(fs []gateway.Frame) map[string]gateway.Frame {
+	m := map[string]gateway.Frame{}
+	for _, f := range fs {
+		m[f.Device+"|"+f.Topic] = f
 	}
-	return nil
+	return m
 }
 
-// wait returns the latest frame per device/topic once pred accepts the
-// collection, or fails after timeout.
-func (c *collector) wait(t *testing.T, timeout time.Duration, what string, pred func(map[string]gateway.Frame) bool) map[string]gateway.Frame {
+// waitLatest waits until pred holds for the latest frame per block.
+func waitLatest(t *testing.T, col *conntest.Collector, what string, pred func(map[string]gateway.Frame) bool) map[string]gateway.Frame {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		c.mu.Lock()
-		latest := map[string]gateway.Frame{}
-		for _, f := range c.frames {
-			latest[f.Device+"|"+f.Topic] = f
-		}
-		c.mu.Unlock()
-		if pred(latest) {
-			return latest
-		}
-		select {
-		case <-c.notify:
-		case <-time.After(50 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s; have %d frames", what, len(latest))
-		}
-	}
+	fs := col.WaitFor(t, 10*time.Second, what, func(fs []gateway.Frame) bool { return pred(latest(fs)) })
+	return latest(fs)
 }
 
-func (c *collector) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.frames)
-}
-
-func quietLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(discardWriter{}, &slog.HandlerOptions{Level: slog.LevelError}))
-}
-
-type discardWriter struct{}
-
-func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-
-// waitTCP waits until addr accepts connections.
-func waitTCP(t testing.TB, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("peer at %s did not come up", addr)
-}
+func quietLogger() *slog.Logger { return conntest.QuietLogger() }
 
 // startPymodbus runs testdata/pymodbus_server.py on a free loopback port.
 func startPymodbus(t testing.TB) string {
@@ -109,7 +53,7 @@ func startPymodbus(t testing.TB) string {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	waitTCP(t, addr)
+	conntest.WaitTCP(t, addr)
 	return addr
 }
 
@@ -147,9 +91,9 @@ func TestPymodbusPollAllTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	col := newCollector()
+	col := conntest.NewCollector()
 	connect(t, c, col)
-	got := col.wait(t, 10*time.Second, "one frame per block", func(m map[string]gateway.Frame) bool { return len(m) == 4 })
+	got := waitLatest(t, col, "one frame per block", func(m map[string]gateway.Frame) bool { return len(m) == 4 })
 	want := map[string][]byte{
 		"plc|hr/0":   be16(1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010, 1011),
 		"plc|ir/100": be16(2100, 2101, 2102),
@@ -186,22 +130,15 @@ func TestPymodbusExceptionAndWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	col := newCollector()
+	col := conntest.NewCollector()
 	connect(t, c, col)
 	// The out-of-image block fails with an exception every cycle; the
 	// other block keeps flowing.
-	col.wait(t, 10*time.Second, "ir/0 frames", func(m map[string]gateway.Frame) bool { _, ok := m["plc|ir/0"]; return ok })
-	if _, ok := func() (gateway.Frame, bool) {
-		col.mu.Lock()
-		defer col.mu.Unlock()
-		for _, f := range col.frames {
-			if f.Topic == "hr/295" {
-				return f, true
-			}
+	waitLatest(t, col, "ir/0 frames", func(m map[string]gateway.Frame) bool { _, ok := m["plc|ir/0"]; return ok })
+	for _, f := range col.Frames() {
+		if f.Topic == "hr/295" {
+			t.Fatal("a frame was delivered for a block the device refused")
 		}
-		return gateway.Frame{}, false
-	}(); ok {
-		t.Fatal("a frame was delivered for a block the device refused")
 	}
 	if c.Stats().Devices["plc"].Errors == 0 {
 		t.Error("exception not counted")
@@ -319,9 +256,9 @@ func TestEdgeSlowRepliesDisconnectReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	col := newCollector()
+	col := conntest.NewCollector()
 	connect(t, c, col)
-	col.wait(t, 5*time.Second, "first frame", func(m map[string]gateway.Frame) bool {
+	waitLatest(t, col, "first frame", func(m map[string]gateway.Frame) bool {
 		return string(m["slow|hr/7"].Payload) == string(be16(7, 8))
 	})
 
@@ -338,23 +275,23 @@ func TestEdgeSlowRepliesDisconnectReconnect(t *testing.T) {
 	// Exceptions: counted, no reconnect storm, no frames.
 	h.set(0, mb.ErrServerDeviceBusy)
 	time.Sleep(300 * time.Millisecond)
-	n := col.count()
+	n := col.Len()
 	time.Sleep(200 * time.Millisecond)
-	if col.count() != n {
+	if col.Len() != n {
 		t.Fatal("frames delivered while the device answered exceptions")
 	}
 	h.set(0, nil)
-	col.wait(t, 5*time.Second, "frames after recovery", func(map[string]gateway.Frame) bool { return col.count() > n })
+	waitLatest(t, col, "frames after recovery", func(map[string]gateway.Frame) bool { return col.Len() > n })
 
 	// The server goes away and comes back on the same port.
 	_ = srv.Stop()
 	stopped = true
 	before := c.Stats().Devices["slow"].Reconnects
 	time.Sleep(300 * time.Millisecond)
-	n = col.count()
+	n = col.Len()
 	srv2 := startEdgeServer(t, addr, h)
 	t.Cleanup(func() { _ = srv2.Stop() })
-	col.wait(t, 10*time.Second, "frames after server restart", func(map[string]gateway.Frame) bool { return col.count() > n })
+	waitLatest(t, col, "frames after server restart", func(map[string]gateway.Frame) bool { return col.Len() > n })
 	if c.Stats().Devices["slow"].Reconnects <= before {
 		t.Error("restart not counted as a reconnect")
 	}
@@ -413,9 +350,9 @@ func TestGarbagePeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	col := newCollector()
+	col := conntest.NewCollector()
 	connect(t, c, col)
-	col.wait(t, 5*time.Second, "good frames", func(m map[string]gateway.Frame) bool { _, ok := m["good|hr/0"]; return ok })
+	waitLatest(t, col, "good frames", func(m map[string]gateway.Frame) bool { _, ok := m["good|hr/0"]; return ok })
 	deadline := time.Now().Add(5 * time.Second)
 	for c.Stats().Devices["junk"].Malformed < 2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
