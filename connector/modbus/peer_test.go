@@ -37,7 +37,10 @@ func waitLatest(t *testing.T, col *conntest.Collector, what string, pred func(ma
 func quietLogger() *slog.Logger { return conntest.QuietLogger() }
 
 // startPymodbus runs testdata/pymodbus_server.py on a free loopback port.
-func startPymodbus(t testing.TB) string {
+func startPymodbus(t testing.TB) string { return startPymodbusSized(t, 300) }
+
+// startPymodbusSized serves an image of size addresses per table.
+func startPymodbusSized(t testing.TB, size int) string {
 	t.Helper()
 	py := testenv.RequireCommand(t, "python3")
 	if _, err := exec.LookPath("/usr/bin/python3"); err == nil {
@@ -47,7 +50,7 @@ func startPymodbus(t testing.TB) string {
 		testenv.Skip(t, "needs python3-pymodbus (Debian python3-pymodbus, python3-serial-asyncio)")
 	}
 	port := testenv.FreePort(t)
-	cmd := exec.Command(py, "testdata/pymodbus_server.py", strconv.Itoa(port))
+	cmd := exec.Command(py, "testdata/pymodbus_server.py", strconv.Itoa(port), strconv.Itoa(size))
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start pymodbus: %v", err)
 	}

@@ -1,13 +1,14 @@
 """A pymodbus TCP server with a known register image, for interop tests.
 
-usage: pymodbus_server.py PORT
+usage: pymodbus_server.py PORT [SIZE]
 
-Image (300 addresses per table, zero-based):
+Image (SIZE addresses per table, default 300, zero-based):
   holding register i = 1000 + i
   input register i   = 2000 + i
   coil i             = 1 if i % 3 == 0 else 0
   discrete input i   = 1 if i % 2 == 1 else 0
-Reads past address 299 answer exception 2 (illegal data address).
+Reads past the image answer exception 2 (illegal data address).
+Values are taken modulo 65536.
 """
 import asyncio
 import logging
@@ -17,15 +18,12 @@ from pymodbus.datastore import (ModbusSequentialDataBlock, ModbusServerContext,
                                 ModbusSlaveContext)
 from pymodbus.server import StartAsyncTcpServer
 
-N = 300
-
-
-async def main(port):
+async def main(port, n):
     store = ModbusSlaveContext(
-        hr=ModbusSequentialDataBlock(0, [1000 + i for i in range(N)]),
-        ir=ModbusSequentialDataBlock(0, [2000 + i for i in range(N)]),
-        co=ModbusSequentialDataBlock(0, [1 if i % 3 == 0 else 0 for i in range(N)]),
-        di=ModbusSequentialDataBlock(0, [1 if i % 2 == 1 else 0 for i in range(N)]),
+        hr=ModbusSequentialDataBlock(0, [(1000 + i) % 65536 for i in range(n)]),
+        ir=ModbusSequentialDataBlock(0, [(2000 + i) % 65536 for i in range(n)]),
+        co=ModbusSequentialDataBlock(0, [1 if i % 3 == 0 else 0 for i in range(n)]),
+        di=ModbusSequentialDataBlock(0, [1 if i % 2 == 1 else 0 for i in range(n)]),
         zero_mode=True,
     )
     ctx = ModbusServerContext(slaves=store, single=True)
@@ -35,4 +33,4 @@ async def main(port):
 
 if __name__ == "__main__":
     logging.disable(logging.CRITICAL)
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 300))
