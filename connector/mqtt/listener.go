@@ -275,8 +275,18 @@ func (h *listenerHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet)
 	h.l.sessions.Store(cl, ss)
 }
 
-func (h *listenerHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) {
-	h.l.sessions.Delete(cl)
+func (h *listenerHook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
+	v, ok := h.l.sessions.LoadAndDelete(cl)
+	if !ok || err == nil {
+		return
+	}
+	ss := v.(*session)
+	var code packets.Code
+	if errors.As(err, &code) && (code.Code == packets.ErrMalformedPacket.Code || code.Code == packets.ErrProtocolViolation.Code) {
+		ss.stats.Malformed()
+		h.l.stats.Total.Malformed()
+		h.l.s.logger.Warn("mqtt device sent a malformed packet; session closed", "device", ss.device, "err", err)
+	}
 }
 
 func (h *listenerHook) session(cl *mochi.Client) *session {

@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bytes"
 	"context"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os/exec"
@@ -205,7 +206,7 @@ func TestListenerRefusedFrames(t *testing.T) {
 // connections neither crash the broker nor stop a good device.
 func TestListenerGarbage(t *testing.T) {
 	col := conntest.NewCollector()
-	_, h, p := startListener(t, col, devices...)
+	l, h, p := startListener(t, col, devices...)
 	addr := net.JoinHostPort(h, p)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 50; i++ {
@@ -230,6 +231,22 @@ func TestListenerGarbage(t *testing.T) {
 		_, _ = c.Read(make([]byte, 16))
 		c.Close()
 	}
+	// An authenticated device that then sends a broken PUBLISH (topic
+	// length past the packet end) is cut off and counted as malformed.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(connectPacket("raw-dev2", "dev2", "pw2")); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil || ack[3] != 0 {
+		t.Fatalf("connack %x %v", ack, err)
+	}
+	_, _ = c.Write([]byte{0x30, 0x04, 0x00, 0x20, 'a', 'b'})
+	conntest.Eventually(t, 5*time.Second, "malformed counted", func() bool { return l.Stats().Devices["boiler-2"].Malformed == 1 })
 	if out, err := mosq(t, "mosquitto_pub", "-h", h, "-p", p, "-u", "dev1", "-P", "pw1", "-q", "1", "-t", "devices/dev1/ok", "-m", "fine"); err != nil {
 		t.Fatalf("good device after garbage: %v %s", err, out)
 	}
