@@ -45,11 +45,7 @@ func start(t *testing.T, up gateway.Uplink, opts ...Option) (*Connector, string)
 // coapClient runs libcoap's coap-client and returns its output.
 func coapClient(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	bin := testenv.RequireCommand(t, "coap-client-notls")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, append([]string{"-B", "5"}, args...)...).CombinedOutput()
-	return string(out), err
+	return conntest.Run(20*time.Second, testenv.RequireCommand(t, "coap-client-notls"), append([]string{"-B", "5"}, args...)...)
 }
 
 func TestLibcoapClientPost(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,7 +49,7 @@ func curl(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	bin := testenv.RequireCommand(t, "curl")
 	args = append([]string{"-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"}, args...)
-	out, err := exec.Command(bin, args...).CombinedOutput()
+	out, err := conntest.Run(20*time.Second, bin, args...)
 	if err != nil {
 		t.Fatalf("curl %v: %v\n%s", args, err, out)
 	}

@@ -41,11 +41,7 @@ func startListener(t *testing.T, up gateway.Uplink, opts ...ListenerOption) (*Li
 // exit error.
 func mosq(t *testing.T, tool string, args ...string) (string, error) {
 	t.Helper()
-	bin := testenv.RequireCommand(t, tool)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-	return string(out), err
+	return conntest.Run(15*time.Second, testenv.RequireCommand(t, tool), args...)
 }
 
 var devices = []ListenerOption{
@@ -164,6 +160,7 @@ func TestListenerMaxSessionsAndReconnect(t *testing.T) {
 	l, h, p := startListener(t, col, append(devices, WithMaxSessions(1))...)
 	bin := testenv.RequireCommand(t, "mosquitto_sub")
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	holder := exec.CommandContext(ctx, bin, "-h", h, "-p", p, "-u", "dev2", "-P", "pw2", "-t", "devices/boiler-2/cmd/#")
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -144,4 +145,15 @@ func WaitTCP(t testing.TB, addr string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("peer at %s did not come up", addr)
+}
+
+// Run runs a peer tool to completion, killing it after timeout, and
+// returns its combined output.
+func Run(timeout time.Duration, bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = time.Second // do not wait on pipes a stray child still holds
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
