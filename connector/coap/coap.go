@@ -236,8 +236,8 @@ func respond(w mux.ResponseWriter, code codes.Code, reason string, opts ...messa
 	_ = w.SetResponse(code, message.TextPlain, body, opts...)
 }
 
-// maxAge1 tells a client when to retry a 5.03.
-var maxAge1 = message.Option{ID: message.MaxAge, Value: []byte{1}}
+// maxAge1 tells a client when to retry a 5.03: in one second.
+func maxAge1() message.Option { return message.Option{ID: message.MaxAge, Value: []byte{1}} }
 
 func (h *ingest) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 	c := h.c
@@ -297,11 +297,11 @@ func (h *ingest) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 		c.stats.Total.Frame(n)
 		respond(w, codes.Changed, "")
 	case errors.Is(err, gateway.ErrDropped):
-		fail(codes.ServiceUnavailable, "gateway queue full", false, maxAge1)
+		fail(codes.ServiceUnavailable, "gateway queue full", false, maxAge1())
 	case errors.Is(err, gateway.ErrClosed):
-		fail(codes.ServiceUnavailable, "gateway shutting down", false, maxAge1)
+		fail(codes.ServiceUnavailable, "gateway shutting down", false, maxAge1())
 	default:
-		fail(codes.ServiceUnavailable, "not accepted: "+err.Error(), false, maxAge1)
+		fail(codes.ServiceUnavailable, "not accepted: "+err.Error(), false, maxAge1())
 	}
 }
 
