@@ -64,7 +64,7 @@ func curl(t *testing.T, args ...string) (int, string) {
 
 func TestCurlIngest(t *testing.T) {
 	col := conntest.NewCollector()
-	c, base := start(t, col, WithMaxBody(16), WithRateLimit(1, 3),
+	c, base := start(t, col, WithMaxBody(16), WithRateLimit(0.01, 3), // one token per 100 s: no refill during the test
 		WithDeviceToken("dev-1", "s3cret"), WithDeviceToken("dev-2", "other"))
 	auth := "Authorization: Bearer s3cret"
 	tests := []struct {
