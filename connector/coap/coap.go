@@ -1,0 +1,488 @@
+package coap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/backoff"
+	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/limitread"
+	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/mux"
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/udp"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
+)
+
+// Stats are the connector's counters; see Connector.Stats.
+type Stats = connstats.Stats
+
+// ConnListener yields one net.Conn per peer, the way a DTLS listener
+// does. Give one to WithConnListener to serve CoAP over a secured
+// transport; the connector treats each conn as one device session.
+type ConnListener interface {
+	AcceptWithContext(ctx context.Context) (net.Conn, error)
+	Close() error
+}
+
+// Connector is the CoAP device connector: a server devices POST/PUT to,
+// observers of device resources, and downlink requests to devices.
+type Connector struct {
+	s     settings
+	stats connstats.Table
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	udpSrv  *udpserver.Server
+	connSrv *dtlsserver.Server
+	udpConn *coapnet.UDPConn
+	addr    net.Addr
+	wg      sync.WaitGroup
+	peers   map[string]*udpclient.Conn // downlink connections by device
+}
+
+var (
+	_ gateway.DeviceConnector = (*Connector)(nil)
+	_ gateway.Downlinker      = (*Connector)(nil)
+)
+
+// New builds a connector. Nothing listens until Connect.
+func New(opts ...Option) (*Connector, error) {
+	s := defaultSettings()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&s); err != nil {
+			return nil, fmt.Errorf("coap: %w", err)
+		}
+	}
+	return &Connector{s: s, peers: map[string]*udpclient.Conn{}}, nil
+}
+
+// Stats returns the connector's and each device's counters.
+func (c *Connector) Stats() Stats { return c.stats.Stats() }
+
+// Addr returns the local address of the server once connected, or nil.
+func (c *Connector) Addr() net.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addr
+}
+
+func (c *Connector) blockwise() options.BlockwiseOpt {
+	return options.WithBlockwise(true, blockwise.SZX1024, c.s.blockTimeout)
+}
+
+// Connect starts the server (unless disabled) and the observers.
+func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancel != nil {
+		return errors.New("coap: already connected")
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	router := mux.NewRouter()
+	router.DefaultHandle(&ingest{c: c, up: up, ctx: runCtx})
+	switch {
+	case c.s.connListener != nil:
+		srv := dtlsserver.New(options.WithMux(router), options.WithContext(runCtx),
+			options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise())
+		c.connSrv = srv
+		ln := c.s.connListener
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := srv.Serve(ln); err != nil && runCtx.Err() == nil {
+				c.s.logger.Error("coap: serve", "err", err)
+			}
+		}()
+	case c.s.packetConn != nil || c.s.addr != "":
+		pc := c.s.packetConn
+		if pc == nil {
+			var lc net.ListenConfig
+			p, err := lc.ListenPacket(ctx, "udp", c.s.addr)
+			if err != nil {
+				cancel()
+				return fmt.Errorf("coap: listen %s: %w", c.s.addr, err)
+			}
+			pc = p.(*net.UDPConn)
+		}
+		l := coapnet.NewUDPConn("udp", pc)
+		srv := udp.NewServer(options.WithMux(router), options.WithContext(runCtx),
+			options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise(),
+			options.WithTransmission(1, c.s.ackTimeout, 4))
+		c.udpSrv, c.udpConn, c.addr = srv, l, pc.LocalAddr()
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := srv.Serve(l); err != nil && runCtx.Err() == nil {
+				c.s.logger.Error("coap: serve", "err", err)
+			}
+		}()
+	}
+	for _, o := range c.s.observes {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.observe(runCtx, o, up)
+		}()
+	}
+	c.cancel = cancel
+	return nil
+}
+
+// Disconnect stops the server, the observers and downlink connections,
+// and waits for them.
+func (c *Connector) Disconnect(ctx context.Context) error {
+	c.mu.Lock()
+	cancel, udpSrv, connSrv, udpConn := c.cancel, c.udpSrv, c.connSrv, c.udpConn
+	c.cancel, c.udpSrv, c.connSrv, c.udpConn, c.addr = nil, nil, nil, nil, nil
+	peers := c.peers
+	c.peers = map[string]*udpclient.Conn{}
+	c.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	if udpSrv != nil {
+		udpSrv.Stop()
+		_ = udpConn.Close()
+	}
+	if connSrv != nil {
+		connSrv.Stop()
+	}
+	for _, p := range peers {
+		_ = p.Close()
+	}
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("coap: disconnect: %w", ctx.Err())
+	}
+}
+
+// ParsePath splits a request path "/<prefix>/<device>/<topic...>" into
+// device and topic. prefix may be empty ("/<device>/<topic...>").
+func ParsePath(prefix, path string) (device, topic string, err error) {
+	p := strings.TrimPrefix(path, "/")
+	if prefix != "" {
+		rest, ok := strings.CutPrefix(p, prefix+"/")
+		if !ok {
+			return "", "", fmt.Errorf("path %q: want /%s/<device>/<topic>", path, prefix)
+		}
+		p = rest
+	}
+	device, topic, ok := strings.Cut(p, "/")
+	if !ok || device == "" || topic == "" {
+		return "", "", fmt.Errorf("path %q: want /%s<device>/<topic>", path, prefixSlash(prefix))
+	}
+	if len(device) > 128 || strings.ContainsAny(device, "+#") || hasControl(device) {
+		return "", "", fmt.Errorf("path %q: invalid device id", path)
+	}
+	if len(topic) > 256 || strings.ContainsAny(topic, "+#") || hasControl(topic) || strings.Contains(topic, "//") || strings.HasSuffix(topic, "/") {
+		return "", "", fmt.Errorf("path %q: invalid topic", path)
+	}
+	return device, topic, nil
+}
+
+func prefixSlash(p string) string {
+	if p == "" {
+		return ""
+	}
+	return p + "/"
+}
+
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+type ingest struct {
+	c   *Connector
+	up  gateway.Uplink
+	ctx context.Context
+}
+
+func respond(w mux.ResponseWriter, code codes.Code, reason string, opts ...message.Option) {
+	var body *bytes.Reader
+	if reason != "" {
+		body = bytes.NewReader([]byte(reason))
+	}
+	if body == nil {
+		_ = w.SetResponse(code, message.TextPlain, nil, opts...)
+		return
+	}
+	_ = w.SetResponse(code, message.TextPlain, body, opts...)
+}
+
+// maxAge1 tells a client when to retry a 5.03: in one second.
+func maxAge1() message.Option { return message.Option{ID: message.MaxAge, Value: []byte{1}} }
+
+func (h *ingest) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
+	c := h.c
+	if r.Code() != codes.POST && r.Code() != codes.PUT {
+		respond(w, codes.MethodNotAllowed, "only POST and PUT")
+		return
+	}
+	path, err := r.Path()
+	if err != nil {
+		c.stats.Total.Malformed()
+		respond(w, codes.BadRequest, "no path")
+		return
+	}
+	device, topic, err := ParsePath(c.s.prefix, path)
+	if err != nil {
+		c.stats.Total.Malformed()
+		c.s.logger.Warn("coap: bad request path", "remote", w.Conn().RemoteAddr().String(), "err", err)
+		respond(w, codes.BadRequest, err.Error())
+		return
+	}
+	ds := c.stats.Device(device)
+	fail := func(code codes.Code, reason string, malformed bool, opts ...message.Option) {
+		ds.Error()
+		c.stats.Total.Error()
+		if malformed {
+			ds.Malformed()
+			c.stats.Total.Malformed()
+		}
+		respond(w, code, reason, opts...)
+	}
+	f := gateway.AcquireFrame()
+	f.Payload, err = limitread.Append(f.Payload[:0], r.Body(), c.s.maxBody)
+	if err != nil {
+		f.Release()
+		if errors.Is(err, limitread.ErrTooLarge) {
+			fail(codes.RequestEntityTooLarge, fmt.Sprintf("body exceeds %d bytes", c.s.maxBody), false)
+			return
+		}
+		fail(codes.BadRequest, "reading body: "+err.Error(), true)
+		return
+	}
+	if len(f.Payload) == 0 {
+		f.Release()
+		fail(codes.BadRequest, "empty body", true)
+		return
+	}
+	f.Device, f.Topic = device, topic
+	n := len(f.Payload)
+	ctx, cancel := context.WithTimeout(h.ctx, c.s.deliverTimeout)
+	start := time.Now()
+	err = h.up.Deliver(ctx, f)
+	cancel()
+	ds.Latency(time.Since(start))
+	switch {
+	case err == nil:
+		ds.Frame(n)
+		c.stats.Total.Frame(n)
+		respond(w, codes.Changed, "")
+	case errors.Is(err, gateway.ErrDropped):
+		fail(codes.ServiceUnavailable, "gateway queue full", false, maxAge1())
+	case errors.Is(err, gateway.ErrClosed):
+		fail(codes.ServiceUnavailable, "gateway shutting down", false, maxAge1())
+	default:
+		fail(codes.ServiceUnavailable, "not accepted: "+err.Error(), false, maxAge1())
+	}
+}
+
+// observe keeps an observation of one device resource, re-registering
+// with backoff when the device stops answering, and also when no
+// notification arrived for o.Refresh (a restarted device forgets its
+// observers without telling them).
+func (c *Connector) observe(ctx context.Context, o Observe, up gateway.Uplink) {
+	ds := c.stats.Device(o.Device)
+	bo := backoff.Backoff{Min: c.s.backoffMin, Max: c.s.backoffMax, Stable: 10 * time.Second}
+	sessions := 0
+	for ctx.Err() == nil {
+		err := c.observeOnce(ctx, o, up, ds, sessions > 0, func() { sessions++; bo.Up() })
+		if ctx.Err() != nil {
+			return
+		}
+		ds.Error()
+		c.stats.Total.Error()
+		wait := bo.Next()
+		c.s.logger.Warn("coap: observation ended; re-registering", "device", o.Device, "address", o.Address,
+			"path", o.Path, "err", err, "retry_in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Connector) observeOnce(ctx context.Context, o Observe, up gateway.Uplink, ds *connstats.Counters, again bool, registered func()) error {
+	conn, err := udp.Dial(o.Address, options.WithContext(ctx), c.blockwise(),
+		options.WithKeepAlive(3, c.s.keepAlive, func(cc *udpclient.Conn) { _ = cc.Close() }),
+		options.WithMaxMessageSize(uint32(c.s.maxBody)+1024))
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	notified := make(chan struct{}, 1)
+	failed := make(chan error, 1)
+	handler := func(n *pool.Message) {
+		if n.Code() != codes.Content && n.Code() != codes.Valid {
+			select {
+			case failed <- fmt.Errorf("device answered %v", n.Code()):
+			default:
+			}
+			return
+		}
+		f := gateway.AcquireFrame()
+		var rerr error
+		f.Payload, rerr = limitread.Append(f.Payload[:0], n.Body(), c.s.maxBody)
+		if rerr != nil {
+			f.Release()
+			ds.Malformed()
+			c.stats.Total.Malformed()
+			c.s.logger.Warn("coap: bad notification", "device", o.Device, "err", rerr)
+			return
+		}
+		f.Device, f.Topic = o.Device, o.Topic
+		size := len(f.Payload)
+		dctx, cancel := context.WithTimeout(ctx, c.s.deliverTimeout)
+		derr := up.Deliver(dctx, f)
+		cancel()
+		if derr != nil {
+			ds.Error()
+			c.stats.Total.Error()
+			c.s.logger.Warn("coap: notification not accepted", "device", o.Device, "err", derr)
+		} else {
+			ds.Frame(size)
+			c.stats.Total.Frame(size)
+		}
+		select {
+		case notified <- struct{}{}:
+		default:
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.s.requestTimeout)
+	start := time.Now()
+	obs, err := conn.Observe(rctx, o.Path, handler)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("observe %s: %w", o.Path, err)
+	}
+	ds.Latency(time.Since(start))
+	if again {
+		ds.Reconnect()
+		c.stats.Total.Reconnect()
+	}
+	registered()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), c.s.requestTimeout)
+		_ = obs.Cancel(cctx)
+		cancel()
+	}()
+	idle := time.NewTimer(o.Refresh)
+	defer idle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-conn.Done():
+			return errors.New("device stopped answering keepalives")
+		case err := <-failed:
+			return err
+		case <-notified:
+			idle.Reset(o.Refresh)
+		case <-idle.C:
+			return fmt.Errorf("no notification for %v", o.Refresh)
+		}
+	}
+}
+
+// Write implements gateway.Downlinker: it sends the payload to the
+// device's address (WithDeviceAddress, or its Observe address) as a
+// confirmable POST or PUT (WithDownlinkMethod) to path "/"+f.Topic and
+// expects a 2.xx answer.
+func (c *Connector) Write(ctx context.Context, f *gateway.Frame) error {
+	addr, ok := c.s.addresses[f.Device]
+	if !ok {
+		return fmt.Errorf("coap: write: device %q has no address: %w", f.Device, gateway.ErrNoRoute)
+	}
+	if f.Topic == "" || hasControl(f.Topic) {
+		return fmt.Errorf("coap %s: write: invalid path %q", f.Device, f.Topic)
+	}
+	conn, err := c.peer(ctx, f.Device, addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.s.requestTimeout)
+	defer cancel()
+	path := "/" + strings.TrimPrefix(f.Topic, "/")
+	body := bytes.NewReader(f.Payload)
+	var resp *pool.Message
+	if c.s.downlinkPut {
+		resp, err = conn.Put(ctx, path, message.AppOctets, body)
+	} else {
+		resp, err = conn.Post(ctx, path, message.AppOctets, body)
+	}
+	if err != nil {
+		c.dropPeer(f.Device, conn)
+		c.stats.Device(f.Device).Error()
+		return fmt.Errorf("coap %s: write %s: %w", f.Device, path, err)
+	}
+	code := resp.Code()
+	conn.ReleaseMessage(resp)
+	if code < codes.Created || code > codes.Content {
+		c.stats.Device(f.Device).Error()
+		return fmt.Errorf("coap %s: write %s: device answered %v", f.Device, path, code)
+	}
+	return nil
+}
+
+func (c *Connector) peer(ctx context.Context, device, addr string) (*udpclient.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancel == nil {
+		return nil, fmt.Errorf("coap %s: write: %w", device, gateway.ErrClosed)
+	}
+	if p := c.peers[device]; p != nil {
+		select {
+		case <-p.Done():
+		default:
+			return p, nil
+		}
+	}
+	p, err := udp.Dial(addr, c.blockwise(), options.WithMaxMessageSize(uint32(c.s.maxBody)+1024),
+		options.WithKeepAlive(3, c.s.keepAlive, func(cc *udpclient.Conn) { _ = cc.Close() }))
+	if err != nil {
+		return nil, fmt.Errorf("coap %s: dial %s: %w", device, addr, err)
+	}
+	_ = ctx
+	c.peers[device] = p
+	return p, nil
+}
+
+func (c *Connector) dropPeer(device string, p *udpclient.Conn) {
+	c.mu.Lock()
+	if c.peers[device] == p {
+		delete(c.peers, device)
+	}
+	c.mu.Unlock()
+	_ = p.Close()
+}

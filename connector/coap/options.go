@@ -1,0 +1,317 @@
+package coap
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/iotgw/gateway"
+)
+
+// Option configures a Connector.
+type Option func(*settings) error
+
+// Observe is a device resource the connector observes (RFC 7641).
+type Observe struct {
+	// Device names the device on frames. Required.
+	Device string
+	// Address is the device's host:port. Required.
+	Address string
+	// Path is the resource path, e.g. "/sensors/temp". Required.
+	Path string
+	// Topic is the frame topic. Default: Path without the leading '/'.
+	Topic string
+	// Refresh re-registers the observation when no notification arrived
+	// for this long (a restarted device forgets its observers). Default
+	// 2m.
+	Refresh time.Duration
+}
+
+type settings struct {
+	addr           string
+	packetConn     *net.UDPConn
+	connListener   ConnListener
+	prefix         string
+	maxBody        int64
+	deliverTimeout time.Duration
+	requestTimeout time.Duration
+	ackTimeout     time.Duration
+	blockTimeout   time.Duration
+	keepAlive      time.Duration
+	backoffMin     time.Duration
+	backoffMax     time.Duration
+	observes       []Observe
+	addresses      map[string]string
+	downlinkPut    bool
+	logger         *slog.Logger
+}
+
+func defaultSettings() settings {
+	return settings{
+		addr:           "127.0.0.1:5683",
+		prefix:         "devices",
+		maxBody:        64 << 10,
+		deliverTimeout: 2 * time.Second,
+		requestTimeout: 10 * time.Second,
+		ackTimeout:     2 * time.Second,
+		blockTimeout:   30 * time.Second,
+		keepAlive:      30 * time.Second,
+		backoffMin:     200 * time.Millisecond,
+		backoffMax:     30 * time.Second,
+		addresses:      map[string]string{},
+		logger:         slog.Default(),
+	}
+}
+
+// WithAddress sets the UDP address of the server. Default
+// "127.0.0.1:5683" (loopback only: widen it deliberately). "" turns the
+// server off, leaving observers and downlink.
+func WithAddress(addr string) Option {
+	return func(s *settings) error {
+		if addr != "" {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return fmt.Errorf("address %q: %v", addr, err)
+			}
+		}
+		s.addr = addr
+		return nil
+	}
+}
+
+// WithPacketConn serves on an existing UDP socket instead of the address.
+// The connector closes it on Disconnect.
+func WithPacketConn(pc *net.UDPConn) Option {
+	return func(s *settings) error {
+		if pc == nil {
+			return fmt.Errorf("nil packet conn")
+		}
+		s.packetConn = pc
+		return nil
+	}
+}
+
+// WithConnListener serves CoAP over the conns ln accepts, one per peer,
+// instead of plain UDP: this is how a DTLS listener plugs in. If a conn
+// has a HandshakeContext method, it is called before serving.
+func WithConnListener(ln ConnListener) Option {
+	return func(s *settings) error {
+		if ln == nil {
+			return fmt.Errorf("nil listener")
+		}
+		s.connListener = ln
+		return nil
+	}
+}
+
+// WithPathPrefix sets the first path segment of ingest resources: devices
+// send to /<prefix>/<device>/<topic...>. Default "devices"; "" means
+// /<device>/<topic...>.
+func WithPathPrefix(p string) Option {
+	return func(s *settings) error {
+		s.prefix = p
+		return nil
+	}
+}
+
+// WithMaxBody sets the largest accepted payload (after block-wise
+// reassembly); bigger ones get 4.13. Default 64 KiB.
+func WithMaxBody(n int64) Option {
+	return func(s *settings) error {
+		if n <= 0 || n > 16<<20 {
+			return fmt.Errorf("max body must be 1..16 MiB")
+		}
+		s.maxBody = n
+		return nil
+	}
+}
+
+// WithTimeouts sets how long a request waits for the gateway to accept
+// its frame before answering 5.03 (default 2s, below the CoAP ACK
+// timeout of devices), the timeout of requests the connector sends
+// (observe registration, downlink; default 10s), and of a block-wise
+// transfer (default 30s).
+func WithTimeouts(deliver, request, blockwise time.Duration) Option {
+	return func(s *settings) error {
+		if deliver <= 0 || request <= 0 || blockwise <= 0 {
+			return fmt.Errorf("timeouts must be positive")
+		}
+		s.deliverTimeout, s.requestTimeout, s.blockTimeout = deliver, request, blockwise
+		return nil
+	}
+}
+
+// WithKeepAlive sets the ping interval to observed and downlink devices;
+// three missed pings close the session and the observer re-registers.
+// Default 30s.
+func WithKeepAlive(d time.Duration) Option {
+	return func(s *settings) error {
+		if d <= 0 {
+			return fmt.Errorf("keepalive must be positive")
+		}
+		s.keepAlive = d
+		return nil
+	}
+}
+
+// WithBackoff sets the re-registration delay range of observers
+// (exponential, full jitter, reset after 10s registered). Default
+// 200ms..30s.
+func WithBackoff(min, max time.Duration) Option {
+	return func(s *settings) error {
+		if min <= 0 || max < min {
+			return fmt.Errorf("backoff: want 0 < min <= max")
+		}
+		s.backoffMin, s.backoffMax = min, max
+		return nil
+	}
+}
+
+// WithObserve adds a device resource to observe. The device's address is
+// also used for downlink unless WithDeviceAddress sets another.
+func WithObserve(o Observe) Option {
+	return func(s *settings) error {
+		if o.Device == "" || o.Address == "" || o.Path == "" {
+			return fmt.Errorf("observe: device, address and path are required")
+		}
+		if _, _, err := net.SplitHostPort(o.Address); err != nil {
+			return fmt.Errorf("observe %s: address %q: %v", o.Device, o.Address, err)
+		}
+		if o.Topic == "" {
+			o.Topic = trimSlash(o.Path)
+		}
+		if o.Refresh <= 0 {
+			o.Refresh = 2 * time.Minute
+		}
+		s.observes = append(s.observes, o)
+		if _, ok := s.addresses[o.Device]; !ok {
+			s.addresses[o.Device] = o.Address
+		}
+		return nil
+	}
+}
+
+func trimSlash(p string) string {
+	for len(p) > 0 && p[0] == '/' {
+		p = p[1:]
+	}
+	return p
+}
+
+// WithDeviceAddress sets where downlink writes to device go.
+func WithDeviceAddress(device, addr string) Option {
+	return func(s *settings) error {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("device %s: address %q: %v", device, addr, err)
+		}
+		s.addresses[device] = addr
+		return nil
+	}
+}
+
+// WithDownlinkMethod picks PUT (true) or POST (false, the default) for
+// downlink writes.
+func WithDownlinkMethod(put bool) Option {
+	return func(s *settings) error {
+		s.downlinkPut = put
+		return nil
+	}
+}
+
+// WithLogger sets the logger. Default slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) error {
+		if l == nil {
+			return fmt.Errorf("nil logger")
+		}
+		s.logger = l
+		return nil
+	}
+}
+
+// Config is the YAML block of the "coap" connector kind:
+//
+//	coap:
+//	  address: 0.0.0.0:5683
+//	  path_prefix: devices
+//	  max_body: 65536
+//	  deliver_timeout: 2s
+//	  downlink_method: post      # or put
+//	  devices: {valve-1: "10.0.0.7:5683"}
+//	  observe:
+//	    - {device: meter-1, address: "10.0.0.8:5683", path: /energy, topic: energy, refresh: 2m}
+type Config struct {
+	Address        *string           `yaml:"address"`
+	PathPrefix     *string           `yaml:"path_prefix"`
+	MaxBody        int64             `yaml:"max_body"`
+	DeliverTimeout time.Duration     `yaml:"deliver_timeout"`
+	KeepAlive      time.Duration     `yaml:"keepalive"`
+	DownlinkMethod string            `yaml:"downlink_method"`
+	Devices        map[string]string `yaml:"devices"`
+	Observe        []ObserveConfig   `yaml:"observe"`
+}
+
+// ObserveConfig is one entry of observe:.
+type ObserveConfig struct {
+	Device  string        `yaml:"device"`
+	Address string        `yaml:"address"`
+	Path    string        `yaml:"path"`
+	Topic   string        `yaml:"topic"`
+	Refresh time.Duration `yaml:"refresh"`
+}
+
+// Register adds the "coap" connector kind to reg.
+func Register(reg *gateway.Registry) error {
+	return reg.AddConnector("coap", func(_ string, spec gateway.Section) (gateway.DeviceConnector, error) {
+		var cfg Config
+		if err := spec.Decode(&cfg); err != nil {
+			return nil, err
+		}
+		var opts []Option
+		add := func(field string, o Option) error {
+			s := defaultSettings()
+			if err := o(&s); err != nil {
+				return spec.Errorf(field, "%v", err)
+			}
+			opts = append(opts, o)
+			return nil
+		}
+		var errs []error
+		if cfg.Address != nil {
+			errs = append(errs, add("address", WithAddress(*cfg.Address)))
+		}
+		if cfg.PathPrefix != nil {
+			errs = append(errs, add("path_prefix", WithPathPrefix(*cfg.PathPrefix)))
+		}
+		if cfg.MaxBody != 0 {
+			errs = append(errs, add("max_body", WithMaxBody(cfg.MaxBody)))
+		}
+		if cfg.DeliverTimeout != 0 {
+			errs = append(errs, add("deliver_timeout", WithTimeouts(cfg.DeliverTimeout, 10*time.Second, 30*time.Second)))
+		}
+		if cfg.KeepAlive != 0 {
+			errs = append(errs, add("keepalive", WithKeepAlive(cfg.KeepAlive)))
+		}
+		switch cfg.DownlinkMethod {
+		case "", "post":
+		case "put":
+			opts = append(opts, WithDownlinkMethod(true))
+		default:
+			errs = append(errs, spec.Errorf("downlink_method", "want post or put, got %q", cfg.DownlinkMethod))
+		}
+		for dev, a := range cfg.Devices {
+			errs = append(errs, add("devices", WithDeviceAddress(dev, a)))
+		}
+		for i, o := range cfg.Observe {
+			if err := add("observe", WithObserve(Observe(o))); err != nil {
+				errs = append(errs, spec.Errorf("observe", "observe[%d]: %v", i, err))
+			}
+		}
+		for _, err := range errs {
+			if err != nil {
+				return nil, err
+			}
+		}
+		return New(opts...)
+	})
+}

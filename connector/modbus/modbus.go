@@ -1,0 +1,524 @@
+package modbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/backoff"
+	"github.com/iotgw/gateway/internal/connstats"
+	mb "github.com/simonvetter/modbus"
+)
+
+// Errors callers branch on with errors.Is. Exception responses from a
+// device map to the Err*Exception sentinels by their exception code.
+var (
+	ErrIllegalFunction        = errors.New("modbus: exception 1: illegal function")
+	ErrIllegalDataAddress     = errors.New("modbus: exception 2: illegal data address")
+	ErrIllegalDataValue       = errors.New("modbus: exception 3: illegal data value")
+	ErrServerDeviceFailure    = errors.New("modbus: exception 4: server device failure")
+	ErrServerDeviceBusy       = errors.New("modbus: exception 6: server device busy")
+	ErrGatewayPathUnavailable = errors.New("modbus: exception 10: gateway path unavailable")
+	ErrGatewayTargetFailed    = errors.New("modbus: exception 11: gateway target device failed to respond")
+	// ErrTimeout is a request that got no answer within the timeout.
+	ErrTimeout = errors.New("modbus: request timed out")
+	// ErrMalformedResponse is a reply the client could not parse (wrong
+	// transaction or protocol id, short or inconsistent frame).
+	ErrMalformedResponse = errors.New("modbus: malformed response")
+	// ErrNotConnected is a read or write to a device whose connection is
+	// down (the connector is reconnecting).
+	ErrNotConnected = errors.New("modbus: device not connected")
+)
+
+// isException reports whether err is a Modbus exception response: a
+// well-formed answer saying no, which does not need a reconnect.
+func isException(err error) bool {
+	for _, e := range []error{ErrIllegalFunction, ErrIllegalDataAddress, ErrIllegalDataValue,
+		ErrServerDeviceFailure, ErrServerDeviceBusy, ErrGatewayPathUnavailable, ErrGatewayTargetFailed} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// mapError turns the client library's errors into this package's
+// sentinels, keeping the original in the chain.
+func mapError(err error) error {
+	var ours error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, mb.ErrIllegalFunction):
+		ours = ErrIllegalFunction
+	case errors.Is(err, mb.ErrIllegalDataAddress):
+		ours = ErrIllegalDataAddress
+	case errors.Is(err, mb.ErrIllegalDataValue):
+		ours = ErrIllegalDataValue
+	case errors.Is(err, mb.ErrServerDeviceFailure):
+		ours = ErrServerDeviceFailure
+	case errors.Is(err, mb.ErrServerDeviceBusy):
+		ours = ErrServerDeviceBusy
+	case errors.Is(err, mb.ErrGWPathUnavailable):
+		ours = ErrGatewayPathUnavailable
+	case errors.Is(err, mb.ErrGWTargetFailedToRespond):
+		ours = ErrGatewayTargetFailed
+	case errors.Is(err, mb.ErrRequestTimedOut):
+		ours = ErrTimeout
+	case errors.Is(err, mb.ErrProtocolError), errors.Is(err, mb.ErrBadTransactionId),
+		errors.Is(err, mb.ErrUnknownProtocolId), errors.Is(err, mb.ErrShortFrame),
+		errors.Is(err, mb.ErrBadUnitId), errors.Is(err, mb.ErrUnexpectedParameters),
+		errors.Is(err, io.ErrUnexpectedEOF):
+		ours = ErrMalformedResponse
+	default:
+		return err
+	}
+	return fmt.Errorf("%w (%v)", ours, err)
+}
+
+// Device is one Modbus TCP server the connector polls.
+type Device struct {
+	// Name is the device id on frames. Required, unique.
+	Name string
+	// Address is host:port of the Modbus TCP server. Required.
+	Address string
+	// UnitID is the Modbus unit (slave) id. Default 1.
+	UnitID uint8
+	// Interval is the poll period. Default 1s.
+	Interval time.Duration
+	// Ranges are the addresses to poll.
+	Ranges []Range
+}
+
+// Stats are the connector's counters; see Connector.Stats.
+type Stats = connstats.Stats
+
+// Connector polls Modbus TCP devices and writes to them. Each device has
+// its own connection and goroutine, so a slow or broken device never
+// delays another.
+type Connector struct {
+	s     settings
+	stats connstats.Table
+
+	mu      sync.Mutex
+	devices map[string]*deviceRun
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+var (
+	_ gateway.DeviceConnector = (*Connector)(nil)
+	_ gateway.Downlinker      = (*Connector)(nil)
+)
+
+type deviceRun struct {
+	c      *Connector
+	dev    Device
+	blocks []Block
+	topics []string
+	stats  *connstats.Counters
+
+	mu     sync.Mutex
+	client *mb.ModbusClient // nil while disconnected
+}
+
+// New builds a connector. It opens no connection until Connect.
+func New(opts ...Option) (*Connector, error) {
+	s := defaultSettings()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&s); err != nil {
+			return nil, fmt.Errorf("modbus: %w", err)
+		}
+	}
+	c := &Connector{s: s, devices: map[string]*deviceRun{}}
+	for _, d := range s.devices {
+		blocks := Plan(d.Ranges, s.coalesce, s.maxGap)
+		topics := make([]string, len(blocks))
+		for i, b := range blocks {
+			topics[i] = b.Topic()
+		}
+		c.devices[d.Name] = &deviceRun{c: c, dev: d, blocks: blocks, topics: topics, stats: c.stats.Device(d.Name)}
+	}
+	return c, nil
+}
+
+// Blocks returns the read requests one poll cycle of device sends, after
+// coalescing.
+func (c *Connector) Blocks(device string) []Block {
+	if d := c.devices[device]; d != nil {
+		return append([]Block(nil), d.blocks...)
+	}
+	return nil
+}
+
+// Stats returns the connector's and each device's counters. Requests and
+// latency count Modbus round trips; Malformed counts unparsable replies;
+// Reconnects counts connections re-established after a loss.
+func (c *Connector) Stats() Stats { return c.stats.Stats() }
+
+// Connect starts one poller per device. Unreachable devices do not fail
+// Connect: their pollers retry with backoff.
+func (c *Connector) Connect(_ context.Context, up gateway.Uplink) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancel != nil {
+		return errors.New("modbus: already connected")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	for _, d := range c.devices {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			d.run(ctx, up)
+		}()
+	}
+	return nil
+}
+
+// Disconnect stops the pollers, closes the connections and waits.
+func (c *Connector) Disconnect(ctx context.Context) error {
+	c.mu.Lock()
+	cancel := c.cancel
+	c.cancel = nil
+	c.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("modbus: disconnect: %w", ctx.Err())
+	}
+}
+
+func (d *deviceRun) log() *slog.Logger { return d.c.s.logger }
+
+// run keeps a connection to the device and polls it until ctx ends.
+func (d *deviceRun) run(ctx context.Context, up gateway.Uplink) {
+	bo := backoff.Backoff{Min: d.c.s.backoffMin, Max: d.c.s.backoffMax, Stable: d.c.s.stable}
+	connected := false
+	for ctx.Err() == nil {
+		client, err := d.open()
+		if err == nil {
+			if connected {
+				d.stats.Reconnect()
+				d.c.stats.Total.Reconnect()
+			}
+			connected = true
+			bo.Up()
+			d.setClient(client)
+			err = d.pollLoop(ctx, client, up)
+			d.setClient(nil)
+			_ = client.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.stats.Error()
+		d.c.stats.Total.Error()
+		wait := bo.Next()
+		d.log().Warn("modbus device connection lost; reconnecting", "device", d.dev.Name,
+			"address", d.dev.Address, "err", err, "retry_in", wait.Round(time.Millisecond))
+		if !sleepCtx(ctx, wait) {
+			return
+		}
+	}
+}
+
+func (d *deviceRun) open() (*mb.ModbusClient, error) {
+	client, err := mb.NewClient(&mb.ClientConfiguration{
+		URL:     "tcp://" + d.dev.Address,
+		Timeout: d.c.s.timeout,
+		Logger:  discardLogger(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("modbus %s: %w", d.dev.Name, err)
+	}
+	if err := client.Open(); err != nil {
+		return nil, fmt.Errorf("modbus %s: connect %s: %w", d.dev.Name, d.dev.Address, err)
+	}
+	if err := client.SetUnitId(d.dev.UnitID); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("modbus %s: unit id: %w", d.dev.Name, err)
+	}
+	return client, nil
+}
+
+func (d *deviceRun) setClient(c *mb.ModbusClient) {
+	d.mu.Lock()
+	d.client = c
+	d.mu.Unlock()
+}
+
+func (d *deviceRun) currentClient() *mb.ModbusClient {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.client
+}
+
+// pollLoop polls every interval until the connection breaks (returned
+// error) or ctx ends (nil).
+func (d *deviceRun) pollLoop(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink) error {
+	// Closing the client unblocks a request in flight when ctx ends.
+	stop := context.AfterFunc(ctx, func() { _ = client.Close() })
+	defer stop()
+	t := time.NewTicker(d.dev.Interval)
+	defer t.Stop()
+	for {
+		if err := d.cycle(ctx, client, up); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// cycleBudget bounds one poll cycle: every block may use all its retries
+// and the pause.
+func (d *deviceRun) cycleBudget() time.Duration {
+	s := d.c.s
+	per := s.timeout*time.Duration(s.retries+1) + s.pause
+	return per*time.Duration(len(d.blocks)) + time.Second
+}
+
+// cycle reads every block once and delivers a frame per block. Exception
+// responses are counted and logged and the cycle goes on; a transport
+// failure ends the cycle with an error so the caller reconnects.
+func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink) error {
+	cctx, cancel := context.WithTimeout(ctx, d.cycleBudget())
+	defer cancel()
+	for i, b := range d.blocks {
+		if i > 0 && d.c.s.pause > 0 && !sleepCtx(cctx, d.c.s.pause) {
+			break
+		}
+		f := gateway.AcquireFrame()
+		var err error
+		for attempt := 0; attempt <= d.c.s.retries; attempt++ {
+			if cctx.Err() != nil {
+				err = cctx.Err()
+				break
+			}
+			f.Payload, err = d.read(client, b, f.Payload[:0])
+			if err == nil || isException(err) || !errors.Is(err, ErrTimeout) {
+				break
+			}
+		}
+		if err != nil {
+			f.Release()
+			if ctx.Err() != nil {
+				return nil
+			}
+			d.stats.Error()
+			d.c.stats.Total.Error()
+			if errors.Is(err, ErrMalformedResponse) {
+				d.stats.Malformed()
+				d.c.stats.Total.Malformed()
+			}
+			err = fmt.Errorf("modbus %s: read %s: %w", d.dev.Name, b, err)
+			if isException(err) {
+				d.log().Warn("modbus exception", "device", d.dev.Name, "block", b.String(), "err", err)
+				continue
+			}
+			return err
+		}
+		f.Device, f.Topic = d.dev.Name, d.topics[i]
+		n := len(f.Payload)
+		if err := up.Deliver(ctx, f); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			d.stats.Error()
+			d.c.stats.Total.Error()
+			d.log().Warn("modbus frame not accepted", "device", d.dev.Name, "block", b.String(), "err", err)
+			continue
+		}
+		d.stats.Frame(n)
+		d.c.stats.Total.Frame(n)
+	}
+	return nil
+}
+
+// read performs one request and appends the block's bytes to dst:
+// registers as they are on the wire (big-endian), bits as one byte each.
+func (d *deviceRun) read(client *mb.ModbusClient, b Block, dst []byte) ([]byte, error) {
+	start := time.Now()
+	var err error
+	switch b.Table {
+	case HoldingRegisters, InputRegisters:
+		rt := mb.HOLDING_REGISTER
+		if b.Table == InputRegisters {
+			rt = mb.INPUT_REGISTER
+		}
+		var raw []byte
+		raw, err = client.ReadRawBytes(b.Start, 2*b.Count, rt)
+		if err == nil && len(raw) != 2*int(b.Count) {
+			err = fmt.Errorf("%w: %d bytes for %d registers", ErrMalformedResponse, len(raw), b.Count)
+		}
+		dst = append(dst, raw...)
+	default:
+		var bits []bool
+		if b.Table == Coils {
+			bits, err = client.ReadCoils(b.Start, b.Count)
+		} else {
+			bits, err = client.ReadDiscreteInputs(b.Start, b.Count)
+		}
+		if err == nil && len(bits) != int(b.Count) {
+			err = fmt.Errorf("%w: %d bits for %d requested", ErrMalformedResponse, len(bits), b.Count)
+		}
+		for _, v := range bits {
+			if v {
+				dst = append(dst, 1)
+			} else {
+				dst = append(dst, 0)
+			}
+		}
+	}
+	lat := time.Since(start)
+	d.stats.Latency(lat)
+	d.c.stats.Total.Latency(lat)
+	return dst, mapError(err)
+}
+
+// Read performs one read of b on device now, outside the poll schedule,
+// and returns the bytes in the frame payload format.
+func (c *Connector) Read(ctx context.Context, device string, b Block) ([]byte, error) {
+	d := c.devices[device]
+	if d == nil {
+		return nil, fmt.Errorf("modbus: device %q: %w", device, gateway.ErrNoRoute)
+	}
+	if b.Count == 0 || int(b.Count) > b.Table.maxPerRequest() {
+		return nil, fmt.Errorf("modbus %s: read %s: count must be 1..%d", device, b, b.Table.maxPerRequest())
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	client := d.currentClient()
+	if client == nil {
+		return nil, fmt.Errorf("modbus %s: %w", device, ErrNotConnected)
+	}
+	out, err := d.read(client, b, nil)
+	if err != nil {
+		return nil, fmt.Errorf("modbus %s: read %s: %w", device, b, err)
+	}
+	return out, nil
+}
+
+// Write implements gateway.Downlinker. f.Device names the device and
+// f.Topic the first address, as "hr/<address>" or "co/<address>". The
+// payload for holding registers is big-endian register bytes (2 bytes:
+// function 6, more: function 16); for coils one byte per coil, 0 or 1
+// (1 byte: function 5, more: function 15). Input registers and discrete
+// inputs are read-only (ErrNotSupported).
+func (c *Connector) Write(ctx context.Context, f *gateway.Frame) error {
+	d := c.devices[f.Device]
+	if d == nil {
+		return fmt.Errorf("modbus: write: device %q: %w", f.Device, gateway.ErrNoRoute)
+	}
+	w, err := ParseWrite(f.Topic, f.Payload)
+	if err != nil {
+		return fmt.Errorf("modbus %s: write: %w", f.Device, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	client := d.currentClient()
+	if client == nil {
+		return fmt.Errorf("modbus %s: write %s: %w", f.Device, f.Topic, ErrNotConnected)
+	}
+	start := time.Now()
+	switch {
+	case w.Table == HoldingRegisters && len(w.Registers) == 1:
+		err = client.WriteRegister(w.Address, w.Registers[0])
+	case w.Table == HoldingRegisters:
+		err = client.WriteRegisters(w.Address, w.Registers)
+	case len(w.Coils) == 1:
+		err = client.WriteCoil(w.Address, w.Coils[0])
+	default:
+		err = client.WriteCoils(w.Address, w.Coils)
+	}
+	d.stats.Latency(time.Since(start))
+	if err != nil {
+		d.stats.Error()
+		c.stats.Total.Error()
+		return fmt.Errorf("modbus %s: write %s: %w", f.Device, f.Topic, mapError(err))
+	}
+	return nil
+}
+
+// WriteRequest is a parsed downlink write.
+type WriteRequest struct {
+	Table     Table
+	Address   uint16
+	Registers []uint16 // holding registers
+	Coils     []bool   // coils
+}
+
+// ParseWrite parses a downlink topic and payload (see Connector.Write).
+func ParseWrite(topic string, payload []byte) (WriteRequest, error) {
+	t, addr, err := ParseTopic(topic)
+	if err != nil {
+		return WriteRequest{}, err
+	}
+	w := WriteRequest{Table: t, Address: addr}
+	switch t {
+	case HoldingRegisters:
+		n := len(payload) / 2
+		if len(payload) == 0 || len(payload)%2 != 0 {
+			return w, fmt.Errorf("topic %s: payload of %d bytes: want an even, non-zero number of register bytes", topic, len(payload))
+		}
+		if n > 123 {
+			return w, fmt.Errorf("topic %s: %d registers: at most 123 per write", topic, n)
+		}
+		if int(addr)+n > 1<<16 {
+			return w, fmt.Errorf("topic %s: %d registers run past address 65535", topic, n)
+		}
+		w.Registers = make([]uint16, n)
+		for i := range w.Registers {
+			w.Registers[i] = uint16(payload[2*i])<<8 | uint16(payload[2*i+1])
+		}
+	case Coils:
+		if len(payload) == 0 || len(payload) > 1968 {
+			return w, fmt.Errorf("topic %s: %d coils: want 1..1968", topic, len(payload))
+		}
+		if int(addr)+len(payload) > 1<<16 {
+			return w, fmt.Errorf("topic %s: %d coils run past address 65535", topic, len(payload))
+		}
+		w.Coils = make([]bool, len(payload))
+		for i, b := range payload {
+			if b > 1 {
+				return w, fmt.Errorf("topic %s: payload offset %d: coil byte %#x, want 0 or 1", topic, i, b)
+			}
+			w.Coils[i] = b == 1
+		}
+	default:
+		return w, fmt.Errorf("topic %s: %s is read-only: %w", topic, t, gateway.ErrNotSupported)
+	}
+	return w, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,280 @@
+package modbus
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"time"
+
+	"github.com/iotgw/gateway"
+)
+
+// Option configures a Connector.
+type Option func(*settings) error
+
+type settings struct {
+	devices    []Device
+	timeout    time.Duration
+	retries    int
+	pause      time.Duration
+	coalesce   bool
+	maxGap     uint16
+	backoffMin time.Duration
+	backoffMax time.Duration
+	stable     time.Duration
+	logger     *slog.Logger
+}
+
+func defaultSettings() settings {
+	return settings{
+		timeout:    time.Second,
+		retries:    1,
+		coalesce:   true,
+		maxGap:     16,
+		backoffMin: 200 * time.Millisecond,
+		backoffMax: 30 * time.Second,
+		stable:     10 * time.Second,
+		logger:     slog.Default(),
+	}
+}
+
+func discardLogger() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// WithDevice adds a device to poll. Name and Address are required and
+// names must be unique; UnitID defaults to 1 and Interval to 1s.
+func WithDevice(d Device) Option {
+	return func(s *settings) error {
+		if d.Name == "" {
+			return fmt.Errorf("device: empty name")
+		}
+		if d.Address == "" {
+			return fmt.Errorf("device %s: empty address", d.Name)
+		}
+		for _, o := range s.devices {
+			if o.Name == d.Name {
+				return fmt.Errorf("device %s: defined twice", d.Name)
+			}
+		}
+		if d.UnitID == 0 {
+			d.UnitID = 1
+		}
+		if d.Interval <= 0 {
+			d.Interval = time.Second
+		}
+		for i, r := range d.Ranges {
+			if r.Count == 0 {
+				return fmt.Errorf("device %s: range %d: count must be at least 1", d.Name, i)
+			}
+			if int(r.Address)+int(r.Count) > 1<<16 {
+				return fmt.Errorf("device %s: range %d: runs past address 65535", d.Name, i)
+			}
+		}
+		d.Ranges = append([]Range(nil), d.Ranges...)
+		s.devices = append(s.devices, d)
+		return nil
+	}
+}
+
+// WithTimeout sets the per-request timeout. Default 1s.
+func WithTimeout(d time.Duration) Option {
+	return func(s *settings) error {
+		if d <= 0 {
+			return fmt.Errorf("timeout must be positive")
+		}
+		s.timeout = d
+		return nil
+	}
+}
+
+// WithRetries sets how often a timed-out request is repeated before the
+// connection is considered broken and re-established. Exception responses
+// are never retried. Default 1.
+func WithRetries(n int) Option {
+	return func(s *settings) error {
+		if n < 0 {
+			return fmt.Errorf("retries must not be negative")
+		}
+		s.retries = n
+		return nil
+	}
+}
+
+// WithPause sets a pause between requests to the same device, for
+// devices that cannot take back-to-back requests. Default 0.
+func WithPause(d time.Duration) Option {
+	return func(s *settings) error {
+		if d < 0 {
+			return fmt.Errorf("pause must not be negative")
+		}
+		s.pause = d
+		return nil
+	}
+}
+
+// WithCoalescing turns request coalescing on or off and sets the largest
+// gap (in addresses) bridged when merging neighbouring ranges. Default on,
+// gap 16. A larger gap saves requests but reads (and ships) unused
+// addresses, and a device that rejects reads of unmapped addresses answers
+// a merged request with an exception: turn it off or lower the gap then.
+func WithCoalescing(on bool, maxGap uint16) Option {
+	return func(s *settings) error {
+		s.coalesce, s.maxGap = on, maxGap
+		return nil
+	}
+}
+
+// WithBackoff sets the reconnect delay range: exponential with full
+// jitter from min up to max, reset after the connection stayed up for
+// stable. Defaults 200ms, 30s, 10s.
+func WithBackoff(min, max, stable time.Duration) Option {
+	return func(s *settings) error {
+		if min <= 0 || max < min || stable <= 0 {
+			return fmt.Errorf("backoff: want 0 < min <= max and stable > 0")
+		}
+		s.backoffMin, s.backoffMax, s.stable = min, max, stable
+		return nil
+	}
+}
+
+// WithLogger sets the logger. Default slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) error {
+		if l == nil {
+			return fmt.Errorf("nil logger")
+		}
+		s.logger = l
+		return nil
+	}
+}
+
+// Config is the YAML block of the "modbus" connector kind:
+//
+//	modbus:
+//	  timeout: 1s       # per request
+//	  retries: 1        # repeats of a timed-out request
+//	  pause: 0s         # between requests to one device
+//	  coalesce: true    # merge neighbouring ranges
+//	  max_gap: 16       # largest gap bridged when merging
+//	  backoff_min: 200ms
+//	  backoff_max: 30s
+//	  devices:
+//	    - name: plc1
+//	      address: 10.0.0.5:502
+//	      unit_id: 1
+//	      interval: 1s
+//	      ranges:
+//	        - {table: hr, address: 0, count: 10}
+//	        - {table: co, address: 100, count: 8}
+type Config struct {
+	Timeout    time.Duration  `yaml:"timeout"`
+	Retries    *int           `yaml:"retries"`
+	Pause      time.Duration  `yaml:"pause"`
+	Coalesce   *bool          `yaml:"coalesce"`
+	MaxGap     *uint16        `yaml:"max_gap"`
+	BackoffMin time.Duration  `yaml:"backoff_min"`
+	BackoffMax time.Duration  `yaml:"backoff_max"`
+	Devices    []DeviceConfig `yaml:"devices"`
+}
+
+// DeviceConfig is one entry of devices:.
+type DeviceConfig struct {
+	Name     string        `yaml:"name"`
+	Address  string        `yaml:"address"`
+	UnitID   uint8         `yaml:"unit_id"`
+	Interval time.Duration `yaml:"interval"`
+	Ranges   []RangeConfig `yaml:"ranges"`
+}
+
+// RangeConfig is one entry of ranges:.
+type RangeConfig struct {
+	Table   string `yaml:"table"`
+	Address uint16 `yaml:"address"`
+	Count   uint16 `yaml:"count"`
+}
+
+// Register adds the "modbus" connector kind to reg.
+func Register(reg *gateway.Registry) error {
+	return reg.AddConnector("modbus", func(_ string, spec gateway.Section) (gateway.DeviceConnector, error) {
+		var cfg Config
+		if err := spec.Decode(&cfg); err != nil {
+			return nil, err
+		}
+		opts, err := cfg.options(spec)
+		if err != nil {
+			return nil, err
+		}
+		return New(opts...)
+	})
+}
+
+func (cfg Config) options(spec gateway.Section) ([]Option, error) {
+	var opts []Option
+	if cfg.Timeout < 0 {
+		return nil, spec.Errorf("timeout", "must be positive")
+	} else if cfg.Timeout > 0 {
+		opts = append(opts, WithTimeout(cfg.Timeout))
+	}
+	if cfg.Retries != nil {
+		if *cfg.Retries < 0 {
+			return nil, spec.Errorf("retries", "must not be negative")
+		}
+		opts = append(opts, WithRetries(*cfg.Retries))
+	}
+	if cfg.Pause < 0 {
+		return nil, spec.Errorf("pause", "must not be negative")
+	}
+	opts = append(opts, WithPause(cfg.Pause))
+	co, gap := true, uint16(16)
+	if cfg.Coalesce != nil {
+		co = *cfg.Coalesce
+	}
+	if cfg.MaxGap != nil {
+		gap = *cfg.MaxGap
+	}
+	opts = append(opts, WithCoalescing(co, gap))
+	if cfg.BackoffMin != 0 || cfg.BackoffMax != 0 {
+		lo, hi := cfg.BackoffMin, cfg.BackoffMax
+		if lo == 0 {
+			lo = 200 * time.Millisecond
+		}
+		if hi == 0 {
+			hi = 30 * time.Second
+		}
+		if lo < 0 || hi < lo {
+			return nil, spec.Errorf("backoff_min", "want 0 < backoff_min <= backoff_max")
+		}
+		opts = append(opts, WithBackoff(lo, hi, 10*time.Second))
+	}
+	if len(cfg.Devices) == 0 {
+		return nil, spec.Errorf("devices", "at least one device is required")
+	}
+	seen := map[string]bool{}
+	for i, d := range cfg.Devices {
+		field := fmt.Sprintf("devices[%d]", i)
+		switch {
+		case d.Name == "":
+			return nil, spec.Errorf("devices", "%s.name: required", field)
+		case seen[d.Name]:
+			return nil, spec.Errorf("devices", "%s.name: duplicate device %q", field, d.Name)
+		case d.Address == "":
+			return nil, spec.Errorf("devices", "%s.address: required (host:port)", field)
+		case d.Interval < 0:
+			return nil, spec.Errorf("devices", "%s.interval: must be positive", field)
+		}
+		seen[d.Name] = true
+		dev := Device{Name: d.Name, Address: d.Address, UnitID: d.UnitID, Interval: d.Interval}
+		for j, r := range d.Ranges {
+			t, err := ParseTable(r.Table)
+			if err != nil {
+				return nil, spec.Errorf("devices", "%s.ranges[%d].table: %v", field, j, err)
+			}
+			if r.Count == 0 || int(r.Address)+int(r.Count) > 1<<16 {
+				return nil, spec.Errorf("devices", "%s.ranges[%d].count: want 1.. and address+count <= 65536", field, j)
+			}
+			dev.Ranges = append(dev.Ranges, Range{Table: t, Address: r.Address, Count: r.Count})
+		}
+		opts = append(opts, WithDevice(dev))
+	}
+	return opts, nil
+}

@@ -1,0 +1,149 @@
+package mqtt
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/iotgw/gateway"
+)
+
+// DevicePlaceholder is replaced by the device id in ACL filters, command
+// topic templates and client-mode topic patterns.
+const DevicePlaceholder = "{device}"
+
+// Default ACLs and command topic of listener mode.
+const (
+	DefaultPublishACL   = "devices/{device}/#"
+	DefaultSubscribeACL = "devices/{device}/cmd/#"
+	DefaultCommandTopic = "devices/{device}/cmd/{topic}"
+)
+
+// expand replaces {device} in each filter.
+func expand(filters []string, device string) []string {
+	out := make([]string, len(filters))
+	for i, f := range filters {
+		out[i] = strings.ReplaceAll(f, DevicePlaceholder, device)
+	}
+	return out
+}
+
+// validateFilters checks ACL filters before expansion.
+func validateFilters(filters []string) error {
+	for _, f := range filters {
+		if f == "" {
+			return fmt.Errorf("empty topic filter")
+		}
+		if err := gateway.ValidateTopicFilter(strings.ReplaceAll(f, DevicePlaceholder, "x")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// allowed reports whether topic (a publish topic or a subscription
+// filter) is covered by one of filters. A subscription filter is allowed
+// only if every topic it can match is allowed: it must be equal to, or
+// narrower than, an ACL filter.
+func allowed(filters []string, topic string, subscribe bool) bool {
+	for _, f := range filters {
+		if subscribe {
+			if filterCovers(f, topic) {
+				return true
+			}
+		} else if gateway.MatchTopic(f, topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// filterCovers reports whether every topic matched by sub is matched by
+// acl.
+func filterCovers(acl, sub string) bool {
+	a, s := strings.Split(acl, "/"), strings.Split(sub, "/")
+	for i, al := range a {
+		if al == "#" {
+			return true
+		}
+		if i >= len(s) {
+			return false
+		}
+		sl := s[i]
+		switch {
+		case sl == "#":
+			return false // sub is wider than acl here
+		case al == "+":
+			continue
+		case sl == "+" || sl != al:
+			return false
+		}
+	}
+	return len(s) == len(a)
+}
+
+// TopicPattern extracts the device id from topics: a topic filter in
+// which one whole level is {device}, e.g. "sensors/{device}/#".
+type TopicPattern struct {
+	Filter string // the subscription filter ({device} as +)
+	level  int
+	raw    string
+}
+
+// ParseTopicPattern parses a pattern with exactly one {device} level.
+func ParseTopicPattern(p string) (TopicPattern, error) {
+	levels := strings.Split(p, "/")
+	idx := -1
+	for i, l := range levels {
+		if l == DevicePlaceholder {
+			if idx >= 0 {
+				return TopicPattern{}, fmt.Errorf("pattern %q: more than one %s level", p, DevicePlaceholder)
+			}
+			idx = i
+			levels[i] = "+"
+		} else if strings.Contains(l, DevicePlaceholder) {
+			return TopicPattern{}, fmt.Errorf("pattern %q: %s must fill a whole level", p, DevicePlaceholder)
+		}
+	}
+	if idx < 0 {
+		return TopicPattern{}, fmt.Errorf("pattern %q: no %s level", p, DevicePlaceholder)
+	}
+	f := strings.Join(levels, "/")
+	if err := gateway.ValidateTopicFilter(f); err != nil {
+		return TopicPattern{}, fmt.Errorf("pattern %q: %w", p, err)
+	}
+	return TopicPattern{Filter: f, level: idx, raw: p}, nil
+}
+
+// Device returns the device id in topic, or false when topic does not
+// match the pattern or the device level is empty.
+func (p TopicPattern) Device(topic string) (string, bool) {
+	if !gateway.MatchTopic(p.Filter, topic) {
+		return "", false
+	}
+	rest := topic
+	for i := 0; i < p.level; i++ {
+		j := strings.IndexByte(rest, '/')
+		if j < 0 {
+			return "", false
+		}
+		rest = rest[j+1:]
+	}
+	if j := strings.IndexByte(rest, '/'); j >= 0 {
+		rest = rest[:j]
+	}
+	if rest == "" {
+		return "", false
+	}
+	return rest, true
+}
+
+// commandTopic fills a command topic template.
+func commandTopic(template, device, topic string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(template, DevicePlaceholder, device), "{topic}", topic)
+}
+
+// validPublishTopic reports whether t can be published to: non-empty, no
+// wildcards, no NUL.
+func validPublishTopic(t string) bool {
+	return t != "" && !strings.ContainsAny(t, "+#\x00")
+}

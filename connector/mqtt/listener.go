@@ -1,0 +1,365 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/connstats"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Stats are a connector's counters; see Listener.Stats and Client.Stats.
+type Stats = connstats.Stats
+
+// DeviceAuth is one device allowed to connect to the Listener with a
+// username and password.
+type DeviceAuth struct {
+	// Username and Password the device sends in CONNECT. Required.
+	Username, Password string
+	// Device is the device id on frames. Default: Username.
+	Device string
+	// Publish and Subscribe override the listener's ACL filters for this
+	// device ({device} is replaced by the device id).
+	Publish, Subscribe []string
+}
+
+// Listener is listener mode: devices connect to the gateway's embedded
+// MQTT broker. Every PUBLISH a device sends (and the ACL allows) becomes a
+// frame with Device set to the authenticated device id and Topic to the
+// MQTT topic. A QoS 1/2 PUBLISH is acknowledged only after the gateway
+// accepted the frame; when it does not, an MQTT 5 device gets a PUBACK
+// with reason "quota exceeded" and an MQTT 3 device is disconnected so it
+// retransmits after reconnecting.
+type Listener struct {
+	s     listenerSettings
+	stats connstats.Table
+
+	mu       sync.Mutex
+	srv      *mochi.Server
+	ln       net.Listener
+	cancel   context.CancelFunc
+	sessions sync.Map // *mochi.Client -> *session
+}
+
+type session struct {
+	device    string
+	publish   []string
+	subscribe []string
+	stats     *connstats.Counters
+}
+
+var (
+	_ gateway.DeviceConnector = (*Listener)(nil)
+	_ gateway.Downlinker      = (*Listener)(nil)
+)
+
+// NewListener builds a listener-mode connector. Nothing listens until
+// Connect.
+func NewListener(opts ...ListenerOption) (*Listener, error) {
+	s := defaultListenerSettings()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&s); err != nil {
+			return nil, fmt.Errorf("mqtt listener: %w", err)
+		}
+	}
+	if len(s.users) == 0 && s.tls == nil && !s.anonymous {
+		return nil, errors.New("mqtt listener: no way to authenticate devices: add WithDeviceAuth, WithClientCerts or WithAnonymous")
+	}
+	return &Listener{s: s}, nil
+}
+
+// Addr returns the listening address once connected, or nil.
+func (l *Listener) Addr() net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln == nil {
+		return nil
+	}
+	return l.ln.Addr()
+}
+
+// Stats returns the connector's and each device's counters. Reconnects
+// counts sessions a device opened after its first; Malformed counts
+// PUBLISHes the ACL refused.
+func (l *Listener) Stats() Stats { return l.stats.Stats() }
+
+// Sessions returns the number of connected device sessions.
+func (l *Listener) Sessions() int {
+	n := 0
+	l.sessions.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// Connect starts the broker.
+func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.srv != nil {
+		return errors.New("mqtt listener: already connected")
+	}
+	ln := l.s.listener
+	if ln == nil {
+		lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+		var err error
+		if ln, err = lc.Listen(ctx, "tcp", l.s.addr); err != nil {
+			return fmt.Errorf("mqtt listener: listen %s: %w", l.s.addr, err)
+		}
+		if l.s.tls != nil {
+			ln = tls.NewListener(ln, l.s.tls)
+		}
+	}
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumClients = int64(l.s.maxSessions)
+	caps.MaximumClientWritesPending = l.s.writesPending
+	caps.MaximumSessionExpiryInterval = uint32(l.s.sessionExpiry / time.Second)
+	caps.MaximumPacketSize = l.s.maxPacket
+	caps.MaximumInflight = 64
+	caps.ReceiveMaximum = 64
+	caps.RetainAvailable = 0
+	srv := mochi.New(&mochi.Options{
+		Capabilities:             caps,
+		ClientNetReadBufferSize:  l.s.readBuffer,
+		ClientNetWriteBufferSize: l.s.readBuffer,
+		Logger:                   slog.New(warnOnly{l.s.logger.Handler()}),
+		InlineClient:             true,
+		SysTopicResendInterval:   3600,
+	})
+	runCtx, cancel := context.WithCancel(context.Background())
+	if err := srv.AddHook(&listenerHook{l: l, up: up, ctx: runCtx}, nil); err != nil {
+		cancel()
+		_ = ln.Close()
+		return fmt.Errorf("mqtt listener: %w", err)
+	}
+	if err := srv.AddListener(listeners.NewNet("devices", ln)); err != nil {
+		cancel()
+		_ = ln.Close()
+		return fmt.Errorf("mqtt listener: %w", err)
+	}
+	if err := srv.Serve(); err != nil {
+		cancel()
+		_ = srv.Close()
+		return fmt.Errorf("mqtt listener: %w", err)
+	}
+	l.srv, l.ln, l.cancel = srv, ln, cancel
+	return nil
+}
+
+// Disconnect closes the listener and every device session, and waits for
+// the sessions to end (bounded by ctx).
+func (l *Listener) Disconnect(ctx context.Context) error {
+	l.mu.Lock()
+	srv, cancel := l.srv, l.cancel
+	l.srv, l.ln, l.cancel = nil, nil, nil
+	l.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	cancel() // ends deliveries in flight
+	_ = srv.Close()
+	done := make(chan struct{})
+	go func() { srv.Listeners.ClientsWg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("mqtt listener: disconnect: %w", ctx.Err())
+	}
+}
+
+// Write implements gateway.Downlinker: it publishes the payload to the
+// command topic of f.Device (WithCommandTopic; by default
+// "devices/{device}/cmd/{topic}" with {topic} = f.Topic) at the command
+// QoS. Devices subscribed there receive it; the write does not wait for
+// the device.
+func (l *Listener) Write(_ context.Context, f *gateway.Frame) error {
+	l.mu.Lock()
+	srv := l.srv
+	l.mu.Unlock()
+	if srv == nil {
+		return fmt.Errorf("mqtt listener: write %s: %w", f.Device, gateway.ErrClosed)
+	}
+	topic := commandTopic(l.s.commandTopic, f.Device, f.Topic)
+	if f.Device == "" || !validPublishTopic(topic) {
+		return fmt.Errorf("mqtt listener: write %s: invalid command topic %q", f.Device, topic)
+	}
+	if err := srv.Publish(topic, bytes.Clone(f.Payload), false, l.s.commandQoS); err != nil {
+		return fmt.Errorf("mqtt listener: write %s to %s: %w", f.Device, topic, err)
+	}
+	return nil
+}
+
+// listenerHook enforces auth and ACLs and turns PUBLISHes into frames.
+type listenerHook struct {
+	mochi.HookBase
+	l   *Listener
+	up  gateway.Uplink
+	ctx context.Context
+}
+
+func (h *listenerHook) ID() string { return "iotgw-devices" }
+
+func (h *listenerHook) Provides(b byte) bool {
+	switch b {
+	case mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablished,
+		mochi.OnDisconnect, mochi.OnPublish:
+		return true
+	}
+	return false
+}
+
+// identify returns the device id and ACLs of a connecting client, or
+// false.
+func (h *listenerHook) identify(cl *mochi.Client, pk packets.Packet) (*session, bool) {
+	s := &h.l.s
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && s.tls != nil {
+		st := tc.ConnectionState()
+		if len(st.PeerCertificates) > 0 && st.PeerCertificates[0].Subject.CommonName != "" {
+			dev := st.PeerCertificates[0].Subject.CommonName
+			return &session{device: dev, publish: expand(s.publish, dev), subscribe: expand(s.subscribe, dev)}, true
+		}
+	}
+	if u, ok := s.users[string(pk.Connect.Username)]; ok {
+		if subtle.ConstantTimeCompare(pk.Connect.Password, []byte(u.Password)) != 1 {
+			return nil, false
+		}
+		pub, sub := s.publish, s.subscribe
+		if u.Publish != nil {
+			pub = u.Publish
+		}
+		if u.Subscribe != nil {
+			sub = u.Subscribe
+		}
+		return &session{device: u.Device, publish: expand(pub, u.Device), subscribe: expand(sub, u.Device)}, true
+	}
+	if s.anonymous && cl.ID != "" {
+		return &session{device: cl.ID, publish: expand(s.publish, cl.ID), subscribe: expand(s.subscribe, cl.ID)}, true
+	}
+	return nil, false
+}
+
+func (h *listenerHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	_, ok := h.identify(cl, pk)
+	if !ok {
+		h.l.stats.Total.Error()
+		h.l.s.logger.Warn("mqtt device refused: bad credentials", "client_id", cl.ID,
+			"username", string(pk.Connect.Username), "remote", cl.Net.Remote)
+	}
+	return ok
+}
+
+func (h *listenerHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
+	ss, ok := h.identify(cl, pk)
+	if !ok {
+		return // cannot happen: authenticated moments ago
+	}
+	first := false
+	ss.stats, first = h.l.stats.DeviceFirst(ss.device)
+	if !first {
+		ss.stats.Reconnect()
+		h.l.stats.Total.Reconnect()
+	}
+	h.l.sessions.Store(cl, ss)
+}
+
+func (h *listenerHook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
+	v, ok := h.l.sessions.LoadAndDelete(cl)
+	if !ok || err == nil {
+		return
+	}
+	ss := v.(*session)
+	var code packets.Code
+	if errors.As(err, &code) && (code.Code == packets.ErrMalformedPacket.Code || code.Code == packets.ErrProtocolViolation.Code) {
+		ss.stats.Malformed()
+		h.l.stats.Total.Malformed()
+		h.l.s.logger.Warn("mqtt device sent a malformed packet; session closed", "device", ss.device, "err", err)
+	}
+}
+
+func (h *listenerHook) session(cl *mochi.Client) *session {
+	v, ok := h.l.sessions.Load(cl)
+	if !ok {
+		return nil
+	}
+	return v.(*session)
+}
+
+func (h *listenerHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	ss := h.session(cl)
+	if ss == nil {
+		return false
+	}
+	var ok bool
+	if write {
+		ok = allowed(ss.publish, topic, false)
+	} else {
+		ok = allowed(ss.subscribe, topic, true)
+	}
+	if !ok {
+		ss.stats.Error()
+		h.l.stats.Total.Error()
+		h.l.s.logger.Warn("mqtt ACL denied", "device", ss.device, "topic", topic, "publish", write)
+	}
+	return ok
+}
+
+func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // downlink commands from the gateway itself
+	}
+	ss := h.session(cl)
+	if ss == nil {
+		return pk, packets.ErrRejectPacket
+	}
+	f := gateway.AcquireFrame()
+	f.Device, f.Topic = ss.device, pk.TopicName
+	f.Payload = append(f.Payload[:0], pk.Payload...)
+	n := len(f.Payload)
+	ctx, cancel := context.WithTimeout(h.ctx, h.l.s.deliverTimeout)
+	start := time.Now()
+	err := h.up.Deliver(ctx, f)
+	cancel()
+	lat := time.Since(start)
+	if err == nil {
+		ss.stats.Frame(n)
+		ss.stats.Latency(lat)
+		h.l.stats.Total.Frame(n)
+		return pk, nil
+	}
+	ss.stats.Error()
+	h.l.stats.Total.Error()
+	h.l.s.logger.Warn("mqtt frame not accepted", "device", ss.device, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
+	if pk.FixedHeader.Qos == 0 {
+		return pk, packets.ErrRejectPacket
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		return pk, packets.ErrQuotaExceeded
+	}
+	// MQTT 3 has no negative PUBACK: drop the session so the device
+	// retransmits the unacknowledged message after reconnecting.
+	cl.Stop(packets.ErrServerBusy)
+	return pk, packets.ErrRejectPacket
+}
+
+// warnOnly passes only warnings and errors of the embedded broker on.
+type warnOnly struct{ slog.Handler }
+
+func (w warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && w.Handler.Enabled(ctx, l)
+}
+
+func (w warnOnly) WithAttrs(as []slog.Attr) slog.Handler { return warnOnly{w.Handler.WithAttrs(as)} }
+func (w warnOnly) WithGroup(g string) slog.Handler       { return warnOnly{w.Handler.WithGroup(g)} }

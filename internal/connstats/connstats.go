@@ -1,0 +1,126 @@
+// Package connstats holds the counters every southbound connector keeps,
+// for the connector as a whole and per device: frames, bytes, errors,
+// malformed input, reconnects and request latency. Counters are atomics,
+// so the hot path never takes a lock; the per-device table takes a read
+// lock to find an existing device.
+package connstats
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Counters is one set of counters. The zero value is ready.
+type Counters struct {
+	frames, bytes, errors, malformed, reconnects atomic.Uint64
+	latencyN, latencySum, latencyMax             atomic.Uint64
+}
+
+// Frame counts one frame of n bytes accepted by the pipeline.
+func (c *Counters) Frame(n int) { c.frames.Add(1); c.bytes.Add(uint64(n)) }
+
+// Error counts one failed operation (I/O, timeout, refused frame).
+func (c *Counters) Error() { c.errors.Add(1) }
+
+// Malformed counts one piece of device input that could not be parsed.
+func (c *Counters) Malformed() { c.malformed.Add(1) }
+
+// Reconnect counts one re-established session or connection.
+func (c *Counters) Reconnect() { c.reconnects.Add(1) }
+
+// Latency records the duration of one request or delivery.
+func (c *Counters) Latency(d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	n := uint64(d)
+	c.latencyN.Add(1)
+	c.latencySum.Add(n)
+	for {
+		m := c.latencyMax.Load()
+		if n <= m || c.latencyMax.CompareAndSwap(m, n) {
+			return
+		}
+	}
+}
+
+// Snapshot is a point-in-time copy of Counters.
+type Snapshot struct {
+	Frames     uint64
+	Bytes      uint64
+	Errors     uint64
+	Malformed  uint64
+	Reconnects uint64
+	// Requests is how many latency samples were taken.
+	Requests uint64
+	// LatencyAvg and LatencyMax summarise the recorded latencies.
+	LatencyAvg time.Duration
+	LatencyMax time.Duration
+}
+
+// Snapshot returns the current values.
+func (c *Counters) Snapshot() Snapshot {
+	s := Snapshot{
+		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Errors: c.errors.Load(),
+		Malformed: c.malformed.Load(), Reconnects: c.reconnects.Load(),
+		Requests: c.latencyN.Load(), LatencyMax: time.Duration(c.latencyMax.Load()),
+	}
+	if s.Requests > 0 {
+		s.LatencyAvg = time.Duration(c.latencySum.Load() / s.Requests)
+	}
+	return s
+}
+
+// Table is the connector total plus one Counters per device.
+type Table struct {
+	Total Counters
+
+	mu      sync.RWMutex
+	devices map[string]*Counters
+}
+
+// Device returns the counters of device, creating them on first use.
+func (t *Table) Device(device string) *Counters {
+	c, _ := t.DeviceFirst(device)
+	return c
+}
+
+// DeviceFirst is Device that also reports whether this call created the
+// device's counters.
+func (t *Table) DeviceFirst(device string) (*Counters, bool) {
+	t.mu.RLock()
+	c := t.devices[device]
+	t.mu.RUnlock()
+	if c != nil {
+		return c, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c = t.devices[device]; c != nil {
+		return c, false
+	}
+	if t.devices == nil {
+		t.devices = map[string]*Counters{}
+	}
+	c = &Counters{}
+	t.devices[device] = c
+	return c, true
+}
+
+// Stats is what a connector's Stats method returns.
+type Stats struct {
+	Total   Snapshot
+	Devices map[string]Snapshot
+}
+
+// Stats snapshots the table.
+func (t *Table) Stats() Stats {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s := Stats{Total: t.Total.Snapshot(), Devices: make(map[string]Snapshot, len(t.devices))}
+	for k, c := range t.devices {
+		s.Devices[k] = c.Snapshot()
+	}
+	return s
+}

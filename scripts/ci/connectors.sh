@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Fuzz the parsers the connectors own, one target per run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+fuzz() { go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME:-10s}" "$1"; }
+fuzz ./connector/modbus FuzzParseWrite
+fuzz ./connector/modbus FuzzPlan
+fuzz ./connector/mqtt FuzzTopicPattern
+fuzz ./connector/mqtt FuzzFilterCovers
+fuzz ./connector/httpc FuzzIngest
+fuzz ./connector/coap FuzzParsePath
