@@ -2,7 +2,7 @@
 # Fuzz the parsers the connectors own, one target per run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-fuzz() { go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME:-10s}" "$1"; }
+fuzz() { scripts/fuzz "$1" "$2" "${FUZZTIME:-10s}"; }
 fuzz ./connector/modbus FuzzParseWrite
 fuzz ./connector/modbus FuzzPlan
 fuzz ./connector/mqtt FuzzTopicPattern
