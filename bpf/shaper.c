@@ -288,15 +288,20 @@ static __always_inline int police(__u32 cls, struct class_cfg *cfg, __u32 len)
 	__u64 now = bpf_ktime_get_ns();
 	__u64 burst = cfg->burst ? cfg->burst : 1514;
 	bpf_spin_lock(&b->lock);
-	__u64 dt = now - b->last_ns;
-	if (dt > 1000000000ULL)
-		dt = 1000000000ULL;
-	__u64 tokens = b->tokens + dt * cfg->police_Bps / 1000000000ULL;
-	if (tokens > burst)
-		tokens = burst;
-	/* Advance only by the time that produced whole tokens. */
-	if (dt * cfg->police_Bps >= 1000000000ULL || b->last_ns == 0)
-		b->last_ns = now;
+	__u64 tokens = burst;
+	if (b->last_ns == 0 || now - b->last_ns > 1000000000ULL) {
+		b->last_ns = now; /* first packet or idle for a second: full bucket */
+	} else {
+		__u64 added = (now - b->last_ns) * cfg->police_Bps / 1000000000ULL;
+		tokens = b->tokens + added;
+		if (tokens >= burst) {
+			tokens = burst;
+			b->last_ns = now;
+		} else {
+			/* Keep the fraction of a byte not yet earned for next time. */
+			b->last_ns += added * 1000000000ULL / cfg->police_Bps;
+		}
+	}
 	if (tokens >= len)
 		tokens -= len;
 	else

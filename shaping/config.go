@@ -80,9 +80,10 @@ type ClassConfig struct {
 	// IngressBits polices received traffic of the class in bit/s; zero
 	// disables policing.
 	IngressBits uint64 `yaml:"ingress_bits"`
-	// IngressBurst is the policer bucket depth in bytes. Default: 5 ms at
+	// IngressBurst is the policer bucket depth in bytes. Default: 20 ms at
 	// IngressBits, at least 3000 bytes. Larger bursts admit more
-	// back-to-back packets at the cost of short-term overshoot.
+	// back-to-back packets at the cost of short-term overshoot; smaller
+	// ones under-deliver when senders are bursty.
 	IngressBurst uint64 `yaml:"ingress_burst"`
 	// Remark, when set, rewrites the DSCP of egress packets of the class.
 	Remark *uint8 `yaml:"remark"`

@@ -80,21 +80,23 @@ func (o *objects) close() {
 // with New, change it with Apply or Update, and Close it to detach
 // everything it installed.
 type Shaper struct {
-	mu       sync.Mutex
-	cfg      Config
-	objs     objects
-	events   string // "ringbuf" or "perf"
-	attach   string // "tcx" or "clsact", empty until attached
-	egress   string // "htb", "edt" or "none"
-	ifindex  int
-	ifname   string
-	tc       *tcControl
-	links    []link.Link
-	sampler  *Sampler
-	every    atomic.Uint32
-	eventsCh chan Event
-	dropped  atomic.Uint64
-	perfLost atomic.Uint64
+	mu      sync.Mutex
+	cfg     Config
+	objs    objects
+	events  string // "ringbuf" or "perf"
+	attach  string // "tcx" or "clsact", empty until attached
+	egress  string // "htb", "edt" or "none"
+	ifindex int
+	ifname  string
+	tc      *tcControl
+	links   []link.Link
+	// egressReady is set once the egress qdisc and classes exist.
+	egressReady bool
+	sampler     *Sampler
+	every       atomic.Uint32
+	eventsCh    chan Event
+	dropped     atomic.Uint64
+	perfLost    atomic.Uint64
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -230,9 +232,10 @@ func (s *Shaper) Update(cfg Config) error {
 		s.cfg = old
 		return err
 	}
-	if err := s.tc.configureEgress(s.ifindex, s.egress, &cfg, classSetChanged(&old, &cfg)); err != nil {
+	if err := s.tc.configureEgress(s.ifindex, s.egress, &cfg, !s.egressReady || classSetChanged(&old, &cfg)); err != nil {
 		return fmt.Errorf("shaping: egress %s on %s: %w", s.egress, s.ifname, err)
 	}
+	s.egressReady = true
 	s.sampler.SetConfig(cfg.Sampling)
 	return s.writeSettings(s.sampler.Every())
 }
@@ -321,7 +324,7 @@ func (s *Shaper) program(cfg Config) error {
 			v.PoliceBps = cl.IngressBits / 8
 			v.Burst = cl.IngressBurst
 			if v.PoliceBps != 0 && v.Burst == 0 {
-				v.Burst = max(v.PoliceBps/200, 3000)
+				v.Burst = max(v.PoliceBps/50, 3000)
 			}
 			if s.egress == "edt" {
 				v.EdtBps = cl.RateBits / 8

@@ -1,0 +1,205 @@
+package shaping
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/iotgw/gateway/internal/impair"
+	"github.com/iotgw/gateway/internal/nstest"
+	"github.com/iotgw/gateway/internal/testenv"
+)
+
+const (
+	l2v4 = 14 + 20 + 8 // Ethernet + IPv4 + UDP header bytes
+	l2v6 = 14 + 40 + 8
+)
+
+func newPair(t *testing.T) *nstest.Pair {
+	t.Helper()
+	testenv.RequireRoot(t)
+	p := nstest.NewPair(t)
+	// Let the MLD reports that follow address setup pass before counting.
+	time.Sleep(100 * time.Millisecond)
+	return p
+}
+
+func listen(t *testing.T, ns netns.NsHandle, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	nstest.MustDo(t, ns, func() (err error) {
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		return err
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func shaperIn(t *testing.T, ns netns.NsHandle, cfg Config) *Shaper {
+	t.Helper()
+	var s *Shaper
+	nstest.MustDo(t, ns, func() (err error) {
+		s, err = New(cfg)
+		return err
+	})
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close shaper: %v", err)
+		}
+	})
+	return s
+}
+
+type arrival struct {
+	at   time.Time
+	size int
+}
+
+// receiver records datagrams: payload[0] is the DSCP the sender meant,
+// payload[1:9] a sequence number.
+type receiver struct {
+	mu        sync.Mutex
+	byDSCP    map[uint8]int // by DSCP seen on arrival
+	mismatch  int           // arrivals whose DSCP differs from what was sent
+	inversion int           // sequence numbers lower than one seen before
+	lastSeq   map[uint8]uint64
+	arrivals  []arrival
+	echo      bool
+}
+
+func startReceiver(t *testing.T, c *net.UDPConn, echo bool) *receiver {
+	t.Helper()
+	if err := impair.EnableDSCP(c); err != nil {
+		t.Fatal(err)
+	}
+	r := &receiver{byDSCP: map[uint8]int{}, lastSeq: map[uint8]uint64{}, echo: echo}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			n, dscp, from, err := impair.ReadDSCP(c, buf)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			if echo {
+				_, _ = c.WriteToUDPAddrPort(buf[:n], from)
+				continue
+			}
+			now := time.Now()
+			r.mu.Lock()
+			r.byDSCP[dscp]++
+			r.arrivals = append(r.arrivals, arrival{now, n})
+			if n >= 9 {
+				if buf[0] != dscp {
+					r.mismatch++
+				}
+				seq := binary.BigEndian.Uint64(buf[1:9])
+				if seq < r.lastSeq[buf[0]] {
+					r.inversion++
+				}
+				r.lastSeq[buf[0]] = max(seq, r.lastSeq[buf[0]])
+			}
+			r.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		c.Close()
+		wg.Wait()
+	})
+	return r
+}
+
+func (r *receiver) count(dscp uint8) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byDSCP[dscp]
+}
+
+func (r *receiver) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.arrivals)
+}
+
+// rate is the L2 bit rate of arrivals within [from, to).
+func (r *receiver) rate(from, to time.Time, overhead int) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var bytes int
+	for _, a := range r.arrivals {
+		if !a.at.Before(from) && a.at.Before(to) {
+			bytes += a.size + overhead
+		}
+	}
+	return float64(bytes*8) / to.Sub(from).Seconds()
+}
+
+// waitFor polls cond every 10 ms until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cond()
+}
+
+func payload(b []byte, dscp uint8, seq uint64) []byte {
+	b[0] = dscp
+	binary.BigEndian.PutUint64(b[1:9], seq)
+	return b
+}
+
+// send writes n datagrams of size bytes with dscp, at most one per 50 µs.
+func send(t *testing.T, c *net.UDPConn, dst netip.AddrPort, dscp uint8, n, size int) {
+	t.Helper()
+	b := make([]byte, size)
+	for i := range n {
+		if err := impair.WriteDSCP(c, payload(b, dscp, uint64(i+1)), dscp, dst); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+
+// blast sends size-byte datagrams with dscp at bps (counting overhead
+// bytes of headers per datagram) until ctx ends; it returns how many.
+func blast(ctx context.Context, c *net.UDPConn, dst netip.AddrPort, dscp uint8, size, overhead int, bps float64) int {
+	b := make([]byte, size)
+	pps := bps / float64((size+overhead)*8)
+	start := time.Now()
+	sent := 0
+	for ctx.Err() == nil {
+		target := int(time.Since(start).Seconds() * pps)
+		for sent < target && ctx.Err() == nil {
+			sent++
+			_ = impair.WriteDSCP(c, payload(b, dscp, uint64(sent)), dscp, dst)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return sent
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
