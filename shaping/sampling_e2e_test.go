@@ -1,0 +1,129 @@
+package shaping
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	vnl "github.com/vishvananda/netlink"
+
+	"github.com/iotgw/gateway/internal/nstest"
+)
+
+// TestRouteRaisesSampling adds a route in the shaper's namespace and
+// expects the sampling rate to go from 1:1000 to 1:100 within a second.
+func TestRouteRaisesSampling(t *testing.T) {
+	p := newPair(t)
+	s := shaperIn(t, p.A.NS, Config{Interface: p.A.Link, Egress: "none",
+		Sampling: SamplingConfig{Interval: 100 * time.Millisecond}})
+	if st, _ := s.Stats(); st.SampleEvery != 1000 {
+		t.Fatalf("initial sampling 1:%d, want 1:1000", st.SampleEvery)
+	}
+	for _, dst := range []string{"10.200.0.0/24", "fd00:200::/64"} {
+		// The kernel's own local routes do not count; only the added ones.
+		nstest.MustDo(t, p.A.NS, func() error {
+			_, n, err := net.ParseCIDR(dst)
+			if err != nil {
+				return err
+			}
+			gw := net.IP(p.B.IPv4.AsSlice())
+			if n.IP.To4() == nil {
+				gw = net.IP(p.B.IPv6.AsSlice())
+			}
+			l, err := vnl.LinkByName(p.A.Link)
+			if err != nil {
+				return err
+			}
+			return vnl.RouteAdd(&vnl.Route{LinkIndex: l.Attrs().Index, Dst: n, Gw: gw})
+		})
+		start := time.Now()
+		if !waitFor(time.Second, func() bool { st, _ := s.Stats(); return st.SampleEvery == 100 }) {
+			st, _ := s.Stats()
+			t.Fatalf("%s: sampling 1:%d one second after adding a route, want 1:100", dst, st.SampleEvery)
+		}
+		t.Logf("%s: sampling 1:100 after %v", dst, time.Since(start).Round(time.Millisecond))
+		// Back to normal when the hold time is over.
+		s.sampler.RouteAdded(time.Now().Add(-time.Hour))
+		if !waitFor(time.Second, func() bool { st, _ := s.Stats(); return st.SampleEvery == 1000 }) {
+			t.Fatalf("sampling did not return to 1:1000 after the hold time")
+		}
+	}
+}
+
+// TestEventsAccounting samples every packet and checks that each one is
+// either delivered, dropped from the full Events channel, or counted lost
+// in the kernel, for the ring buffer and the perf buffer.
+func TestEventsAccounting(t *testing.T) {
+	for _, transport := range []string{"ringbuf", "perf"} {
+		t.Run(transport, func(t *testing.T) {
+			p := newPair(t)
+			off := false
+			s := shaperIn(t, p.A.NS, Config{Interface: p.A.Link, Egress: "none", Events: transport, Classes: e2eClasses(),
+				Sampling: SamplingConfig{Every: 1, WatchRoutes: &off}})
+			if _, _, ev := s.Mode(); ev != transport {
+				t.Fatalf("events %s, want %s", ev, transport)
+			}
+			rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)), false)
+			tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
+			dst := netip.AddrPortFrom(p.B.IPv4, portData)
+			base, _ := s.Stats()
+
+			// A small flow, read as it comes: every event is delivered
+			// and describes the packet.
+			send(t, tx, dst, DSCPAF41, 20, 100)
+			got := 0
+			timeout := time.After(2 * time.Second)
+			for got < 20 {
+				select {
+				case e := <-s.Events():
+					if e.Direction != Egress || e.Class != 1 || e.DSCP != DSCPAF41 || e.Proto != 17 ||
+						e.Src != p.A.IPv4 || e.Dst != p.B.IPv4 || e.Len != 100+l2v4 || e.EtherType != 0x0800 {
+						t.Fatalf("event %+v does not describe the AF41 datagram", e)
+					}
+					got++
+				case <-timeout:
+					t.Fatalf("%d of 20 events arrived", got)
+				}
+			}
+
+			// A burst nobody reads: the channel fills, the rest is
+			// counted, nothing goes missing unaccounted.
+			const burst = 6000
+			send(t, tx, dst, DSCPBestEffort, burst, 64)
+			if !waitFor(3*time.Second, func() bool { return rx.total() == 20+burst }) {
+				t.Fatalf("receiver got %d datagrams", rx.total())
+			}
+			var drained uint64
+			var sampled uint64
+			if !waitFor(3*time.Second, func() bool {
+				for {
+					select {
+					case <-s.Events():
+						drained++
+						continue
+					default:
+					}
+					break
+				}
+				st, _ := s.Stats()
+				sampled = 0
+				for i, c := range st.Classes {
+					sampled += c.Egress.Packets + c.Ingress.Packets - base.Classes[i].Egress.Packets - base.Classes[i].Ingress.Packets
+				}
+				sampled += st.Other[Egress].Packets + st.Other[Ingress].Packets - base.Other[Egress].Packets - base.Other[Ingress].Packets
+				return uint64(got)+drained+st.EventsDropped+st.EventsLost-base.EventsDropped-base.EventsLost == sampled
+			}) {
+				st, _ := s.Stats()
+				t.Fatalf("sampled %d packets but %d delivered + %d drained + %d dropped + %d lost",
+					sampled, got, drained, st.EventsDropped, st.EventsLost)
+			}
+			st, _ := s.Stats()
+			t.Logf("%s: %d packets sampled, %d delivered, %d dropped (channel full), %d lost (kernel)",
+				transport, sampled, uint64(got)+drained, st.EventsDropped, st.EventsLost)
+			if st.EventsDropped+st.EventsLost == 0 {
+				t.Errorf("a burst of %d unread events lost nothing; the channel holds only %d", burst, eventQueue)
+			}
+		})
+	}
+}
