@@ -116,14 +116,17 @@ func New(cfg Config) (*Shaper, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("%w: raise RLIMIT_MEMLOCK (needs root or CAP_SYS_RESOURCE): %v", ErrNotSupported, err)
-	}
-	if err := features.HaveProgramType(ebpf.SchedCLS); err != nil {
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; raising it
+	// fails without privileges, which the load below reports better.
+	memlockErr := rlimit.RemoveMemlock()
+	if err := features.HaveProgramType(ebpf.SchedCLS); errors.Is(err, ebpf.ErrNotSupported) {
 		return nil, fmt.Errorf("%w: kernel has no tc BPF programs (sched_cls): %v", ErrNotSupported, err)
 	}
 	s := &Shaper{cfg: cfg, eventsCh: make(chan Event, eventQueue)}
 	if err := s.load(); err != nil {
+		if memlockErr != nil {
+			return nil, fmt.Errorf("%w (raising RLIMIT_MEMLOCK also failed: %v)", err, memlockErr)
+		}
 		return nil, err
 	}
 	tc, err := newTCControl()
