@@ -61,7 +61,7 @@ func TestCrashLeftoversCleaned(t *testing.T) {
 			return err
 		}
 		crashed.tc.createdClsact = false // as if the process died
-		crashed.attach = ""               // Close must not clean up
+		crashed.attach = ""              // Close must not clean up
 		if err := crashed.Close(); err != nil {
 			return err
 		}
