@@ -32,13 +32,19 @@ struct class_cfg {
 	__u64 police_Bps; /* ingress token rate in bytes/s, 0 = no policing */
 	__u64 burst;      /* ingress bucket depth in bytes */
 	__u64 edt_Bps;    /* egress EDT pacing rate in bytes/s, 0 = no pacing */
+	/* The same limits as picoseconds per byte and the burst as nanoseconds,
+	 * for the lock-free (GCRA) variant. */
+	__u64 police_ps_per_byte;
+	__u64 burst_ns;
+	__u64 edt_ps_per_byte;
 };
 
 struct bucket {
 	struct bpf_spin_lock lock;
 	__u32 pad;
 	__u64 tokens;  /* ingress: bytes available */
-	__u64 last_ns; /* ingress: last refill; egress EDT: next departure */
+	__u64 last_ns; /* ingress: last refill or theoretical arrival time;
+			  egress EDT: next departure */
 };
 
 struct counter {
@@ -273,6 +279,11 @@ static __always_inline void remark(struct __sk_buff *skb, struct pkt *p, __u8 ds
 	bpf_skb_store_bytes(skb, p->l3_off, &neu, 2, 0);
 }
 
+#ifdef SHAPING_PERF
+/*
+ * The perf build targets older kernels (no BPF atomics before 5.12), so it
+ * guards the bucket with a spin lock.
+ */
 /* police takes len bytes from the class bucket; 1 means drop. */
 static __always_inline int police(__u32 cls, struct class_cfg *cfg, __u32 len)
 {
@@ -339,6 +350,71 @@ static __always_inline int pace(struct __sk_buff *skb, __u32 cls, struct class_c
 		skb->tstamp = ts;
 	return drop;
 }
+
+#else
+/*
+ * gcra spends cost nanoseconds of the schedule in *tat (the theoretical
+ * arrival time of the next packet) without a lock: the packet conforms when
+ * its transmission would end at most limit_ns after now (a bucket of
+ * limit_ns worth of bytes). *at is when it may leave.
+ * Returns 1 when it does not conform.
+ */
+static __always_inline int gcra(__u64 *tat, __u64 now, __u64 cost, __u64 limit_ns, __u64 *at)
+{
+	__u64 old = *(volatile __u64 *)tat;
+
+	if (old <= now && __sync_val_compare_and_swap(tat, old, now + cost) == old) {
+		*at = now;
+		return 0;
+	}
+	old = __sync_fetch_and_add(tat, cost);
+	if (old < now)
+		old = now;
+	if (old - now + cost > limit_ns) {
+		__sync_fetch_and_add(tat, -cost);
+		return 1;
+	}
+	*at = old;
+	return 0;
+}
+
+/* police returns 1 when the packet exceeds the class's ingress rate. */
+static __always_inline int police(__u32 cls, struct class_cfg *cfg, __u32 len)
+{
+	__u32 k = MAX_CLASSES + cls;
+	__u64 at;
+
+	if (cfg->police_ps_per_byte == 0)
+		return 0;
+	struct bucket *b = bpf_map_lookup_elem(&buckets, &k);
+	if (!b)
+		return 0;
+	__u64 cost = (__u64)len * cfg->police_ps_per_byte / 1000;
+	return gcra(&b->last_ns, bpf_ktime_get_ns(), cost, cfg->burst_ns, &at);
+}
+
+/* pace sets an earliest departure time for EDT; 1 means beyond the horizon. */
+static __always_inline int pace(struct __sk_buff *skb, __u32 cls, struct class_cfg *cfg,
+				struct settings *s)
+{
+	__u32 k = cls;
+	__u64 at;
+
+	if (cfg->edt_ps_per_byte == 0)
+		return 0;
+	struct bucket *b = bpf_map_lookup_elem(&buckets, &k);
+	if (!b)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 cost = (__u64)skb->len * cfg->edt_ps_per_byte / 1000;
+	if (gcra(&b->last_ns, now, cost, s->horizon_ns, &at))
+		return 1;
+	if (at > skb->tstamp)
+		skb->tstamp = at;
+	return 0;
+}
+
+#endif
 
 static __always_inline int classify(struct __sk_buff *skb, int dir)
 {

@@ -151,12 +151,29 @@ func New(cfg Config) (*Shaper, error) {
 
 func (s *Shaper) load() error {
 	mode := s.cfg.Events
-	if mode == "" || mode == "auto" {
+	auto := mode == "" || mode == "auto"
+	if auto {
 		mode = "ringbuf"
 		if features.HaveMapType(ebpf.RingBuf) != nil {
 			mode = "perf"
 		}
 	}
+	err := s.loadVariant(mode)
+	if err != nil && auto && mode == "ringbuf" && !errors.Is(err, ErrNotSupported) {
+		// Kernels 5.8-5.11 have ring buffers but not the BPF atomics the
+		// ring buffer build uses; the perf build needs neither.
+		if perr := s.loadVariant("perf"); perr == nil {
+			mode, err = "perf", nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	s.events = mode
+	return nil
+}
+
+func (s *Shaper) loadVariant(mode string) error {
 	var spec *ebpf.CollectionSpec
 	var err error
 	if mode == "ringbuf" {
@@ -169,6 +186,7 @@ func (s *Shaper) load() error {
 	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		s.objs.close()
+		s.objs = objects{}
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 			return fmt.Errorf("%w: load BPF programs needs CAP_BPF and CAP_NET_ADMIN (run as root): %v", ErrNotSupported, err)
 		}
@@ -177,11 +195,10 @@ func (s *Shaper) load() error {
 		}
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return fmt.Errorf("shaping: verifier rejected the programs: %+v", ve)
+			return fmt.Errorf("shaping: verifier rejected the %s programs: %+v", mode, ve)
 		}
-		return fmt.Errorf("shaping: load BPF programs: %w", err)
+		return fmt.Errorf("shaping: load %s programs: %w", mode, err)
 	}
-	s.events = mode
 	return nil
 }
 
@@ -329,8 +346,13 @@ func (s *Shaper) program(cfg Config) error {
 			if v.PoliceBps != 0 && v.Burst == 0 {
 				v.Burst = max(v.PoliceBps/50, 3000)
 			}
-			if s.egress == "edt" {
+			if v.PoliceBps != 0 {
+				v.PolicePsPerByte = 8e12 / cl.IngressBits
+				v.BurstNs = v.Burst * v.PolicePsPerByte / 1000
+			}
+			if s.egress == "edt" && cl.RateBits != 0 {
 				v.EdtBps = cl.RateBits / 8
+				v.EdtPsPerByte = 8e12 / cl.RateBits
 			}
 		}
 		if err := s.objs.ClassCfg.Put(uint32(i), v); err != nil {

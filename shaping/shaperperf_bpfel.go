@@ -25,13 +25,16 @@ type shaperPerfBucket struct {
 }
 
 type shaperPerfClassCfg struct {
-	_         structs.HostLayout
-	Handle    uint32
-	Remark    uint8
-	Pad       [3]uint8
-	PoliceBps uint64
-	Burst     uint64
-	EdtBps    uint64
+	_               structs.HostLayout
+	Handle          uint32
+	Remark          uint8
+	Pad             [3]uint8
+	PoliceBps       uint64
+	Burst           uint64
+	EdtBps          uint64
+	PolicePsPerByte uint64
+	BurstNs         uint64
+	EdtPsPerByte    uint64
 }
 
 type shaperPerfCounter struct {
