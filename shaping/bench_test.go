@@ -54,14 +54,17 @@ func BenchmarkProgram(b *testing.B) {
 			prog := empty
 			if c.prog != nil {
 				s := loaded(b, Config{})
+				s.mu.Lock()
 				if c.edt {
 					s.egress = "edt"
 				}
 				s.cfg = c.cfg
-				if err := s.program(c.cfg); err != nil {
-					b.Fatal(err)
+				err := s.program(c.cfg)
+				if err == nil {
+					err = s.writeSettings(0)
 				}
-				if err := s.writeSettings(0); err != nil {
+				s.mu.Unlock()
+				if err != nil {
 					b.Fatal(err)
 				}
 				prog = c.prog(s)
@@ -98,7 +101,10 @@ func BenchmarkEvents(b *testing.B) {
 	for _, transport := range []string{"ringbuf", "perf"} {
 		b.Run(transport, func(b *testing.B) {
 			s := loaded(b, Config{Events: transport, Sampling: SamplingConfig{Every: 1}})
-			if err := s.writeSettings(1); err != nil {
+			s.mu.Lock()
+			err := s.writeSettings(1)
+			s.mu.Unlock()
+			if err != nil {
 				b.Fatal(err)
 			}
 			pkt := ipv4UDP(46, 0, 64)

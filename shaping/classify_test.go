@@ -30,6 +30,8 @@ func loaded(t testing.TB, cfg Config) *Shaper {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.cfg = cfg
 	if err := s.program(cfg); err != nil {
 		t.Fatal(err)

@@ -158,18 +158,18 @@ func (s *Shaper) startReaders() error {
 			})
 		}()
 	}
+	interval := s.cfg.Sampling.withDefaults().Interval
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.runSampling(ctx, routes)
+		s.runSampling(ctx, interval, routes)
 	}()
 	return nil
 }
 
 // runSampling re-evaluates the sampling rate every interval and at once
 // when a route is added.
-func (s *Shaper) runSampling(ctx context.Context, routes <-chan struct{}) {
-	interval := s.cfg.Sampling.withDefaults().Interval
+func (s *Shaper) runSampling(ctx context.Context, interval time.Duration, routes <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	prev, _ := s.Stats()
