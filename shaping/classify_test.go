@@ -3,6 +3,7 @@ package shaping
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -260,5 +261,116 @@ func TestIngressPolicer(t *testing.T) {
 	}
 	if r := run(t, s.objs.ClassifyIngress, pkt); r.ret != actUnspec {
 		t.Errorf("after lifting the limit: verdict %d", int32(r.ret))
+	}
+}
+
+const skbTstampOff = 152
+
+// TestEDTPacing checks the earliest-departure path through test runs (the
+// kernel here has no sch_fq to honour the timestamps on the wire):
+// departures are spaced by size/rate and packets beyond the horizon drop.
+func TestEDTPacing(t *testing.T) {
+	cfg := testClasses()
+	cfg.Classes[0].RateBits = 8_000_000 // 1 byte/us
+	s := loaded(t, Config{})
+	s.mu.Lock()
+	s.egress = "edt"
+	s.cfg = cfg
+	err := s.program(cfg)
+	if err == nil {
+		err = s.writeSettings(0)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := ipv4UDP(46, 0, 958) // 1000 bytes: 1 ms at 8 Mbit/s
+	var stamps []uint64
+	for range 5 {
+		ctxIn, ctxOut := make([]byte, skbSize), make([]byte, skbSize)
+		ret, err := s.objs.ClassifyEgress.Run(&ebpf.RunOptions{Data: pkt, Context: ctxIn, ContextOut: ctxOut})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ret != actUnspec {
+			t.Fatalf("verdict %d", int32(ret))
+		}
+		stamps = append(stamps, binary.NativeEndian.Uint64(ctxOut[skbTstampOff:]))
+	}
+	for i := 1; i < len(stamps); i++ {
+		if d := stamps[i] - stamps[i-1]; d != 1_000_000 {
+			t.Errorf("departure %d is %d ns after the previous, want 1000000", i, d)
+		}
+	}
+	// 8 bit/s: the second packet would leave ~1000 s out, beyond the 2 s
+	// horizon.
+	cfg.Classes[2].RateBits = 8
+	s.mu.Lock()
+	err = s.program(cfg)
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := ipv4UDP(0, 0, 958)
+	if r := run(t, s.objs.ClassifyEgress, be); r.ret != actUnspec {
+		t.Fatalf("first packet verdict %d", int32(r.ret))
+	}
+	if r := run(t, s.objs.ClassifyEgress, be); r.ret != actShot {
+		t.Errorf("packet beyond the horizon: verdict %d, want TC_ACT_SHOT", int32(r.ret))
+	}
+	st, _ := s.Stats()
+	if st.Classes[2].Egress.Drops != 1 {
+		t.Errorf("egress drops %d, want 1", st.Classes[2].Egress.Drops)
+	}
+}
+
+// TestKernelEventLossCounted overruns the event buffer with one long test
+// run and checks that every sampled packet is accounted for: delivered,
+// dropped from the Events channel, or counted lost in the kernel.
+func TestKernelEventLossCounted(t *testing.T) {
+	for _, transport := range []string{"ringbuf", "perf"} {
+		t.Run(transport, func(t *testing.T) {
+			s := loaded(t, Config{Events: transport, Sampling: SamplingConfig{Every: 1}})
+			s.mu.Lock()
+			err := s.writeSettings(1)
+			s.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The perf producer is ~50x slower per event; fewer suffice.
+			n := uint64(200_000)
+			if transport == "perf" {
+				n = 20_000
+			}
+			if _, _, err := s.objs.ClassifyEgress.Benchmark(ipv4UDP(46, 0, 64), int(n), nil); err != nil {
+				t.Fatal(err)
+			}
+			var got uint64
+			var st Stats
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				select {
+				case <-s.Events():
+					got++
+					continue
+				case <-time.After(50 * time.Millisecond):
+				}
+				st, _ = s.Stats()
+				if got+st.EventsDropped+st.EventsLost == n {
+					break
+				}
+			}
+			t.Logf("%s: %d events: %d delivered, %d dropped from the channel, %d lost in the kernel",
+				transport, n, got, st.EventsDropped, st.EventsLost)
+			if got+st.EventsDropped+st.EventsLost != n {
+				t.Fatalf("accounted %d of %d", got+st.EventsDropped+st.EventsLost, n)
+			}
+			// The perf producer wakes the reader on every event and so
+			// runs slowly enough for it to keep up; only the ring buffer is
+			// sure to overflow here.
+			if transport == "ringbuf" && st.EventsLost == 0 {
+				t.Errorf("%d events in one burst lost none in the kernel buffer", n)
+			}
+		})
 	}
 }

@@ -1,8 +1,10 @@
 package shaping
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,5 +127,35 @@ func TestEventsAccounting(t *testing.T) {
 				t.Errorf("a burst of %d unread events lost nothing; the channel holds only %d", burst, eventQueue)
 			}
 		})
+	}
+}
+
+// TestBusyLinkSlowsSampling sends above 90 % of the configured link rate
+// and expects sampling to drop to 1:5000, then recover when the link idles.
+func TestBusyLinkSlowsSampling(t *testing.T) {
+	p := newPair(t)
+	off := false
+	s := shaperIn(t, p.A.NS, Config{Interface: p.A.Link, Egress: "none", LinkBits: 2_000_000,
+		Sampling: SamplingConfig{Interval: 100 * time.Millisecond, WatchRoutes: &off}})
+	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)), false)
+	tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var busy bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		blast(ctx, tx, netip.AddrPortFrom(p.B.IPv4, portData), DSCPBestEffort, 500, l2v4, 4_000_000)
+	}()
+	busy = waitFor(1500*time.Millisecond, func() bool { st, _ := s.Stats(); return st.SampleEvery == 5000 })
+	cancel()
+	wg.Wait()
+	if !busy {
+		st, _ := s.Stats()
+		t.Fatalf("sampling 1:%d with the link at 200%%, want 1:5000 (received %d)", st.SampleEvery, rx.total())
+	}
+	if !waitFor(time.Second, func() bool { st, _ := s.Stats(); return st.SampleEvery == 1000 }) {
+		t.Fatal("sampling did not return to 1:1000 when the link went idle")
 	}
 }
