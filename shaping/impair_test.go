@@ -142,3 +142,44 @@ func TestUnderNetem(t *testing.T) {
 		t.Errorf("EF: receiver %d, shaper counted %d", got, st.Classes[0].Ingress.Packets)
 	}
 }
+
+// TestFaultDuplication checks the injector's duplicates: clones re-enter
+// the egress chain, so the shaper classifies them like the originals and
+// the receiving shaper counts exactly what arrives.
+func TestFaultDuplication(t *testing.T) {
+	p := newPair(t)
+	a := shaperIn(t, p.A.NS, Config{Interface: p.A.Link, Classes: e2eClasses(), Egress: "none"})
+	b := shaperIn(t, p.B.NS, Config{Interface: p.B.Link, Classes: e2eClasses(), Egress: "none"})
+	var inj *impair.Injector
+	nstest.MustDo(t, p.A.NS, func() error {
+		l, err := vnl.LinkByName(p.A.Link)
+		if err != nil {
+			return err
+		}
+		inj, err = impair.AttachFaults(l.Attrs().Index, impair.Faults{Duplicate: 0.5})
+		return err
+	})
+	t.Cleanup(func() { inj.Close() })
+	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)), false)
+	tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
+	const n = 300
+	send(t, tx, netip.AddrPortFrom(p.B.IPv4, portData), DSCPEF, n, 100)
+	var fs impair.FaultStats
+	if !waitFor(2*time.Second, func() bool {
+		fs, _ = inj.Stats()
+		return rx.count(DSCPEF) == n+int(fs.Duplicated)
+	}) {
+		t.Fatalf("received %d EF datagrams, want %d sent + %d duplicated", rx.count(DSCPEF), n, fs.Duplicated)
+	}
+	if fs.Duplicated < n/4 || fs.Duplicated > n*3/4 {
+		t.Errorf("%d of %d duplicated, want about half", fs.Duplicated, n)
+	}
+	sa, _ := a.Stats()
+	sb, _ := b.Stats()
+	if got := sa.Classes[0].Egress.Packets; got != uint64(n)+fs.Duplicated {
+		t.Errorf("sender's EF egress counted %d, want %d", got, uint64(n)+fs.Duplicated)
+	}
+	if got := sb.Classes[0].Ingress.Packets; got != uint64(rx.count(DSCPEF)) {
+		t.Errorf("receiver's EF ingress counted %d, receiver got %d", got, rx.count(DSCPEF))
+	}
+}
