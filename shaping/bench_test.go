@@ -58,7 +58,7 @@ func BenchmarkProgram(b *testing.B) {
 				if c.edt {
 					s.egress = "edt"
 				}
-				s.cfg = c.cfg
+				s.cfg = c.cfg.clone()
 				err := s.program(c.cfg)
 				if err == nil {
 					err = s.writeSettings(0)

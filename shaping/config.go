@@ -222,6 +222,19 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// clone copies c so later changes by the caller cannot reach the shaper.
+func (c Config) clone() Config {
+	c.Classes = append([]ClassConfig(nil), c.Classes...)
+	for i := range c.Classes {
+		c.Classes[i].DSCP = append([]uint8(nil), c.Classes[i].DSCP...)
+		if r := c.Classes[i].Remark; r != nil {
+			v := *r
+			c.Classes[i].Remark = &v
+		}
+	}
+	return c
+}
+
 func (c *Config) effectiveClasses() []ClassConfig {
 	if len(c.Classes) == 0 {
 		return DefaultClasses()

@@ -72,30 +72,25 @@ type receiver struct {
 	inversion int           // sequence numbers lower than one seen before
 	lastSeq   map[uint8]uint64
 	arrivals  []arrival
-	echo      bool
 }
 
-func startReceiver(t *testing.T, c *net.UDPConn, echo bool) *receiver {
+func startReceiver(t *testing.T, c *net.UDPConn) *receiver {
 	t.Helper()
 	if err := impair.EnableDSCP(c); err != nil {
 		t.Fatal(err)
 	}
-	r := &receiver{byDSCP: map[uint8]int{}, lastSeq: map[uint8]uint64{}, echo: echo}
+	r := &receiver{byDSCP: map[uint8]int{}, lastSeq: map[uint8]uint64{}}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		buf := make([]byte, 2048)
 		for {
-			n, dscp, from, err := impair.ReadDSCP(c, buf)
+			n, dscp, _, err := impair.ReadDSCP(c, buf)
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
-				continue
-			}
-			if echo {
-				_, _ = c.WriteToUDPAddrPort(buf[:n], from)
 				continue
 			}
 			now := time.Now()
@@ -196,6 +191,25 @@ func blast(ctx context.Context, c *net.UDPConn, dst netip.AddrPort, dscp uint8, 
 		time.Sleep(time.Millisecond)
 	}
 	return sent
+}
+
+// starvation watches, until ctx ends, how long this process goes without
+// running: a goroutine that wakes every millisecond records its longest
+// gap. Read the result from the channel after ctx ends.
+func starvation(ctx context.Context) <-chan time.Duration {
+	out := make(chan time.Duration, 1)
+	go func() {
+		var worst time.Duration
+		last := time.Now()
+		for ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+			now := time.Now()
+			worst = max(worst, now.Sub(last))
+			last = now
+		}
+		out <- worst
+	}()
+	return out
 }
 
 func percentile(d []time.Duration, p float64) time.Duration {

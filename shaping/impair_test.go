@@ -35,7 +35,7 @@ func TestUnderImpairment(t *testing.T) {
 	})
 	t.Cleanup(func() { inj.Close() })
 
-	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)), false)
+	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)))
 	relayIn := listen(t, p.A.NS, netip.MustParseAddrPort("127.0.0.1:0"))
 	relayOut := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
 	relay := impair.NewRelay(relayIn, relayOut, netip.AddrPortFrom(p.B.IPv4, portData),
@@ -133,7 +133,7 @@ func TestUnderNetem(t *testing.T) {
 		t.Skipf("kernel has no sch_netem (%v); TestUnderImpairment runs the equivalent impairment", err)
 	}
 	b := shaperIn(t, p.B.NS, Config{Interface: p.B.Link, Classes: e2eClasses(), Egress: "none"})
-	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)), false)
+	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)))
 	tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
 	send(t, tx, netip.AddrPortFrom(p.B.IPv4, portData), DSCPEF, 300, 100)
 	time.Sleep(300 * time.Millisecond)
@@ -160,7 +160,7 @@ func TestFaultDuplication(t *testing.T) {
 		return err
 	})
 	t.Cleanup(func() { inj.Close() })
-	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)), false)
+	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)))
 	tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
 	const n = 300
 	send(t, tx, netip.AddrPortFrom(p.B.IPv4, portData), DSCPEF, n, 100)

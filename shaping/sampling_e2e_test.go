@@ -22,35 +22,53 @@ func TestRouteRaisesSampling(t *testing.T) {
 	if st, _ := s.Stats(); st.SampleEvery != 1000 {
 		t.Fatalf("initial sampling 1:%d, want 1:1000", st.SampleEvery)
 	}
-	for _, dst := range []string{"10.200.0.0/24", "fd00:200::/64"} {
-		// The kernel's own local routes do not count; only the added ones.
-		nstest.MustDo(t, p.A.NS, func() error {
-			_, n, err := net.ParseCIDR(dst)
-			if err != nil {
-				return err
+	// A route per attempt; a second attempt only when this process was
+	// itself descheduled for long enough to explain a miss.
+	routes := [][]string{{"10.200.0.0/24", "10.201.0.0/24", "10.202.0.0/24"}, {"fd00:200::/64", "fd00:201::/64", "fd00:202::/64"}}
+	for _, family := range routes {
+		for attempt, dst := range family {
+			s.sampler.RouteAdded(time.Time{}) // back to normal
+			if !waitFor(time.Second, func() bool { st, _ := s.Stats(); return st.SampleEvery == 1000 }) {
+				t.Fatalf("sampling did not return to 1:1000")
 			}
-			gw := net.IP(p.B.IPv4.AsSlice())
-			if n.IP.To4() == nil {
-				gw = net.IP(p.B.IPv6.AsSlice())
+			ctx, cancel := context.WithCancel(context.Background())
+			gapCh := starvation(ctx)
+			addRoute(t, p, dst)
+			start := time.Now()
+			ok := waitFor(time.Second, func() bool { st, _ := s.Stats(); return st.SampleEvery == 100 })
+			took := time.Since(start)
+			cancel()
+			gap := <-gapCh
+			if ok && took <= time.Second {
+				t.Logf("%s: sampling 1:100 after %v", dst, took.Round(time.Millisecond))
+				break
 			}
-			l, err := vnl.LinkByName(p.A.Link)
-			if err != nil {
-				return err
-			}
-			return vnl.RouteAdd(&vnl.Route{LinkIndex: l.Attrs().Index, Dst: n, Gw: gw})
-		})
-		start := time.Now()
-		if !waitFor(time.Second, func() bool { st, _ := s.Stats(); return st.SampleEvery == 100 }) {
 			st, _ := s.Stats()
-			t.Fatalf("%s: sampling 1:%d one second after adding a route, want 1:100", dst, st.SampleEvery)
-		}
-		t.Logf("%s: sampling 1:100 after %v", dst, time.Since(start).Round(time.Millisecond))
-		// Back to normal when the hold time is over.
-		s.sampler.RouteAdded(time.Now().Add(-time.Hour))
-		if !waitFor(time.Second, func() bool { st, _ := s.Stats(); return st.SampleEvery == 1000 }) {
-			t.Fatalf("sampling did not return to 1:1000 after the hold time")
+			if gap < 300*time.Millisecond || attempt == len(family)-1 {
+				t.Fatalf("%s: sampling 1:%d one second after adding a route, want 1:100 (longest scheduling gap %v)", dst, st.SampleEvery, gap)
+			}
+			t.Logf("%s: missed while this process was descheduled for %v; again", dst, gap)
 		}
 	}
+}
+
+func addRoute(t *testing.T, p *nstest.Pair, dst string) {
+	t.Helper()
+	nstest.MustDo(t, p.A.NS, func() error {
+		_, n, err := net.ParseCIDR(dst)
+		if err != nil {
+			return err
+		}
+		gw := net.IP(p.B.IPv4.AsSlice())
+		if n.IP.To4() == nil {
+			gw = net.IP(p.B.IPv6.AsSlice())
+		}
+		l, err := vnl.LinkByName(p.A.Link)
+		if err != nil {
+			return err
+		}
+		return vnl.RouteAdd(&vnl.Route{LinkIndex: l.Attrs().Index, Dst: n, Gw: gw})
+	})
 }
 
 // TestEventsAccounting samples every packet and checks that each one is
@@ -66,7 +84,7 @@ func TestEventsAccounting(t *testing.T) {
 			if _, _, ev := s.Mode(); ev != transport {
 				t.Fatalf("events %s, want %s", ev, transport)
 			}
-			rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)), false)
+			rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)))
 			tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
 			dst := netip.AddrPortFrom(p.B.IPv4, portData)
 			base, _ := s.Stats()
@@ -137,7 +155,7 @@ func TestBusyLinkSlowsSampling(t *testing.T) {
 	off := false
 	s := shaperIn(t, p.A.NS, Config{Interface: p.A.Link, Egress: "none", LinkBits: 2_000_000,
 		Sampling: SamplingConfig{Interval: 100 * time.Millisecond, WatchRoutes: &off}})
-	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)), false)
+	rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)))
 	tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

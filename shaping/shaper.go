@@ -122,7 +122,7 @@ func New(cfg Config) (*Shaper, error) {
 	if err := features.HaveProgramType(ebpf.SchedCLS); errors.Is(err, ebpf.ErrNotSupported) {
 		return nil, fmt.Errorf("%w: kernel has no tc BPF programs (sched_cls): %v", ErrNotSupported, err)
 	}
-	s := &Shaper{cfg: cfg, eventsCh: make(chan Event, eventQueue)}
+	s := &Shaper{cfg: cfg.clone(), eventsCh: make(chan Event, eventQueue)}
 	if err := s.load(); err != nil {
 		if memlockErr != nil {
 			return nil, fmt.Errorf("%w (raising RLIMIT_MEMLOCK also failed: %v)", err, memlockErr)
@@ -230,6 +230,7 @@ func (s *Shaper) Update(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	cfg = cfg.clone()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
