@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/iotgw/gateway/internal/impair"
 	"github.com/iotgw/gateway/internal/nstest"
@@ -191,6 +193,31 @@ func blast(ctx context.Context, c *net.UDPConn, dst netip.AddrPort, dscp uint8, 
 		time.Sleep(time.Millisecond)
 	}
 	return sent
+}
+
+// deepQueue lets the sending side of p buffer seconds of traffic: a long
+// device queue (HTB leaves inherit it) and a large socket send buffer on c.
+// Traffic then leaves at the rate the kernel's qdisc sets, even while the
+// test process is descheduled on a busy machine.
+func deepQueue(t *testing.T, p *nstest.Pair, c *net.UDPConn) {
+	t.Helper()
+	nstest.MustDo(t, p.A.NS, func() error {
+		l, err := vnl.LinkByName(p.A.Link)
+		if err != nil {
+			return err
+		}
+		return vnl.LinkSetTxQLen(l, 20000)
+	})
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 64<<20)
+	}); err != nil || serr != nil {
+		t.Fatalf("send buffer: %v %v", err, serr)
+	}
 }
 
 // starvation watches, until ctx ends, how long this process goes without

@@ -124,10 +124,10 @@ func TestEndToEndCounters(t *testing.T) {
 // TestRatesHold overloads a 10 Mbit/s class threefold, on egress (HTB)
 // while an EF probe measures latency, then on ingress (BPF policer).
 //
-// A rate is only meaningful while the overload lasts: if the sender itself
-// was descheduled for longer than the queue (egress) or bucket (ingress)
-// can cover, the window measured the machine, not the shaper, and the
-// measurement is repeated (at most three times).
+// The sender fills a deep kernel queue (seconds of traffic), so the
+// overload holds even while the test process is descheduled; only a stall
+// longer than that queue makes a window measure the machine instead of the
+// shaper, and then the measurement is repeated (at most three times).
 func TestRatesHold(t *testing.T) {
 	const (
 		limit    = 10_000_000
@@ -161,10 +161,11 @@ func TestRatesHold(t *testing.T) {
 		classes := e2eClasses()
 		classes[0].RateBits = 5_000_000
 		classes[2].RateBits = limit
-		shaperIn(t, p.A.NS, Config{Interface: p.A.Link, Classes: classes, LinkBits: 100_000_000, Egress: "htb"})
 		rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)))
 		probeRx := listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portProbe))
 		tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
+		deepQueue(t, p, tx)
+		shaperIn(t, p.A.NS, Config{Interface: p.A.Link, Classes: classes, LinkBits: 100_000_000, Egress: "htb"})
 		probe := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
 		if err := impair.SetDSCP(probe, DSCPEF); err != nil {
 			t.Fatal(err)
@@ -183,8 +184,8 @@ func TestRatesHold(t *testing.T) {
 			delays := efProbe(t, probe, probeRx, netip.AddrPortFrom(p.B.IPv4, portProbe), start.Add(warmup+window))
 			wg.Wait()
 			cancel()
-			// The socket buffer keeps about 90 ms of BE queued in HTB.
-			if starved(t, attempt, <-gapCh, 50*time.Millisecond) {
+			// After the warm-up HTB holds about 2 s of BE traffic.
+			if starved(t, attempt, <-gapCh, time.Second) {
 				continue
 			}
 			check(t, "egress", rx.rate(start.Add(warmup), start.Add(warmup+window), l2v4))
@@ -205,14 +206,16 @@ func TestRatesHold(t *testing.T) {
 		p := newPair(t)
 		classes := e2eClasses()
 		classes[2].IngressBits = limit
-		// A policer cannot bank tokens while the sender is descheduled; on a
-		// shared 2-core machine senders stall for tens of milliseconds, so
-		// the bucket holds 50 ms. That bounds the overshoot it can add to
-		// the 3 s window at 1.7 %, inside the tolerance.
-		classes[2].IngressBurst = limit / 8 / 20
 		b := shaperIn(t, p.B.NS, Config{Interface: p.B.Link, Classes: classes, Egress: "none"})
 		rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)))
 		tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
+		// The sending side paces the overload with its own shaper: a 30
+		// Mbit/s HTB class fed at 60 Mbit/s from a deep queue, so the
+		// policer sees a steady 3x overload however the sender is scheduled.
+		deepQueue(t, p, tx)
+		pace := e2eClasses()
+		pace[2].RateBits = offer
+		shaperIn(t, p.A.NS, Config{Interface: p.A.Link, Classes: pace, LinkBits: 1_000_000_000, Egress: "htb"})
 		for attempt := 1; attempt <= attempts; attempt++ {
 			before, err := b.Stats()
 			if err != nil {
@@ -222,9 +225,10 @@ func TestRatesHold(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), warmup+window+200*time.Millisecond)
 			start := time.Now()
 			gapCh := starvation(ctx)
-			sent := blast(ctx, tx, netip.AddrPortFrom(p.B.IPv4, portData), DSCPBestEffort, size, l2v4, offer)
+			blast(ctx, tx, netip.AddrPortFrom(p.B.IPv4, portData), DSCPBestEffort, size, l2v4, 2*offer)
 			cancel()
-			if starved(t, attempt, <-gapCh, 40*time.Millisecond) {
+			// After the warm-up the sender's queue holds about 1 s at 30 Mbit/s.
+			if starved(t, attempt, <-gapCh, 500*time.Millisecond) {
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}
@@ -235,9 +239,11 @@ func TestRatesHold(t *testing.T) {
 			}
 			in, was := st.Classes[2].Ingress, before.Classes[2].Ingress
 			passed, dropped := in.Packets-was.Packets, in.Drops-was.Drops
-			t.Logf("policer passed %d dropped %d of %d sent; receiver got %d", passed, dropped, sent, rx.total()-received)
-			if dropped == 0 || passed+dropped != uint64(sent) {
-				t.Errorf("policer passed %d and dropped %d of %d sent", passed, dropped, sent)
+			t.Logf("policer passed %d dropped %d; receiver got %d", passed, dropped, rx.total()-received)
+			// The sender's queue still drains while this is read, so the
+			// counts are compared as a ratio, not exactly.
+			if dropped < passed {
+				t.Errorf("policer passed %d and dropped %d: at 3x overload want about 2 dropped per passed", passed, dropped)
 			}
 			break
 		}
