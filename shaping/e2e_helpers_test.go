@@ -81,6 +81,20 @@ func startReceiver(t *testing.T, c *net.UDPConn) *receiver {
 	if err := impair.EnableDSCP(c); err != nil {
 		t.Fatal(err)
 	}
+	// Kernel receive times and a deep receive buffer keep the record
+	// true while this process waits for a CPU on a busy machine.
+	if err := impair.EnableTimestamps(c); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+	}); err != nil {
+		t.Fatal(err)
+	}
 	r := &receiver{byDSCP: map[uint8]int{}, lastSeq: map[uint8]uint64{}}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -88,14 +102,17 @@ func startReceiver(t *testing.T, c *net.UDPConn) *receiver {
 		defer wg.Done()
 		buf := make([]byte, 2048)
 		for {
-			n, dscp, _, err := impair.ReadDSCP(c, buf)
+			d, err := impair.ReadDatagram(c, buf)
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
 				continue
 			}
-			now := time.Now()
+			n, dscp, now := d.N, d.DSCP, d.Kernel
+			if now.IsZero() {
+				now = time.Now()
+			}
 			r.mu.Lock()
 			r.byDSCP[dscp]++
 			r.arrivals = append(r.arrivals, arrival{now, n})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -33,24 +34,56 @@ func EnableDSCP(c *net.UDPConn) error {
 
 // ReadDSCP reads one datagram and its DSCP (EnableDSCP first).
 func ReadDSCP(c *net.UDPConn, buf []byte) (n int, dscp uint8, from netip.AddrPort, err error) {
-	var oob [64]byte
+	d, err := ReadDatagram(c, buf)
+	return d.N, d.DSCP, d.From, err
+}
+
+// Datagram describes one received datagram.
+type Datagram struct {
+	N    int
+	DSCP uint8
+	From netip.AddrPort
+	// Kernel is when the kernel received it, if EnableTimestamps was
+	// called; zero otherwise.
+	Kernel time.Time
+}
+
+// EnableTimestamps asks the kernel to report each datagram's receive time
+// (SO_TIMESTAMPNS) to ReadDatagram.
+func EnableTimestamps(c *net.UDPConn) error {
+	return control(c, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	})
+}
+
+// ReadDatagram reads one datagram with its DSCP (EnableDSCP first) and,
+// when enabled, its kernel receive time.
+func ReadDatagram(c *net.UDPConn, buf []byte) (Datagram, error) {
+	var oob [128]byte
 	n, oobn, _, from, err := c.ReadMsgUDPAddrPort(buf, oob[:])
+	d := Datagram{N: n, From: from}
 	if err != nil {
-		return 0, 0, from, err
+		return d, err
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil {
-		return n, 0, from, fmt.Errorf("impair: control message: %w", err)
+		return d, fmt.Errorf("impair: control message: %w", err)
 	}
+	found := false
 	for _, m := range msgs {
 		switch {
 		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_TOS && len(m.Data) >= 1:
-			return n, m.Data[0] >> 2, from, nil
+			d.DSCP, found = m.Data[0]>>2, true
 		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_TCLASS && len(m.Data) >= 4:
-			return n, uint8(binary.NativeEndian.Uint32(m.Data) >> 2), from, nil
+			d.DSCP, found = uint8(binary.NativeEndian.Uint32(m.Data)>>2), true
+		case m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16:
+			d.Kernel = time.Unix(int64(binary.NativeEndian.Uint64(m.Data[0:8])), int64(binary.NativeEndian.Uint64(m.Data[8:16])))
 		}
 	}
-	return n, 0, from, fmt.Errorf("impair: no DSCP in control messages (EnableDSCP not called?)")
+	if !found {
+		return d, fmt.Errorf("impair: no DSCP in control messages (EnableDSCP not called?)")
+	}
+	return d, nil
 }
 
 // WriteDSCP sends b to dst with the given DSCP, whatever the socket's own
