@@ -238,9 +238,8 @@ static __always_inline void sample(struct __sk_buff *skb, struct settings *s, in
 	long err;
 #ifdef SHAPING_PERF
 	err = bpf_perf_event_output(skb, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
-	/* A full perf buffer reports its own lost records to the reader. */
-	if (err == -28 /* ENOSPC */)
-		err = 0;
+	/* Counted here rather than from the reader's lost records: perf only
+	 * reports those with the next event that fits, which may never come. */
 #else
 	struct sample_event *slot = bpf_ringbuf_reserve(&events, sizeof(ev), 0);
 	if (slot) {

@@ -60,6 +60,38 @@ func shaperIn(t *testing.T, ns netns.NsHandle, cfg Config) *Shaper {
 	return s
 }
 
+// quiet waits (at most 5 s) until the shapers have counted nothing for
+// 300 ms, so link-setup chatter (IPv6 MLD reports) is not mistaken for test
+// traffic.
+func quiet(t *testing.T, shapers ...*Shaper) {
+	t.Helper()
+	total := func() uint64 {
+		var n uint64
+		for _, s := range shapers {
+			st, err := s.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range st.Classes {
+				n += c.Egress.Packets + c.Ingress.Packets
+			}
+			n += st.Other[Egress].Packets + st.Other[Ingress].Packets
+		}
+		return n
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	last, since := total(), time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if n := total(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= 300*time.Millisecond {
+			return
+		}
+	}
+	t.Fatal("the link did not fall quiet within 5 s")
+}
+
 type arrival struct {
 	at   time.Time
 	size int

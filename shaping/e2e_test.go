@@ -46,6 +46,7 @@ func TestEndToEndCounters(t *testing.T) {
 			rx6 := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv6, portData)))
 			tx4 := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
 			tx6 := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv6, 0))
+			quiet(t, a, b)
 			beforeA, _ := a.Stats()
 			beforeB, _ := b.Stats()
 
@@ -65,7 +66,7 @@ func TestEndToEndCounters(t *testing.T) {
 				w := want[f.dscp]
 				want[f.dscp] = [2]uint64{w[0] + uint64(f.n), w[1] + uint64(f.n*(size+oh))}
 			}
-			if !waitFor(3*time.Second, func() bool { return rx4.total() == 200 && rx6.total() == 60 }) {
+			if !waitFor(10*time.Second, func() bool { return rx4.total() == 200 && rx6.total() == 60 }) {
 				t.Fatalf("received %d IPv4 and %d IPv6 datagrams, want 200 and 60", rx4.total(), rx6.total())
 			}
 			afterA, _ := a.Stats()
@@ -210,7 +211,7 @@ func TestRatesHold(t *testing.T) {
 		rx := startReceiver(t, listen(t, p.B.NS, netip.AddrPortFrom(p.B.IPv4, portData)))
 		tx := listen(t, p.A.NS, netip.AddrPortFrom(p.A.IPv4, 0))
 		// The sending side paces the overload with its own shaper: a 30
-		// Mbit/s HTB class fed at 60 Mbit/s from a deep queue, so the
+		// Mbit/s HTB class fed at 90 Mbit/s from a deep queue, so the
 		// policer sees a steady 3x overload however the sender is scheduled.
 		deepQueue(t, p, tx)
 		pace := e2eClasses()
@@ -225,10 +226,10 @@ func TestRatesHold(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), warmup+window+200*time.Millisecond)
 			start := time.Now()
 			gapCh := starvation(ctx)
-			blast(ctx, tx, netip.AddrPortFrom(p.B.IPv4, portData), DSCPBestEffort, size, l2v4, 2*offer)
+			blast(ctx, tx, netip.AddrPortFrom(p.B.IPv4, portData), DSCPBestEffort, size, l2v4, 3*offer)
 			cancel()
-			// After the warm-up the sender's queue holds about 1 s at 30 Mbit/s.
-			if starved(t, attempt, <-gapCh, 500*time.Millisecond) {
+			// After the warm-up the sender's queue holds about 2 s at 30 Mbit/s.
+			if starved(t, attempt, <-gapCh, 1500*time.Millisecond) {
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}

@@ -132,7 +132,8 @@ func (s *Shaper) startReaders() error {
 					continue
 				}
 				if rec.LostSamples > 0 {
-					s.perfLost.Add(rec.LostSamples)
+					// Already counted by the program when its output
+					// failed; perf repeats them late, with the next event.
 					continue
 				}
 				s.deliver(rec.RawSample)

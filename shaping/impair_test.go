@@ -53,6 +53,7 @@ func TestUnderImpairment(t *testing.T) {
 
 	app := listen(t, p.A.NS, netip.MustParseAddrPort("127.0.0.1:0"))
 	to := relayIn.LocalAddr().(*net.UDPAddr).AddrPort()
+	quiet(t, a, b)
 	beforeA, _ := a.Stats()
 	beforeB, _ := b.Stats()
 	const per = 400
@@ -67,7 +68,7 @@ func TestUnderImpairment(t *testing.T) {
 		}
 	}
 	// Wait until the relay has emptied and the shaper saw every datagram.
-	if !waitFor(3*time.Second, func() bool {
+	if !waitFor(10*time.Second, func() bool {
 		st, _ := a.Stats()
 		var n uint64
 		for i := range st.Classes {
@@ -165,7 +166,7 @@ func TestFaultDuplication(t *testing.T) {
 	const n = 300
 	send(t, tx, netip.AddrPortFrom(p.B.IPv4, portData), DSCPEF, n, 100)
 	var fs impair.FaultStats
-	if !waitFor(2*time.Second, func() bool {
+	if !waitFor(10*time.Second, func() bool {
 		fs, _ = inj.Stats()
 		return rx.count(DSCPEF) == n+int(fs.Duplicated)
 	}) {

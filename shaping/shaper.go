@@ -96,7 +96,6 @@ type Shaper struct {
 	every       atomic.Uint32
 	eventsCh    chan Event
 	dropped     atomic.Uint64
-	perfLost    atomic.Uint64
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup

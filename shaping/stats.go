@@ -78,6 +78,5 @@ func (s *Shaper) Stats() (Stats, error) {
 	for _, l := range lost {
 		st.EventsLost += l
 	}
-	st.EventsLost += s.perfLost.Load()
 	return st, nil
 }
