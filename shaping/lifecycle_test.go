@@ -185,3 +185,33 @@ func TestNotSupportedWithoutPrivileges(t *testing.T) {
 		t.Errorf("error %q does not say what is missing", msg)
 	}
 }
+
+// TestEgressNoneLeavesRootQdisc: with egress "none" the shaper classifies
+// and counts but never touches a root qdisc someone else installed.
+func TestEgressNoneLeavesRootQdisc(t *testing.T) {
+	p := newPair(t)
+	nstest.MustDo(t, p.A.NS, func() error {
+		l, err := vnl.LinkByName(p.A.Link)
+		if err != nil {
+			return err
+		}
+		theirs := vnl.NewHtb(vnl.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: vnl.HANDLE_ROOT, Handle: vnl.MakeHandle(1, 0)})
+		if err := vnl.QdiscAdd(theirs); err != nil {
+			return err
+		}
+		s, err := New(Config{Interface: p.A.Link, Egress: "none"})
+		if err != nil {
+			return err
+		}
+		if _, root := tcState(t, p.A.Link); root != "htb" {
+			t.Errorf("after New: root %q, want the existing htb", root)
+		}
+		if err := s.Close(); err != nil {
+			return err
+		}
+		if _, root := tcState(t, p.A.Link); root != "htb" {
+			t.Errorf("after Close: root %q, want the existing htb", root)
+		}
+		return nil
+	})
+}

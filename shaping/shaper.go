@@ -278,7 +278,8 @@ func (s *Shaper) attachTo(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("shaping: interface %q: %w", cfg.Interface, err)
 	}
-	if err := s.tc.cleanup(ifc.Index, cfg.major()); err != nil {
+	// With egress "none" the root qdisc belongs to someone else.
+	if err := s.tc.cleanup(ifc.Index, cfg.major(), cfg.Egress != "none"); err != nil {
 		return fmt.Errorf("shaping: clean up leftovers on %s: %w", ifc.Name, err)
 	}
 	egress := cfg.Egress
@@ -426,7 +427,7 @@ func (s *Shaper) Close() error {
 	}
 	if s.tc != nil {
 		if s.attach != "" {
-			if err := s.tc.cleanup(s.ifindex, s.cfg.major()); err != nil {
+			if err := s.tc.cleanup(s.ifindex, s.cfg.major(), s.egress != "none"); err != nil {
 				errs = append(errs, fmt.Errorf("shaping: remove qdiscs on %s: %w", s.ifname, err))
 			}
 		}
@@ -453,5 +454,5 @@ func Cleanup(ifname string, major uint16) error {
 		return fmt.Errorf("shaping: rtnetlink: %w", err)
 	}
 	defer tc.close()
-	return tc.cleanup(ifc.Index, major)
+	return tc.cleanup(ifc.Index, major, true)
 }

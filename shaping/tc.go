@@ -69,8 +69,9 @@ func (t *tcControl) attachClsact(ifindex int, egress, ingress *ebpf.Program) err
 	return nil
 }
 
-// cleanup removes the shaper's clsact filters and its root qdisc.
-func (t *tcControl) cleanup(ifindex int, major uint16) error {
+// cleanup removes the shaper's clsact filters and, with ownRoot, its root
+// HTB or fq qdisc.
+func (t *tcControl) cleanup(ifindex int, major uint16, ownRoot bool) error {
 	lk, err := t.h.LinkByIndex(ifindex)
 	if err != nil {
 		return err
@@ -96,6 +97,9 @@ func (t *tcControl) cleanup(ifindex int, major uint16) error {
 			errs = append(errs, fmt.Errorf("delete clsact: %w", err))
 		}
 		t.createdClsact = false
+	}
+	if !ownRoot {
+		return errors.Join(errs...)
 	}
 	qs, err := t.h.QdiscList(lk)
 	if err != nil {
