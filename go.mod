@@ -55,11 +55,22 @@ require (
 )
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/dsnet/golib/memfile v1.0.0 // indirect
 	github.com/goburrow/serial v0.1.0 // indirect
+	github.com/mdlayher/netlink v1.11.2
 	github.com/pion/dtls/v3 v3.1.15 // indirect
 	github.com/pion/logging v0.2.4 // indirect
 	github.com/pion/transport/v5 v5.1.4 // indirect
+	github.com/vishvananda/netlink v1.3.1
+	github.com/vishvananda/netns v0.0.5
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/exp v0.0.0-20261014143641-f0251eb4aa3e // indirect
 )
+
+require (
+	github.com/google/go-cmp v0.7.0 // indirect
+	github.com/mdlayher/socket v0.6.0 // indirect
+)
+
+tool github.com/cilium/ebpf/cmd/bpf2go
