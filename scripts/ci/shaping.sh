@@ -50,5 +50,5 @@ done
 echo "generated BPF objects and Go bindings match bpf/*.c"
 
 for target in FuzzParseConfig FuzzDecodeEvent FuzzParseRouteMessage; do
-  go test -run '^$' -fuzz "^${target}\$" -fuzztime 10s ./shaping/
+  scripts/fuzz ./shaping/ "$target" 10s
 done
