@@ -29,6 +29,10 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/codec"
+	"github.com/iotgw/gateway/connector/coap"
+	"github.com/iotgw/gateway/connector/httpc"
+	"github.com/iotgw/gateway/connector/modbus"
+	mqttdev "github.com/iotgw/gateway/connector/mqtt"
 	"github.com/iotgw/gateway/connector/sim"
 	"github.com/iotgw/gateway/resume"
 	"github.com/iotgw/gateway/rules"
@@ -53,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	every := fs.Duration("summary", 5*time.Second, "interval of the one-line summary (0 disables)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	jsonLogs := fs.Bool("json", false, "log JSON instead of text")
+	simModbus := fs.String("sim-modbus", "", "serve a simulated Modbus TCP device on this address (default 127.0.0.1:5502 with the embedded defaults, off with -config)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,6 +70,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv})
 	}
 	log := slog.New(h)
+
+	if *configPath == "" && *simModbus == "" {
+		*simModbus = "127.0.0.1:5502"
+	}
+	if *simModbus != "" {
+		dev := sim.NewModbusDevice()
+		if err := dev.Start(*simModbus); err != nil {
+			return err
+		}
+		defer dev.Close()
+		fmt.Fprintf(stdout, "device:   simulated Modbus TCP device on %s\n", dev.Addr())
+	}
 
 	var dl mqtt.Downlink
 	reg, brokers := registry(&dl, log)
@@ -106,8 +123,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// registry lists the component kinds this daemon links: the simulated
-// field, the reference codecs, the SQLite store for edge mode, the
+// registry lists the component kinds this daemon links: the device
+// connectors (simulated field, MQTT, CoAP, HTTP, Modbus TCP), the reference
+// codecs, the SQLite store for edge mode, the
 // embedded broker, the MQTT upstream (with downlink commands
 // through dl) and the rule engine for rules.enabled. The returned function
 // reports the embedded brokers built from the configuration.
@@ -116,17 +134,18 @@ func registry(dl *mqtt.Downlink, log *slog.Logger) (*gateway.Registry, func() []
 	rules.Register(reg, rules.Options{Logger: log})
 	var mu sync.Mutex
 	var built []*localbroker.Broker
-	if err := errors.Join(sim.Register(reg), codec.Register(reg), resume.Register(reg), mqtt.Register(reg, dl), reg.AddSink("localbroker", func(name string, spec gateway.Section) (gateway.Sink, error) {
-		var c localbroker.Config
-		if err := spec.Decode(&c); err != nil {
-			return nil, err
-		}
-		b := localbroker.New(c)
-		mu.Lock()
-		built = append(built, b)
-		mu.Unlock()
-		return b, nil
-	})); err != nil {
+	if err := errors.Join(sim.Register(reg), codec.Register(reg), resume.Register(reg), mqtt.Register(reg, dl),
+		mqttdev.Register(reg), coap.Register(reg), httpc.Register(reg), modbus.Register(reg), reg.AddSink("localbroker", func(name string, spec gateway.Section) (gateway.Sink, error) {
+			var c localbroker.Config
+			if err := spec.Decode(&c); err != nil {
+				return nil, err
+			}
+			b := localbroker.New(c)
+			mu.Lock()
+			built = append(built, b)
+			mu.Unlock()
+			return b, nil
+		})); err != nil {
 		panic(err) // the kinds above are distinct; a clash is a programming error
 	}
 	return reg, func() []*localbroker.Broker {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/iotgw/gateway/internal/testenv"
 )
 
 // TestDaemonRunsAndStopsOnInterrupt builds gatewayd, runs it on a copy of
@@ -30,12 +33,15 @@ func TestDaemonRunsAndStopsOnInterrupt(t *testing.T) {
 	if err := build.Run(); err != nil {
 		t.Fatalf("build: %v", err)
 	}
-	cfg := strings.NewReplacer("127.0.0.1:8080", "127.0.0.1:0", "127.0.0.1:1883", "127.0.0.1:0").Replace(string(defaultConfig))
+	modbusAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := strings.NewReplacer("127.0.0.1:8080", "127.0.0.1:0", "127.0.0.1:1883", "127.0.0.1:0",
+		"127.0.0.1:1884", "127.0.0.1:0", "127.0.0.1:5683", "127.0.0.1:0", "127.0.0.1:8081", "127.0.0.1:0",
+		"127.0.0.1:5502", modbusAddr).Replace(string(defaultConfig))
 	cfgPath := filepath.Join(dir, "gw.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-config", cfgPath, "-summary", "300ms")
+	cmd := exec.Command(bin, "-config", cfgPath, "-summary", "300ms", "-sim-modbus", modbusAddr)
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
