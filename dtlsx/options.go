@@ -270,14 +270,52 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
+// Default suites: the CoAP mandatory ones (RFC 7252 9.1.3) first, then
+// the common AEAD suites.
+var (
+	certificateSuites = [...]dtls.CipherSuiteID{
+		dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
+		dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		dtls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM,
+		dtls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		dtls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		dtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	}
+	pskSuites = [...]dtls.CipherSuiteID{
+		dtls.TLS_PSK_WITH_AES_128_CCM_8,
+		dtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+		dtls.TLS_PSK_WITH_AES_128_CCM,
+		dtls.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256,
+		dtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
+	}
+)
+
+// cipherSuites returns the configured suites or the defaults for the
+// credentials this side has.
+func (s *settings) cipherSuites() []dtls.CipherSuiteID {
+	if len(s.suites) > 0 {
+		return s.suites
+	}
+	var out []dtls.CipherSuiteID
+	if len(s.certs) > 0 || (s.psk == nil && s.clientPSK == nil) {
+		out = append(out, certificateSuites[:]...)
+	}
+	if s.psk != nil || s.clientPSK != nil {
+		out = append(out, pskSuites[:]...)
+	}
+	return out
+}
+
 // shared translates what both sides use into pion options.
 func (s *settings) shared() []dtls.Option {
 	var o []dtls.Option
 	if len(s.certs) > 0 {
 		o = append(o, dtls.WithCertificates(s.certs...))
 	}
-	if len(s.suites) > 0 {
-		o = append(o, dtls.WithCipherSuites(s.suites...))
+	if suites := s.cipherSuites(); len(suites) > 0 {
+		o = append(o, dtls.WithCipherSuites(suites...))
 	}
 	if s.rootCAs != nil {
 		o = append(o, dtls.WithRootCAs(s.rootCAs))
