@@ -63,7 +63,7 @@ type CacheStats struct {
 
 type cacheCounters struct {
 	memHits, memMisses, storeHits, storeMisses, storeErrors, openErrors atomic.Uint64
-	writeDrops, stored, evicted, expired, revoked                      atomic.Uint64
+	writeDrops, stored, evicted, expired, revoked                       atomic.Uint64
 }
 
 // CacheOption configures a SessionCache.

@@ -40,7 +40,7 @@ type Stats struct {
 }
 
 type listenerCounters struct {
-	full, psk, resumed, cookieSkipped, failures, timeouts, admissionWaits atomic.Uint64
+	full, psk, resumed, cookieSkipped, failures, timeouts, admissionWaits   atomic.Uint64
 	rateLimited, pendingLimited, malformed, unknown, inboxDrops, reconnects atomic.Uint64
 }
 
@@ -210,7 +210,7 @@ type datagram struct {
 	from netip.AddrPort
 }
 
-func (l *Listener) getDatagram() *datagram { return l.pool.Get().(*datagram) }
+func (l *Listener) getDatagram() *datagram  { return l.pool.Get().(*datagram) }
 func (l *Listener) putDatagram(d *datagram) { l.pool.Put(d) }
 
 func (l *Listener) readFrom(d *datagram) (int, netip.AddrPort, error) {
