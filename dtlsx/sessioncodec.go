@@ -84,6 +84,9 @@ func decodeSession(b []byte) (dtls.Session, error) {
 		return s, fmt.Errorf("codec version %d at offset 0: %w", v, errBadSession)
 	}
 	flags := r.u8("flags")
+	if flags&^3 != 0 {
+		return s, fmt.Errorf("unknown flags %#x at offset 1: %w", flags, errBadSession)
+	}
 	s.IsClient = flags&1 != 0
 	s.ExtendedMasterSecret = flags&2 != 0
 	s.Version = uint8(r.u8("version"))
