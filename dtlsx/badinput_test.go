@@ -1,7 +1,7 @@
 package dtlsx
 
 import (
-	"crypto/rand"
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"net"
@@ -13,20 +13,23 @@ import (
 
 // rawClientHello builds a minimal cookie-less DTLS 1.2 ClientHello record
 // offering ECDHE-ECDSA-AES128-GCM-SHA256 (what a flood would send).
-func rawClientHello(sessionID []byte) []byte {
+func rawClientHello(sessionID []byte) []byte { return rawClientHelloCookie(sessionID, nil, 0) }
+
+// rawClientHelloCookie is rawClientHello with a cookie and message_seq.
+func rawClientHelloCookie(sessionID, cookie []byte, seq uint16) []byte {
 	body := []byte{0xfe, 0xfd}
-	random := make([]byte, 32)
-	_, _ = rand.Read(random)
-	body = append(body, random...)
+	// The same random in both ClientHellos, as the cookie exchange requires.
+	body = append(body, bytes.Repeat([]byte{0x42}, 32)...)
 	body = append(body, byte(len(sessionID)))
 	body = append(body, sessionID...)
-	body = append(body, 0)                              // cookie
+	body = append(body, byte(len(cookie)))
+	body = append(body, cookie...)
 	body = append(body, 0, 2, 0xc0, 0x2b)               // cipher suites
 	body = append(body, 1, 0)                           // compression: null
 	body = append(body, 0, 8, 0, 10, 0, 4, 0, 2, 0, 23) // supported_groups: P-256
-	hs := []byte{1, 0, byte(len(body) >> 8), byte(len(body)), 0, 0, 0, 0, 0, 0, byte(len(body) >> 8), byte(len(body))}
+	hs := []byte{1, 0, byte(len(body) >> 8), byte(len(body)), byte(seq >> 8), byte(seq), 0, 0, 0, 0, byte(len(body) >> 8), byte(len(body))}
 	hs = append(hs, body...)
-	rec := []byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0}
+	rec := []byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, byte(seq >> 8), byte(seq)} // record seq = message seq
 	rec = binary.BigEndian.AppendUint16(rec, uint16(len(hs)))
 	return append(rec, hs...)
 }
