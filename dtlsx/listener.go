@@ -17,6 +17,9 @@ import (
 // truncated by the kernel and then fail authentication in pion.
 const maxDatagram = 4096
 
+// socketBuffer is the receive buffer the listener asks for.
+const socketBuffer = 4 << 20
+
 // inboxLen bounds datagrams queued for one association; more are dropped
 // (and counted), as a congested UDP socket would.
 const inboxLen = 16
@@ -124,6 +127,11 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		sources:    newSourceLimiter(s.sourceRate, s.sourceBurst),
 	}
 	l.udp, _ = pc.(*net.UDPConn)
+	if l.udp != nil {
+		// Room for a reconnect storm's burst of ClientHellos; the kernel
+		// caps it at net.core.rmem_max. Best effort.
+		_ = l.udp.SetReadBuffer(socketBuffer)
+	}
 	l.pool.New = func() any { return new(datagram) }
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)

@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS dtls_psk (
   identity BLOB PRIMARY KEY,
   key      BLOB NOT NULL
 ) WITHOUT ROWID;`
+	// A few long-lived connections: opening one parses the schema, and a
+	// reconnect storm would otherwise open and close one per lookup.
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("dtlsx: session store %s schema: %w", path, err)
