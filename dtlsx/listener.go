@@ -108,6 +108,9 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkServerOptions(base); err != nil {
+		return nil, err
+	}
 	cache := s.cache
 	if cache == nil {
 		if cache, err = NewSessionCache(); err != nil {
@@ -390,3 +393,24 @@ func (l *Listener) forget(a *association) {
 	}
 	a.cids = nil
 }
+
+// checkServerOptions lets pion validate the configuration once, so a bad
+// one fails NewListener instead of every handshake.
+func checkServerOptions(base []dtls.ServerOption) error {
+	c, err := dtls.ServerWithOptions(idlePacketConn{}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, base...)
+	if err != nil {
+		return fmt.Errorf("dtlsx: server configuration: %w", err)
+	}
+	return c.Close()
+}
+
+// idlePacketConn is a PacketConn that never carries anything.
+type idlePacketConn struct{}
+
+func (idlePacketConn) ReadFrom([]byte) (int, net.Addr, error)    { return 0, nil, net.ErrClosed }
+func (idlePacketConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
+func (idlePacketConn) Close() error                              { return nil }
+func (idlePacketConn) LocalAddr() net.Addr                       { return &net.UDPAddr{} }
+func (idlePacketConn) SetDeadline(time.Time) error               { return nil }
+func (idlePacketConn) SetReadDeadline(time.Time) error           { return nil }
+func (idlePacketConn) SetWriteDeadline(time.Time) error          { return nil }
