@@ -163,6 +163,9 @@ func BenchmarkHandshake(b *testing.B) {
 					cancel()
 					_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 					if _, err := c.Read(make([]byte, 16)); err != nil {
+						if l, ok := ln.(*Listener); ok {
+							b.Fatalf("handshake %d: server did not confirm: %v; server %+v", i, err, l.Stats())
+						}
 						b.Fatalf("handshake %d: server did not confirm: %v", i, err)
 					}
 					_ = c.Close()
