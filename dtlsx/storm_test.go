@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,33 @@ type stormResult struct {
 	echoP99     time.Duration // bystander latency during the storm
 	echoBefore  time.Duration // bystander p99 before the storm
 	failedDials int
+	rcvbufDrops int64 // kernel UDP receive-buffer overflows during the storm (all sockets)
+}
+
+// udpRcvbufErrors reads the host's UDP RcvbufErrors counter, or -1.
+func udpRcvbufErrors() int64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return -1
+	}
+	var names, values []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "Udp: ") {
+			continue
+		}
+		if names == nil {
+			names = strings.Fields(line)
+		} else {
+			values = strings.Fields(line)
+		}
+	}
+	for i, n := range names {
+		if n == "RcvbufErrors" && i < len(values) {
+			v, _ := strconv.ParseInt(values[i], 10, 64)
+			return v
+		}
+	}
+	return -1
 }
 
 // runStorm connects n clients to a gateway, restarts the gateway on the
@@ -169,9 +197,11 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 		during, res.echoFails = ping(stop)
 	}()
 	second := make([]*dtls.Conn, n)
+	drops0 := udpRcvbufErrors()
 	start := time.Now()
 	res.failedDials = dialAll(addr, second)
 	res.elapsed = time.Since(start)
+	res.rcvbufDrops = udpRcvbufErrors() - drops0
 	close(stop)
 	wg.Wait()
 	closeAll(second)
@@ -200,10 +230,11 @@ func TestReconnectStorm(t *testing.T) {
 		name string
 		res  stormResult
 	}{{"without store", cold}, {"with store", warm}} {
-		t.Logf("%s: %d devices established in %v (%.0f/s); failed %d; full %d resumed %d; store hits %d; bystanders: %d round trips, %d failed, p99 %v (before %v)",
+		t.Logf("%s: %d devices established in %v (%.0f/s); failed %d; full %d resumed %d; store hits %d; bystanders: %d round trips, %d failed, p99 %v (before %v); admission waits %d, inbox drops %d, kernel UDP rcvbuf drops %d",
 			r.name, n, r.res.elapsed, float64(n)/r.res.elapsed.Seconds(), r.res.failedDials,
 			r.res.server.HandshakesFull, r.res.server.HandshakesResumed, r.res.cache.StoreHits,
-			r.res.echoes, r.res.echoFails, r.res.echoP99, r.res.echoBefore)
+			r.res.echoes, r.res.echoFails, r.res.echoP99, r.res.echoBefore,
+			r.res.server.AdmissionWaits, r.res.server.InboxDrops, r.res.rcvbufDrops)
 		if r.res.failedDials != 0 || r.res.echoFails != 0 || r.res.echoes == 0 {
 			t.Errorf("%s: %d dials and %d bystander round trips failed (%d succeeded)", r.name, r.res.failedDials, r.res.echoFails, r.res.echoes)
 		}
