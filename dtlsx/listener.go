@@ -56,6 +56,12 @@ type listenerCounters struct {
 //
 // Closing the Listener closes the socket and with it every association,
 // accepted ones included: they share the socket.
+//
+// Listener satisfies go-coap v3's dtls/server.Listener (AcceptWithContext
+// and Close), so a coaps server can Serve on it directly. After Close,
+// AcceptWithContext returns an error wrapping net.ErrClosed; stop the CoAP
+// server first, or translate that error, since go-coap only recognises its
+// own closed-listener error.
 type Listener struct {
 	s          settings
 	pc         net.PacketConn
