@@ -1,0 +1,389 @@
+package dtlsx
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+)
+
+// association is one peer of the listener. It is the net.PacketConn pion's
+// server Conn reads and writes: reads come from the inbox the listener
+// fills, writes go straight to the shared socket.
+type association struct {
+	l        *Listener
+	addr     netip.AddrPort
+	udpAddr  *net.UDPAddr // returned by ReadFrom so pion sees a stable address
+	inbox    chan *datagram
+	closed   chan struct{}
+	once     sync.Once
+	deadline readDeadline
+
+	offered  []byte       // session id of the first ClientHello
+	replaces *association // established association at the same address
+
+	// Guarded by l.mu.
+	candidate *association
+	cids      []string
+
+	established atomic.Bool
+	detached    atomic.Bool // replaced: writes are dropped
+
+	// Owned by pion's reading goroutine.
+	needsSlot bool
+	admitted  bool
+	holdsSlot atomic.Bool
+}
+
+var _ net.PacketConn = (*association)(nil)
+
+// handshake runs pion's server handshake and publishes the result.
+func (a *association) handshake() {
+	l := a.l
+	defer l.wg.Done()
+	store := dtls.SessionStore(l.cache)
+	skipCookie := false
+	if len(a.offered) > 0 {
+		// A session we can resume: answer without the cookie round trip
+		// (RFC 6347 4.2.1 allows it for resumption), and pin the session
+		// so a concurrent eviction cannot turn this into a cookie-less
+		// full handshake.
+		if s, src := l.cache.lookup(a.offered); src != 0 && bytes.Equal(s.ID, a.offered) {
+			store = &pinnedStore{SessionCache: l.cache, session: s}
+			skipCookie = true
+		}
+	}
+	a.needsSlot = l.needsSlots && !skipCookie
+	opts := make([]dtls.ServerOption, 0, len(l.base)+3)
+	opts = append(opts, l.base...)
+	opts = append(opts, dtls.WithSessionStore(store), dtls.WithInsecureSkipVerifyHello(skipCookie))
+	if l.s.cidLen > 0 {
+		opts = append(opts, dtls.WithConnectionIDGenerator(a.newCID))
+	}
+	conn, err := dtls.ServerWithOptions(a, a.udpAddr, opts...)
+	if err != nil {
+		l.s.log.Error("dtlsx: server config", "err", err)
+		a.endHandshake()
+		_ = a.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.s.timeout)
+	err = conn.HandshakeContext(ctx)
+	cancel()
+	a.releaseSlot()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			l.counters.timeouts.Add(1)
+		} else {
+			l.counters.failures.Add(1)
+		}
+		l.s.log.Debug("dtlsx: handshake failed", "peer", a.addr, "err", err)
+		a.endHandshake()
+		_ = conn.Close()
+		return
+	}
+	state, _ := conn.ConnectionState()
+	switch {
+	case skipCookie && bytes.Equal(state.SessionID, a.offered):
+		l.counters.resumed.Add(1)
+		l.counters.cookieSkipped.Add(1)
+	case len(a.offered) > 0 && bytes.Equal(state.SessionID, a.offered):
+		l.counters.resumed.Add(1)
+	case len(state.IdentityHint) > 0:
+		l.counters.psk.Add(1)
+	default:
+		l.counters.full.Add(1)
+	}
+	old := a.promote()
+	if old != nil {
+		l.counters.reconnects.Add(1)
+		old.detached.Store(true)
+		_ = old.Close()
+	}
+	select {
+	case l.accepted <- conn:
+	case <-l.ctx.Done():
+		_ = conn.Close()
+	}
+}
+
+// endHandshake releases the pending slot of a failed handshake.
+func (a *association) endHandshake() {
+	a.l.mu.Lock()
+	a.l.pending--
+	a.l.mu.Unlock()
+}
+
+// promote marks a established and, for a reconnect, makes it the address's
+// association; it returns the association it replaced.
+func (a *association) promote() *association {
+	l := a.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pending--
+	a.established.Store(true)
+	old := a.replaces
+	if old == nil {
+		return nil
+	}
+	a.replaces = nil
+	if old.candidate == a {
+		old.candidate = nil
+	}
+	select {
+	case <-a.closed:
+		return nil
+	default:
+	}
+	l.byAddr[a.addr] = a
+	return old
+}
+
+func (a *association) newCID() []byte {
+	id := make([]byte, a.l.s.cidLen)
+	_, _ = rand.Read(id)
+	a.l.mu.Lock()
+	a.l.byCID[string(id)] = a
+	a.cids = append(a.cids, string(id))
+	a.l.mu.Unlock()
+	return id
+}
+
+func (a *association) deliver(d *datagram) {
+	select {
+	case a.inbox <- d:
+	default:
+		a.l.counters.inboxDrops.Add(1)
+		a.l.putDatagram(d)
+	}
+}
+
+// admit blocks a full handshake's cookie-bearing ClientHello until a slot
+// is free, so at most maxFull expensive handshakes run at once. Resumed
+// and established traffic never comes here.
+func (a *association) admit(d *datagram) error {
+	if !a.needsSlot || a.admitted {
+		return nil
+	}
+	ri, err := parseRecord(d.buf[:d.n], 0)
+	if err != nil || !ri.hello || !ri.hasCookie {
+		return nil
+	}
+	select {
+	case a.l.fullSlots <- struct{}{}:
+	default:
+		a.l.counters.admissionWaits.Add(1)
+		select {
+		case a.l.fullSlots <- struct{}{}:
+		case <-a.closed:
+			return net.ErrClosed
+		case <-a.deadline.done():
+			return os.ErrDeadlineExceeded
+		}
+	}
+	a.admitted = true
+	a.holdsSlot.Store(true)
+	return nil
+}
+
+func (a *association) releaseSlot() {
+	if a.holdsSlot.CompareAndSwap(true, false) {
+		<-a.l.fullSlots
+	}
+}
+
+// ReadFrom implements net.PacketConn for pion.
+func (a *association) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		select {
+		case d := <-a.inbox:
+			if err := a.admit(d); err != nil {
+				a.l.putDatagram(d)
+				return 0, nil, err
+			}
+			n := copy(b, d.buf[:d.n])
+			var from net.Addr = a.udpAddr
+			if d.from != a.addr {
+				from = net.UDPAddrFromAddrPort(d.from) // connection-id migration
+			}
+			a.l.putDatagram(d)
+			return n, from, nil
+		case <-a.closed:
+			return 0, nil, net.ErrClosed
+		case <-a.deadline.done():
+			return 0, nil, os.ErrDeadlineExceeded
+		}
+	}
+}
+
+// WriteTo implements net.PacketConn for pion.
+func (a *association) WriteTo(b []byte, addr net.Addr) (int, error) {
+	select {
+	case <-a.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	if a.detached.Load() {
+		return len(b), nil
+	}
+	return a.l.writeTo(b, addr)
+}
+
+// Close implements net.PacketConn; pion calls it when its Conn closes.
+func (a *association) Close() error {
+	a.once.Do(func() {
+		close(a.closed)
+		a.l.forget(a)
+		for {
+			select {
+			case d := <-a.inbox:
+				a.l.putDatagram(d)
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// shutdown is Close from the listener side.
+func (a *association) shutdown() { _ = a.Close() }
+
+// LocalAddr implements net.PacketConn.
+func (a *association) LocalAddr() net.Addr { return a.l.pc.LocalAddr() }
+
+// SetDeadline implements net.PacketConn (reads only; writes never block).
+func (a *association) SetDeadline(t time.Time) error { return a.SetReadDeadline(t) }
+
+// SetReadDeadline implements net.PacketConn.
+func (a *association) SetReadDeadline(t time.Time) error { a.deadline.set(t); return nil }
+
+// SetWriteDeadline implements net.PacketConn; UDP writes do not block.
+func (a *association) SetWriteDeadline(time.Time) error { return nil }
+
+// pinnedStore serves one preloaded session to a resumption handshake.
+type pinnedStore struct {
+	*SessionCache
+	session dtls.Session
+}
+
+func (p *pinnedStore) Get(key []byte) (dtls.Session, error) {
+	if bytes.Equal(key, p.session.ID) {
+		return p.session, nil
+	}
+	return p.SessionCache.Get(key)
+}
+
+// readDeadline is a resettable read deadline whose done channel closes when
+// it passes.
+type readDeadline struct {
+	mu    sync.Mutex
+	ch    chan struct{}
+	timer *time.Timer
+	gen   uint64
+	fired bool
+}
+
+func (d *readDeadline) init() { d.ch = make(chan struct{}) }
+
+func (d *readDeadline) done() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ch
+}
+
+func (d *readDeadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen++
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	if d.fired {
+		d.ch = make(chan struct{})
+		d.fired = false
+	}
+	if t.IsZero() {
+		return
+	}
+	wait := time.Until(t)
+	if wait <= 0 {
+		close(d.ch)
+		d.fired = true
+		return
+	}
+	gen := d.gen
+	d.timer = time.AfterFunc(wait, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.gen == gen && !d.fired {
+			close(d.ch)
+			d.fired = true
+		}
+	})
+}
+
+// sourceLimiter is a token bucket per source address for new associations.
+// Guarded by Listener.mu.
+type sourceLimiter struct {
+	rate    float64
+	burst   float64
+	buckets map[netip.Addr]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+const maxTrackedSources = 65536
+
+func newSourceLimiter(rate float64, burst int) sourceLimiter {
+	return sourceLimiter{rate: rate, burst: float64(burst), buckets: make(map[netip.Addr]*bucket)}
+}
+
+func (s *sourceLimiter) allow(src netip.Addr, now time.Time) bool {
+	if s.rate == 0 {
+		return true
+	}
+	b := s.buckets[src]
+	if b == nil {
+		if len(s.buckets) >= maxTrackedSources {
+			s.sweep(now)
+		}
+		b = &bucket{tokens: s.burst, last: now}
+		s.buckets[src] = b
+	}
+	b.tokens += now.Sub(b.last).Seconds() * s.rate
+	if b.tokens > s.burst {
+		b.tokens = s.burst
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// sweep forgets sources whose buckets have refilled; if that frees too
+// little (a spoofed-source flood), it forgets them all.
+func (s *sourceLimiter) sweep(now time.Time) {
+	for k, b := range s.buckets {
+		if b.tokens+now.Sub(b.last).Seconds()*s.rate >= s.burst {
+			delete(s.buckets, k)
+		}
+	}
+	if len(s.buckets) >= maxTrackedSources*3/4 {
+		clear(s.buckets)
+	}
+}

@@ -1,0 +1,34 @@
+// Package dtlsx serves and dials DTLS 1.2 for device transports such as
+// CoAP over DTLS (coaps), on top of github.com/pion/dtls/v3.
+//
+// The happy path:
+//
+//	l, err := dtlsx.Listen("udp", ":5684", dtlsx.WithCertificate(cert), dtlsx.WithPSK(psks))
+//	conn, err := l.Accept() // a *dtls.Conn whose handshake has completed
+//	c, err := dtlsx.Dial(ctx, "udp", "gw:5684", dtlsx.WithClientPSK(id, key))
+//
+// What it adds to pion:
+//
+//   - Its own datagram routing in front of pion (by address and by RFC 9146
+//     connection id), so that a device rebooting behind the same ip:port
+//     gets a new association as soon as its new handshake completes
+//     (RFC 6347 4.2.8), instead of being ignored until the old one times out.
+//   - Handshake admission: at most WithMaxFullHandshakes certificate
+//     handshakes past the cookie exchange at once (the rest wait in arrival
+//     order), a bound on half-open associations, and a per-source-IP rate
+//     of new associations. Resumptions and established traffic never wait.
+//   - Resumption through a SessionCache: an LRU with TTL in memory in front
+//     of an optional PersistentStore (SQLiteStore by default) shared across
+//     restarts and gateway instances. Stored sessions are sealed with
+//     AES-GCM under a rotating KeyRing, so a copy of the store leaks no
+//     master secret. A failing store is a cache miss (counted and logged),
+//     never a failed handshake. Revoke drops every session of an identity.
+//   - Resumptions it can serve skip the HelloVerifyRequest round trip
+//     (RFC 6347 4.2.1 allows it); every other ClientHello must return a
+//     cookie first.
+//   - PSK identities from a PSKTable (memory or file), SQLiteStore or a
+//     PSKFunc; the server can send an identity hint.
+//   - Counters for every outcome (Listener.Stats, SessionCache.Stats).
+//
+// Closing a Listener closes every association on its socket.
+package dtlsx

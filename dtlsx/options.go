@@ -1,0 +1,372 @@
+package dtlsx
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pion/dtls/v3"
+)
+
+// Option configures Listen, NewListener, Dial and Client. Options that only
+// make sense on one side say so and are ignored on the other.
+type Option func(*settings) error
+
+type settings struct {
+	certs         []tls.Certificate
+	rootCAs       *x509.CertPool
+	clientCAs     *x509.CertPool
+	serverName    string
+	psk           PSKProvider
+	pskHint       []byte
+	clientPSKID   []byte
+	clientPSK     func(hint []byte) ([]byte, error)
+	suites        []dtls.CipherSuiteID
+	cache         *SessionCache
+	timeout       time.Duration
+	maxFull       int
+	maxPending    int
+	sourceRate    float64
+	sourceBurst   int
+	cidLen        int
+	mtu           int
+	flight        time.Duration
+	backlog       int
+	log           *slog.Logger
+	verifyConnect func(*dtls.State) error
+}
+
+func defaultSettings() settings {
+	return settings{
+		timeout:     10 * time.Second,
+		maxFull:     64,
+		maxPending:  4096,
+		sourceRate:  100,
+		sourceBurst: 200,
+		cidLen:      8,
+		backlog:     256,
+		log:         slog.Default(),
+	}
+}
+
+func buildSettings(opts []Option) (settings, error) {
+	s := defaultSettings()
+	for _, o := range opts {
+		if err := o(&s); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+// WithCertificate sets the certificate chain this side presents: required
+// on a server that offers certificate suites; on a client it is sent when
+// the server asks (WithClientCAs).
+func WithCertificate(certs ...tls.Certificate) Option {
+	return func(s *settings) error {
+		if len(certs) == 0 {
+			return errors.New("dtlsx: WithCertificate needs a certificate")
+		}
+		s.certs = append(s.certs, certs...)
+		return nil
+	}
+}
+
+// WithRootCAs sets the CAs a client trusts for the server certificate
+// (default: the host's roots).
+func WithRootCAs(pool *x509.CertPool) Option {
+	return func(s *settings) error { s.rootCAs = pool; return nil }
+}
+
+// WithServerName sets the name a client checks the server certificate
+// against and sends as SNI (default: none, which fails verification of a
+// certificate-authenticated server unless the certificate has the IP).
+func WithServerName(name string) Option {
+	return func(s *settings) error { s.serverName = name; return nil }
+}
+
+// WithClientCAs makes a server require and verify a client certificate
+// chained to pool (default: no client certificates). Server only. Pion does
+// not resume sessions of certificate-authenticated clients, so every
+// handshake of such a device is a full one.
+func WithClientCAs(pool *x509.CertPool) Option {
+	return func(s *settings) error { s.clientCAs = pool; return nil }
+}
+
+// WithPSK makes a server accept PSK suites, resolving device identities
+// through p. With certificates also set, both kinds are offered. Server only.
+func WithPSK(p PSKProvider) Option {
+	return func(s *settings) error {
+		if p == nil {
+			return errors.New("dtlsx: nil PSK provider")
+		}
+		s.psk = p
+		return nil
+	}
+}
+
+// WithPSKHint sets the psk_identity_hint a server sends in
+// ServerKeyExchange (default: none). Server only.
+func WithPSKHint(hint []byte) Option {
+	return func(s *settings) error { s.pskHint = clone(hint); return nil }
+}
+
+// WithClientPSK makes a client authenticate with identity and key. Client only.
+func WithClientPSK(identity, key []byte) Option {
+	k := clone(key)
+	return WithClientPSKFunc(identity, func([]byte) ([]byte, error) { return k, nil })
+}
+
+// WithClientPSKFunc makes a client authenticate with identity and the key
+// keyFor returns for the server's hint (nil when the server sent none).
+// Client only.
+func WithClientPSKFunc(identity []byte, keyFor func(hint []byte) ([]byte, error)) Option {
+	return func(s *settings) error {
+		if len(identity) == 0 || keyFor == nil {
+			return errors.New("dtlsx: client PSK needs an identity and a key")
+		}
+		s.clientPSKID, s.clientPSK = clone(identity), keyFor
+		return nil
+	}
+}
+
+// WithCipherSuites restricts the suites offered (default: pion's list for
+// the configured credentials).
+func WithCipherSuites(ids ...dtls.CipherSuiteID) Option {
+	return func(s *settings) error { s.suites = append(s.suites, ids...); return nil }
+}
+
+// WithSessionCache resumes sessions through c. A listener without it keeps
+// its own memory-only cache (10,000 sessions, 24h); a client without it
+// never resumes.
+func WithSessionCache(c *SessionCache) Option {
+	return func(s *settings) error {
+		if c == nil {
+			return errors.New("dtlsx: nil session cache")
+		}
+		s.cache = c
+		return nil
+	}
+}
+
+// WithHandshakeTimeout bounds each server-side handshake (default 10s).
+// Half-open associations hold memory until then. Clients use Dial's context.
+func WithHandshakeTimeout(d time.Duration) Option {
+	return func(s *settings) error {
+		if d <= 0 {
+			return fmt.Errorf("dtlsx: handshake timeout %v: must be positive", d)
+		}
+		s.timeout = d
+		return nil
+	}
+}
+
+// WithMaxFullHandshakes bounds concurrent full certificate handshakes past
+// the cookie exchange (default 64). Further ones wait for a slot in arrival
+// order; resumptions, PSK-only listeners and established traffic never wait.
+// Lower protects CPU during reconnect storms; higher cuts waiting on
+// high-latency links, where a slot is held for a round trip. Server only.
+func WithMaxFullHandshakes(n int) Option {
+	return func(s *settings) error {
+		if n <= 0 {
+			return fmt.Errorf("dtlsx: max full handshakes %d: must be positive", n)
+		}
+		s.maxFull = n
+		return nil
+	}
+}
+
+// WithMaxPendingHandshakes bounds associations that have not finished their
+// handshake (default 4096). ClientHellos beyond it are dropped and counted;
+// the device retransmits. Server only.
+func WithMaxPendingHandshakes(n int) Option {
+	return func(s *settings) error {
+		if n <= 0 {
+			return fmt.Errorf("dtlsx: max pending handshakes %d: must be positive", n)
+		}
+		s.maxPending = n
+		return nil
+	}
+}
+
+// WithSourceRate limits new associations per source IP address to perSecond
+// with bursts of burst (default 100/s, burst 200). Devices behind one NAT
+// share a budget. perSecond 0 disables the limit. Server only.
+func WithSourceRate(perSecond float64, burst int) Option {
+	return func(s *settings) error {
+		if perSecond < 0 || (perSecond > 0 && burst < 1) {
+			return fmt.Errorf("dtlsx: source rate %v/s burst %d: invalid", perSecond, burst)
+		}
+		s.sourceRate, s.sourceBurst = perSecond, burst
+		return nil
+	}
+}
+
+// WithConnectionIDs sets the length of the RFC 9146 connection ids a server
+// issues (default 8 bytes) so a device keeps its session across NAT
+// rebinding; 0 turns them off. Clients always offer to send them.
+func WithConnectionIDs(length int) Option {
+	return func(s *settings) error {
+		if length < 0 || length > 255 {
+			return fmt.Errorf("dtlsx: connection id length %d: want 0..255", length)
+		}
+		s.cidLen = length
+		return nil
+	}
+}
+
+// WithMTU sets the size handshake messages are fragmented to (pion default 1200).
+func WithMTU(n int) Option {
+	return func(s *settings) error {
+		if n < 256 || n > maxDatagram {
+			return fmt.Errorf("dtlsx: mtu %d: want 256..%d", n, maxDatagram)
+		}
+		s.mtu = n
+		return nil
+	}
+}
+
+// WithFlightInterval sets the first handshake retransmission timeout
+// (pion default 1s, doubling).
+func WithFlightInterval(d time.Duration) Option {
+	return func(s *settings) error {
+		if d <= 0 {
+			return fmt.Errorf("dtlsx: flight interval %v: must be positive", d)
+		}
+		s.flight = d
+		return nil
+	}
+}
+
+// WithAcceptBacklog bounds established connections waiting for Accept
+// (default 256); their handshake goroutines wait meanwhile. Server only.
+func WithAcceptBacklog(n int) Option {
+	return func(s *settings) error {
+		if n <= 0 {
+			return fmt.Errorf("dtlsx: accept backlog %d: must be positive", n)
+		}
+		s.backlog = n
+		return nil
+	}
+}
+
+// WithVerifyConnection runs fn after every handshake, resumed ones included;
+// an error aborts the handshake.
+func WithVerifyConnection(fn func(*dtls.State) error) Option {
+	return func(s *settings) error { s.verifyConnect = fn; return nil }
+}
+
+// WithLogger sets where the listener logs (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(s *settings) error {
+		if l == nil {
+			return errors.New("dtlsx: nil logger")
+		}
+		s.log = l
+		return nil
+	}
+}
+
+// Default suites: the CoAP mandatory ones (RFC 7252 9.1.3) first, then
+// the common AEAD suites.
+var (
+	certificateSuites = [...]dtls.CipherSuiteID{
+		dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
+		dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		dtls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM,
+		dtls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		dtls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		dtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	}
+	pskSuites = [...]dtls.CipherSuiteID{
+		dtls.TLS_PSK_WITH_AES_128_CCM_8,
+		dtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+		dtls.TLS_PSK_WITH_AES_128_CCM,
+		dtls.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256,
+		dtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
+	}
+)
+
+// cipherSuites returns the configured suites or the defaults for the
+// credentials this side has.
+func (s *settings) cipherSuites() []dtls.CipherSuiteID {
+	if len(s.suites) > 0 {
+		return s.suites
+	}
+	var out []dtls.CipherSuiteID
+	if len(s.certs) > 0 || (s.psk == nil && s.clientPSK == nil) {
+		out = append(out, certificateSuites[:]...)
+	}
+	if s.psk != nil || s.clientPSK != nil {
+		out = append(out, pskSuites[:]...)
+	}
+	return out
+}
+
+// shared translates what both sides use into pion options.
+func (s *settings) shared() []dtls.Option {
+	var o []dtls.Option
+	if len(s.certs) > 0 {
+		o = append(o, dtls.WithCertificates(s.certs...))
+	}
+	if suites := s.cipherSuites(); len(suites) > 0 {
+		o = append(o, dtls.WithCipherSuites(suites...))
+	}
+	if s.rootCAs != nil {
+		o = append(o, dtls.WithRootCAs(s.rootCAs))
+	}
+	if s.serverName != "" {
+		o = append(o, dtls.WithServerName(s.serverName))
+	}
+	if s.mtu > 0 {
+		o = append(o, dtls.WithMTU(s.mtu))
+	}
+	if s.flight > 0 {
+		o = append(o, dtls.WithFlightInterval(s.flight))
+	}
+	if s.verifyConnect != nil {
+		o = append(o, dtls.WithVerifyConnection(s.verifyConnect))
+	}
+	o = append(o, dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret))
+	return o
+}
+
+func (s *settings) serverOptions() ([]dtls.ServerOption, error) {
+	if len(s.certs) == 0 && s.psk == nil {
+		return nil, errors.New("dtlsx: a listener needs WithCertificate or WithPSK")
+	}
+	var o []dtls.ServerOption
+	for _, x := range s.shared() {
+		o = append(o, x)
+	}
+	if s.psk != nil {
+		o = append(o, dtls.WithPSK(s.psk.PSK))
+		if s.pskHint != nil {
+			o = append(o, dtls.WithPSKIdentityHint(s.pskHint))
+		}
+	}
+	if s.clientCAs != nil {
+		o = append(o, dtls.WithClientCAs(s.clientCAs), dtls.WithClientAuth(dtls.RequireAndVerifyClientCert))
+	}
+	return o, nil
+}
+
+func (s *settings) clientOptions() ([]dtls.ClientOption, error) {
+	var o []dtls.ClientOption
+	for _, x := range s.shared() {
+		o = append(o, x)
+	}
+	if s.clientPSK != nil {
+		o = append(o, dtls.WithPSK(s.clientPSK), dtls.WithPSKIdentityHint(s.clientPSKID))
+	}
+	if s.cache != nil {
+		o = append(o, dtls.WithSessionStore(s.cache))
+	}
+	o = append(o, dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()))
+	return o, nil
+}

@@ -1,0 +1,249 @@
+package dtlsx
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3"
+)
+
+type stormResult struct {
+	elapsed     time.Duration // restart storm: first dial to last established
+	server      Stats
+	cache       CacheStats
+	echoes      int           // bystander round trips during the storm
+	echoFails   int           // bystander round trips that failed
+	echoP99     time.Duration // bystander latency during the storm
+	echoBefore  time.Duration // bystander p99 before the storm
+	failedDials int
+	rcvbufDrops int64 // kernel UDP receive-buffer overflows during the storm (all sockets)
+}
+
+// udpRcvbufErrors reads the host's UDP RcvbufErrors counter, or -1.
+func udpRcvbufErrors() int64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return -1
+	}
+	var names, values []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "Udp: ") {
+			continue
+		}
+		if names == nil {
+			names = strings.Fields(line)
+		} else {
+			values = strings.Fields(line)
+		}
+	}
+	for i, n := range names {
+		if n == "RcvbufErrors" && i < len(values) {
+			v, _ := strconv.ParseInt(values[i], 10, 64)
+			return v
+		}
+	}
+	return -1
+}
+
+// runStorm connects n clients to a gateway, restarts the gateway on the
+// same port (with the persisted session store, or with an empty memory
+// cache) and measures how long all n take to be established again, while
+// bystander devices that connected after the restart keep exchanging
+// messages.
+func runStorm(t testing.TB, n int, persisted bool) stormResult {
+	pki := newPKI(t)
+	ring, _ := NewKeyRing(1, bytes.Repeat([]byte{3}, 32))
+	store, err := OpenSQLiteStore(context.Background(), filepath.Join(t.TempDir(), "sessions.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	gateway := func(addr string, withStore bool) (*Listener, *SessionCache) {
+		var copts []CacheOption
+		if withStore {
+			copts = append(copts, WithPersistentStore(store, ring))
+		}
+		cache, err := NewSessionCache(copts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := Listen("udp", addr, WithCertificate(pki.server), WithSessionCache(cache),
+			WithSourceRate(0, 0), WithMaxPendingHandshakes(n+64), WithAcceptBacklog(n+64),
+			WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
+		if err != nil {
+			t.Fatal(err)
+		}
+		serveEcho(t, l)
+		return l, cache
+	}
+	// Each device keeps its own client session (a device resumes its own).
+	stores := make([]*mapStore, n)
+	for i := range stores {
+		stores[i] = newMapStore()
+	}
+	dialAll := func(raddr *net.UDPAddr, conns []*dtls.Conn) int {
+		var failed atomic.Int64
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 128) // devices handshaking at once
+		for i := range conns {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(i int) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				c, err := dtls.DialWithOptions("udp", raddr, dtls.WithInsecureSkipVerify(true),
+					dtls.WithSessionStore(stores[i]), dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+					dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				if err := c.HandshakeContext(ctx); err != nil {
+					failed.Add(1)
+					_ = c.Close()
+					return
+				}
+				conns[i] = c
+			}(i)
+		}
+		wg.Wait()
+		return int(failed.Load())
+	}
+	closeAll := func(conns []*dtls.Conn) {
+		for _, c := range conns {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+	}
+
+	l1, cache1 := gateway("127.0.0.1:0", true)
+	addr := l1.Addr().(*net.UDPAddr)
+	first := make([]*dtls.Conn, n)
+	if failed := dialAll(addr, first); failed > 0 {
+		t.Fatalf("%d of %d initial handshakes failed", failed, n)
+	}
+	// Restart: the old process's sessions reach the store on Close.
+	_ = l1.Close()
+	_ = cache1.Close()
+	closeAll(first)
+
+	l2, cache2 := gateway(addr.String(), persisted)
+	defer cache2.Close()
+	bystanders := make([]*dtls.Conn, 4)
+	for i := range bystanders {
+		c, err := Dial(ctxT(t, 10*time.Second), "udp", addr.String(), WithRootCAs(pki.pool), WithServerName("gw.test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bystanders[i] = c
+	}
+	defer closeAll(bystanders)
+	ping := func(stop <-chan struct{}) (lat []time.Duration, fails int) {
+		buf := make([]byte, 64)
+		for round := 0; ; round++ {
+			for _, c := range bystanders {
+				start := time.Now()
+				_ = c.SetDeadline(start.Add(2 * time.Second))
+				msg := []byte("bystander " + strconv.Itoa(round))
+				if _, err := c.Write(msg); err != nil {
+					fails++
+					continue
+				}
+				if k, err := c.Read(buf); err != nil || !bytes.Equal(buf[:k], msg) {
+					fails++
+					continue
+				}
+				lat = append(lat, time.Since(start))
+			}
+			select {
+			case <-stop:
+				return lat, fails
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	p99 := func(d []time.Duration) time.Duration {
+		if len(d) == 0 {
+			return 0
+		}
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)*99/100]
+	}
+	calm := make(chan struct{})
+	time.AfterFunc(200*time.Millisecond, func() { close(calm) })
+	before, _ := ping(calm)
+
+	var res stormResult
+	res.echoBefore = p99(before)
+	stop := make(chan struct{})
+	var during []time.Duration
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		during, res.echoFails = ping(stop)
+	}()
+	second := make([]*dtls.Conn, n)
+	drops0 := udpRcvbufErrors()
+	start := time.Now()
+	res.failedDials = dialAll(addr, second)
+	res.elapsed = time.Since(start)
+	res.rcvbufDrops = udpRcvbufErrors() - drops0
+	close(stop)
+	wg.Wait()
+	closeAll(second)
+	res.echoes, res.echoP99 = len(during), p99(during)
+	res.server, res.cache = l2.Stats(), cache2.Stats()
+	return res
+}
+
+// TestReconnectStorm restarts a gateway under n devices (40 here; set
+// DTLSX_STORM_CLIENTS=5000 for the full run recorded in BENCHMARKS.md)
+// with and without the persisted session store.
+func TestReconnectStorm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("storm in -short mode")
+	}
+	n := 40
+	if v := os.Getenv("DTLSX_STORM_CLIENTS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
+			t.Fatalf("DTLSX_STORM_CLIENTS=%q", v)
+		}
+	}
+	cold := runStorm(t, n, false)
+	warm := runStorm(t, n, true)
+	for _, r := range []struct {
+		name string
+		res  stormResult
+	}{{"without store", cold}, {"with store", warm}} {
+		t.Logf("%s: %d devices established in %v (%.0f/s); failed %d; full %d resumed %d; store hits %d; bystanders: %d round trips, %d failed, p99 %v (before %v); admission waits %d, inbox drops %d, kernel UDP rcvbuf drops %d",
+			r.name, n, r.res.elapsed, float64(n)/r.res.elapsed.Seconds(), r.res.failedDials,
+			r.res.server.HandshakesFull, r.res.server.HandshakesResumed, r.res.cache.StoreHits,
+			r.res.echoes, r.res.echoFails, r.res.echoP99, r.res.echoBefore,
+			r.res.server.AdmissionWaits, r.res.server.InboxDrops, r.res.rcvbufDrops)
+		if r.res.failedDials != 0 || r.res.echoFails != 0 || r.res.echoes == 0 {
+			t.Errorf("%s: %d dials and %d bystander round trips failed (%d succeeded)", r.name, r.res.failedDials, r.res.echoFails, r.res.echoes)
+		}
+	}
+	t.Logf("restart storm speed-up with the persisted store: %.1fx", cold.elapsed.Seconds()/warm.elapsed.Seconds())
+	if warm.server.HandshakesResumed != uint64(n) || warm.cache.StoreHits != uint64(n) {
+		t.Errorf("with store: %d resumed, %d store hits; want %d of each", warm.server.HandshakesResumed, warm.cache.StoreHits, n)
+	}
+	if cold.server.HandshakesResumed != 0 || cold.server.HandshakesFull != uint64(n)+4 {
+		t.Errorf("without store: %+v; want %d full handshakes", cold.server, n+4)
+	}
+}

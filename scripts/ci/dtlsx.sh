@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# dtlsx: fuzz the datagram router's record parser, the stored-session
+# decoder and the PSK file parser (one target per invocation).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+for target in FuzzParseRecord FuzzDecodeSession FuzzParsePSKTable; do
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" ./dtlsx/
+done
