@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for target in FuzzParseRecord FuzzDecodeSession FuzzParsePSKTable; do
-  go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" ./dtlsx/
+  scripts/fuzz ./dtlsx/ "$target" "${FUZZTIME:-10s}"
 done
