@@ -28,7 +28,7 @@ import (
 func TestGatewayChild(t *testing.T) {
 	db := os.Getenv("RESUME_CHILD_DB")
 	if db == "" {
-		t.Skip("started only as a child process by TestKill9")
+		return // started only as a child process by TestKill9: not a test of its own
 	}
 	st, err := OpenSQLiteStore(SQLiteConfig{Path: db, Logger: quietLogger(), MinFreeBytes: -1})
 	if err != nil {
