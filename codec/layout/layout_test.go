@@ -58,7 +58,7 @@ func TestEveryTypeOrderScale(t *testing.T) {
 				name := fmt.Sprintf("%s/%s/scale=%v,bias=%v", typ, o, sc.scale, sc.bias)
 				t.Run(name, func(t *testing.T) {
 					if typ.Size() == 8 && (typ == Int64 || typ == Uint64) && sc.scale != 0 {
-						return // 64-bit integers with a scale are not exact in float64 (documented): not a test of its own
+						return // not applicable: 64-bit integers with a scale are not exact in float64 (documented)
 					}
 					if (typ == Float32 || typ == Float64) && sc.bias != 0 {
 						// The reference floats are tiny: a bias of 10 absorbs them.
