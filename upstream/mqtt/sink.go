@@ -170,9 +170,9 @@ func New(name string, cfg Config, opts ...Option) (*Sink, error) {
 		SetWriteTimeout(cfg.PublishTimeout).
 		SetAutoReconnect(false). // our own loop: jittered, reset only once stable
 		SetConnectRetry(false).
-		// No MaxResumePubInFlight: paho's bounded resume races with its
-		// reconnect (go test -race); what it resends is at most the window
-		// that was in flight when the link dropped.
+		// Each connection gets its own client and store (see
+		// keepConnected), so paho never resends on its own; the gateway's
+		// batch retry does, in order.
 		SetStore(paho.NewMemoryStore()).
 		SetOrderMatters(false).
 		SetConnectionLostHandler(s.connectionLost).
@@ -401,11 +401,18 @@ func (s *Sink) keepConnected() {
 				return
 			case <-t.C:
 			}
+			// A fresh client (and store) per connection: paho would resend
+			// the lost connection's in-flight window in map order, ahead of
+			// the gateway's in-order retry of the failed batch, and so break
+			// per-device order. The batch retry alone resends it in order.
 			s.mu.Lock()
 			s.down = make(chan struct{})
+			s.opts.SetStore(paho.NewMemoryStore())
+			s.client = paho.NewClient(s.opts)
+			client := s.client
 			s.mu.Unlock()
 			s.attempts.Add(1)
-			tok := s.client.Connect()
+			tok := client.Connect()
 			select {
 			case <-s.stop:
 				return
