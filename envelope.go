@@ -94,8 +94,11 @@ func (v Value) AppendJSON(dst []byte) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString quotes s as a JSON string. Invalid UTF-8 becomes U+FFFD
-// so the output is always valid JSON.
+// AppendJSONString appends s as a quoted JSON string. Invalid UTF-8 becomes
+// U+FFFD, so the output is always valid JSON. It does not allocate beyond
+// dst.
+func AppendJSONString(dst []byte, s string) []byte { return appendJSONString(dst, s) }
+
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0

@@ -667,35 +667,11 @@ func appendJSONValue(dst []byte, p *gateway.Point) ([]byte, error) {
 	}
 }
 
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString quotes s; field names the point in errors.
+// appendJSONString quotes s; field names the point in errors. Unlike the
+// envelope, a device encoding refuses invalid UTF-8 instead of replacing it.
 func appendJSONString(dst []byte, s, field string) ([]byte, error) {
 	if !utf8.ValidString(s) {
 		return dst, &layout.FieldError{Codec: "json", Field: field, Offset: len(dst), Err: fmt.Errorf("%w: text is not valid UTF-8", layout.ErrType)}
 	}
-	dst = append(dst, '"')
-	from := 0
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if ch >= 0x20 && ch != '"' && ch != '\\' {
-			continue
-		}
-		dst = append(dst, s[from:i]...)
-		switch ch {
-		case '"', '\\':
-			dst = append(dst, '\\', ch)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[ch>>4], hexDigits[ch&0xf])
-		}
-		from = i + 1
-	}
-	dst = append(dst, s[from:]...)
-	return append(dst, '"'), nil
+	return gateway.AppendJSONString(dst, s), nil
 }
