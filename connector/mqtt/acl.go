@@ -60,6 +60,9 @@ func allowed(filters []string, topic string, subscribe bool) bool {
 // filterCovers reports whether every topic matched by sub is matched by
 // acl.
 func filterCovers(acl, sub string) bool {
+	if sub == "" {
+		return false // an empty filter is a protocol error in MQTT, never covered
+	}
 	a, s := strings.Split(acl, "/"), strings.Split(sub, "/")
 	for i, al := range a {
 		if al == "#" {
