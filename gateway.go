@@ -142,6 +142,9 @@ func New(opts ...Option) (*Gateway, error) {
 	if s.router != nil && len(s.routes) > 0 {
 		return nil, errors.New("gateway: WithRouter and WithRoute are mutually exclusive")
 	}
+	if err := s.pickDrainer(); err != nil {
+		return nil, err
+	}
 	g := &Gateway{
 		s:          s,
 		log:        s.logger,
@@ -314,7 +317,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	if g.s.mode == ModeEdge {
 		g.ctrlWG.Add(1)
-		go g.replayLoop(ctrlCtx)
+		if g.s.drainer != nil {
+			go g.drainLoop(ctrlCtx)
+		} else {
+			go g.replayLoop(ctrlCtx)
+		}
 	}
 	g.log.Info("gateway running", "mode", g.s.mode.String(), "workers", len(g.shards),
 		"connectors", nConn, "sinks", nSink)

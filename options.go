@@ -90,6 +90,7 @@ type namedConnector struct {
 type namedSink struct {
 	name string
 	sink Sink
+	live Sink // what live traffic is published to: sink, or a Drainer's wrapper of it
 	hash string
 }
 
@@ -108,6 +109,7 @@ type settings struct {
 	routes          []Route
 	router          Router
 	store           Store
+	drainer         Drainer
 	storeBuilt      bool // built from configuration: the gateway closes it
 	shaper          Shaper
 	policy          Policy

@@ -38,6 +38,7 @@ func (g *Gateway) newSinkRun(ns namedSink) *sinkRun {
 		swapped: make(chan struct{}, 1),
 		retired: make(chan struct{}),
 	}
+	g.liveSink(&ns)
 	sr.impl.Store(&ns)
 	sr.healthy.Store(true)
 	return sr
@@ -71,6 +72,7 @@ func (sr *sinkRun) ensureStarted() error {
 }
 
 func (sr *sinkRun) swap(ns namedSink) {
+	sr.g.liveSink(&ns)
 	sr.impl.Store(&ns)
 	select {
 	case sr.swapped <- struct{}{}:
@@ -162,7 +164,7 @@ func (sr *sinkRun) publish(batch []*Message) {
 	for {
 		err := sr.ensureStarted()
 		if err == nil {
-			err = sr.current().sink.Publish(g.pubCtx, batch)
+			err = sr.current().live.Publish(g.pubCtx, batch)
 		}
 		if err == nil {
 			if g.edge() {

@@ -22,9 +22,13 @@ type Redialer interface {
 
 // DrainerConfig configures a Drainer.
 type DrainerConfig struct {
-	// Store holds the backlog; Sink takes it. Required.
+	// Store holds the backlog. Required.
 	Store gateway.Store
-	Sink  gateway.Sink
+	// Sink takes every per-sink record when the drainer runs on its own
+	// (Run); required there. Inside a gateway (gateway.WithDrainer, which
+	// calls Drain) records go to the sink they were stored for, and Sink
+	// is not used.
+	Sink gateway.Sink
 	// Batch is the records per Publish. Default 256.
 	Batch int
 	// InFlight bounds the batches being published at once. Default 4.
@@ -39,8 +43,18 @@ type DrainerConfig struct {
 	Poll time.Duration
 	// Machine, when set, is told PublishOK, PublishFailed and BacklogEmpty,
 	// and gates the drain: nothing is sent while it is Offline, and
-	// entering Recovering or Draining starts a round at once.
+	// entering Recovering or Draining starts a round at once. Inside a
+	// gateway it also sees the outcome of every live publish, and while it
+	// is Offline live publishes are refused at once (ErrOffline), so the
+	// gateway spills them to the store instead of waiting on a dead
+	// connection. Something must move it out of Offline: a Monitor with
+	// probes (a publish that is never attempted cannot).
 	Machine *Machine
+	// LiveWeight and BacklogWeight share each sink between live traffic
+	// and the drain inside a gateway (see UplinkShare): when both wait,
+	// live gets LiveWeight turns for BacklogWeight turns of the drain, and
+	// at most InFlight publishes run on a sink at once. Defaults 3 and 1.
+	LiveWeight, BacklogWeight int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -59,15 +73,114 @@ type Drainer struct {
 	cutMu  sync.Mutex
 	cutCtx context.Context
 	cut    context.CancelFunc
+	offCtx context.Context // ends at the next entry into Offline: cuts live publishes
+	offCut context.CancelFunc
 
-	inflight            atomic.Int64
-	sent, failed, acked atomic.Uint64
+	target gateway.DrainTarget // set by Drain: records go to their own sinks
+
+	shareMu sync.Mutex
+	shares  map[string]*UplinkShare // per sink name, made by WrapLive
+
+	inflight                      atomic.Int64
+	sent, failed, acked, orphaned atomic.Uint64
+	refused                       atomic.Uint64
+}
+
+var (
+	_ gateway.Drainer     = (*Drainer)(nil)
+	_ gateway.LiveWrapper = (*Drainer)(nil)
+)
+
+// ErrOffline is returned for a live publish refused because the state
+// machine says the uplink is down; the gateway spills the batch to the
+// store.
+var ErrOffline = errors.New("resume: uplink offline")
+
+// upstreams returns the sinks the drainer publishes to: Sink, or the
+// sinks the gateway's live traffic goes to.
+func (d *Drainer) upstreams() []gateway.Sink {
+	if d.cfg.Sink != nil {
+		return []gateway.Sink{d.cfg.Sink}
+	}
+	d.shareMu.Lock()
+	defer d.shareMu.Unlock()
+	out := make([]gateway.Sink, 0, len(d.shares))
+	for _, u := range d.shares {
+		out = append(out, u.sink)
+	}
+	return out
+}
+
+// WrapLive implements gateway.LiveWrapper: the gateway publishes the live
+// traffic of sink name through the returned sink. It takes its turns on
+// the sink's UplinkShare, is refused while the machine is Offline, and
+// tells the machine how each publish went.
+func (d *Drainer) WrapLive(name string, s gateway.Sink) gateway.Sink {
+	u := NewUplinkShare(s, d.cfg.LiveWeight, d.cfg.BacklogWeight, d.cfg.InFlight)
+	d.shareMu.Lock()
+	d.shares[name] = u
+	d.shareMu.Unlock()
+	return &liveSink{d: d, view: shareView{u, classLive, s}}
+}
+
+type liveSink struct {
+	d    *Drainer
+	view shareView
+}
+
+func (l *liveSink) Publish(ctx context.Context, msgs []*gateway.Message) error {
+	d := l.d
+	if d.paused() {
+		d.refused.Add(uint64(len(msgs)))
+		return ErrOffline
+	}
+	if d.cfg.Machine != nil {
+		// A publish stuck on a connection the probes declared dead is cut
+		// when the machine enters Offline, so the gateway spills the batch
+		// now instead of after the sink's own timeout.
+		lctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(d.offline(), cancel)
+		defer stop()
+		ctx = lctx
+	}
+	err := l.view.Publish(ctx, msgs)
+	if err != nil && ctx.Err() != nil && d.paused() {
+		d.refused.Add(uint64(len(msgs)))
+		return fmt.Errorf("%w: %w", ErrOffline, err)
+	}
+	if m := d.cfg.Machine; m != nil && ctx.Err() == nil {
+		if err != nil {
+			m.Fire(PublishFailed)
+		} else {
+			m.Fire(PublishOK)
+		}
+	}
+	return err
+}
+
+// backlogSink returns where records stored for name go, nil if nowhere.
+func (d *Drainer) backlogSink(name string) gateway.Sink {
+	if d.target == nil {
+		return d.cfg.Sink
+	}
+	s := d.target.Sink(name)
+	if s == nil {
+		return nil
+	}
+	d.shareMu.Lock()
+	u := d.shares[name]
+	d.shareMu.Unlock()
+	if u == nil {
+		return s
+	}
+	return shareView{u, classBacklog, s}
 }
 
 // NewDrainer validates cfg. Nothing runs until Run.
 func NewDrainer(cfg DrainerConfig) (*Drainer, error) {
-	if cfg.Store == nil || cfg.Sink == nil {
-		return nil, errors.New("resume: drainer: store and sink are required")
+	if cfg.Store == nil {
+		return nil, errors.New("resume: drainer: a store is required")
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 256
@@ -81,7 +194,13 @@ func NewDrainer(cfg DrainerConfig) (*Drainer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &Drainer{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	if cfg.LiveWeight <= 0 {
+		cfg.LiveWeight = 3
+	}
+	if cfg.BacklogWeight <= 0 {
+		cfg.BacklogWeight = 1
+	}
+	d := &Drainer{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), shares: map[string]*UplinkShare{}}
 	if m := cfg.Machine; m != nil {
 		start := func(State, State, Event) { d.Kick() }
 		m.OnEnter(Recovering, start)
@@ -90,8 +209,10 @@ func NewDrainer(cfg DrainerConfig) (*Drainer, error) {
 		// TCP's retransmission backoff would delay recovery): cut them.
 		m.OnEnter(Offline, func(State, State, Event) {
 			d.cutInflight()
-			if r, ok := cfg.Sink.(Redialer); ok {
-				r.Redial()
+			for _, s := range d.upstreams() {
+				if r, ok := s.(Redialer); ok {
+					r.Redial()
+				}
 			}
 		})
 	}
@@ -115,6 +236,19 @@ func (d *Drainer) cutInflight() {
 	if d.cut != nil {
 		d.cut()
 	}
+	if d.offCut != nil {
+		d.offCut()
+	}
+}
+
+// offline returns a context that ends at the next entry into Offline.
+func (d *Drainer) offline() context.Context {
+	d.cutMu.Lock()
+	defer d.cutMu.Unlock()
+	if d.offCtx == nil || d.offCtx.Err() != nil {
+		d.offCtx, d.offCut = context.WithCancel(context.Background())
+	}
+	return d.offCtx
 }
 
 // Kick makes the drainer look at the store now.
@@ -128,12 +262,19 @@ func (d *Drainer) Kick() {
 // DrainStats counts a Drainer's work.
 type DrainStats struct {
 	Sent, Failed, Acked uint64
-	InFlight            int64
+	// Orphaned counts records dropped because their sink is gone from the
+	// gateway's configuration.
+	Orphaned uint64
+	// Refused counts live messages refused while Offline (and spilled by
+	// the gateway).
+	Refused  uint64
+	InFlight int64
 }
 
 // Stats returns the drainer's counters.
 func (d *Drainer) Stats() DrainStats {
-	return DrainStats{Sent: d.sent.Load(), Failed: d.failed.Load(), Acked: d.acked.Load(), InFlight: d.inflight.Load()}
+	return DrainStats{Sent: d.sent.Load(), Failed: d.failed.Load(), Acked: d.acked.Load(),
+		Orphaned: d.orphaned.Load(), Refused: d.refused.Load(), InFlight: d.inflight.Load()}
 }
 
 func (d *Drainer) paused() bool {
@@ -144,8 +285,27 @@ func (d *Drainer) paused() bool {
 	return s == Offline
 }
 
-// Run drains until ctx ends, then waits for the batches in flight.
+// Drain implements gateway.Drainer: it drains until ctx ends, sending each
+// record to the sink it was stored for and frame records back to the
+// gateway. A Drainer runs once, either by Drain or by Run.
+func (d *Drainer) Drain(ctx context.Context, t gateway.DrainTarget) error {
+	if t == nil {
+		return errors.New("resume: drainer: nil target")
+	}
+	d.target = t
+	return d.run(ctx)
+}
+
+// Run drains into cfg.Sink until ctx ends, then waits for the batches in
+// flight.
 func (d *Drainer) Run(ctx context.Context) error {
+	if d.cfg.Sink == nil {
+		return errors.New("resume: drainer: Run needs a Sink (inside a gateway, use gateway.WithDrainer)")
+	}
+	return d.run(ctx)
+}
+
+func (d *Drainer) run(ctx context.Context) error {
 	d.wheel = NewRetryWheel(d.cfg.Tick)
 	defer d.wheel.Close()
 	slots := make(chan struct{}, d.cfg.InFlight)
@@ -194,15 +354,36 @@ func (d *Drainer) Run(ctx context.Context) error {
 	return nil
 }
 
-// publish sends one batch and acks it, or schedules its retry.
+// publish sends one batch, grouped by the sink each record was stored
+// for, and acks each group, or schedules its retry.
 func (d *Drainer) publish(ctx context.Context, recs []gateway.Record) {
-	msgs := make([]*gateway.Message, 0, len(recs))
+	var frames []gateway.Record
 	var bad []uint64
-	var good, frames []gateway.Record
+	type group struct {
+		name string
+		recs []gateway.Record
+		msgs []*gateway.Message
+	}
+	var groups []*group
 	for _, r := range recs {
 		if r.Sink == gateway.FrameRecord {
 			frames = append(frames, r) // the gateway decodes and routes these
 			continue
+		}
+		name := r.Sink
+		if d.target == nil {
+			name = "" // one sink takes everything
+		}
+		var g *group
+		for _, x := range groups {
+			if x.name == name {
+				g = x
+				break
+			}
+		}
+		if g == nil {
+			g = &group{name: name}
+			groups = append(groups, g)
 		}
 		m := &gateway.Message{}
 		if err := m.UnmarshalBinary(r.Payload); err != nil {
@@ -210,25 +391,46 @@ func (d *Drainer) publish(ctx context.Context, recs []gateway.Record) {
 			bad = append(bad, r.Seq)
 			continue
 		}
-		msgs = append(msgs, m)
-		good = append(good, r)
-	}
-	if len(bad) > 0 {
-		_ = d.cfg.Store.Ack(ctx, bad...)
+		g.msgs = append(g.msgs, m)
+		g.recs = append(g.recs, r)
 	}
 	if len(frames) > 0 {
-		// Leave them queued for the gateway, a poll interval from now so
-		// this drainer does not spin on them.
-		due := time.Now().Add(d.cfg.Poll)
-		for i := range frames {
-			frames[i].NextTry = due
+		if d.target != nil {
+			d.target.Frames(ctx, frames)
+		} else {
+			// Leave them queued for a gateway, a poll interval from now
+			// so this drainer does not spin on them.
+			due := time.Now().Add(d.cfg.Poll)
+			for i := range frames {
+				frames[i].NextTry = due
+			}
+			_ = d.cfg.Store.Release(context.WithoutCancel(ctx), frames)
 		}
-		_ = d.cfg.Store.Release(context.WithoutCancel(ctx), frames)
 	}
-	if len(msgs) == 0 {
-		return
+	for _, g := range groups {
+		if len(g.msgs) == 0 {
+			continue
+		}
+		sink := d.backlogSink(g.name)
+		if sink == nil {
+			d.log.Warn("drain: records for a sink no longer configured dropped", "sink", g.name, "count", len(g.recs))
+			d.orphaned.Add(uint64(len(g.recs)))
+			for _, r := range g.recs {
+				bad = append(bad, r.Seq)
+			}
+			continue
+		}
+		d.publishGroup(ctx, sink, g.recs, g.msgs)
 	}
-	err := d.cfg.Sink.Publish(ctx, msgs)
+	if len(bad) > 0 {
+		_ = d.cfg.Store.Ack(context.WithoutCancel(ctx), bad...)
+	}
+}
+
+// publishGroup sends the messages of one sink and acks their records, or
+// schedules their retry.
+func (d *Drainer) publishGroup(ctx context.Context, sink gateway.Sink, good []gateway.Record, msgs []*gateway.Message) {
+	err := sink.Publish(ctx, msgs)
 	if err == nil {
 		seqs := make([]uint64, len(good))
 		for i, r := range good {

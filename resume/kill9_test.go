@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -30,7 +31,22 @@ func TestGatewayChild(t *testing.T) {
 	if db == "" {
 		return // started only as a child process by TestKill9: not a test of its own
 	}
-	st, err := OpenSQLiteStore(SQLiteConfig{Path: db, Logger: quietLogger(), MinFreeBytes: -1})
+	// Half the cycles run the resume Drainer inside the gateway (frames a
+	// crash left go back through Drain's target), half the gateway's own
+	// replay; both read the same file.
+	var st gateway.Store
+	var err error
+	if os.Getenv("RESUME_CHILD_EDGE") != "" {
+		var es *EdgeStore
+		es, err = NewEdgeStore(EdgeConfig{Store: SQLiteConfig{Path: db, Logger: quietLogger(), MinFreeBytes: -1},
+			Drain: DrainerConfig{Logger: quietLogger(), Backoff: Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}}})
+		if err == nil {
+			err = es.Open()
+		}
+		st = es
+	} else {
+		st, err = OpenSQLiteStore(SQLiteConfig{Path: db, Logger: quietLogger(), MinFreeBytes: -1})
+	}
 	if err != nil {
 		fmt.Println("FAIL", err)
 		os.Exit(2)
@@ -51,7 +67,7 @@ func TestGatewayChild(t *testing.T) {
 	fmt.Printf("READY %s\n", ln.Addr())
 	_ = g.Run(ctx)
 	_ = sink.Close()
-	_ = st.Close()
+	_ = st.(io.Closer).Close()
 	os.Exit(0)
 }
 
@@ -60,11 +76,14 @@ type child struct {
 	addr string
 }
 
-func startChild(t *testing.T, db, broker, topic, off string) *child {
+func startChild(t *testing.T, db, broker, topic, off string, edge bool) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestGatewayChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "RESUME_CHILD_DB="+db, "RESUME_CHILD_BROKER="+broker,
 		"RESUME_CHILD_TOPIC="+topic, "RESUME_CHILD_OFF="+off)
+	if edge {
+		cmd.Env = append(cmd.Env, "RESUME_CHILD_EDGE=1")
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +204,7 @@ func TestKill9(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		c := startChild(t, db, mq.addr, topic, off)
+		c := startChild(t, db, mq.addr, topic, off, i%4 >= 2)
 		stop := make(chan struct{})
 		if drainCycle {
 			// Build a backlog the sink cannot take, then let it drain and
@@ -207,7 +226,7 @@ func TestKill9(t *testing.T) {
 		}
 	}
 	_ = os.Remove(off)
-	c := startChild(t, db, mq.addr, topic, off)
+	c := startChild(t, db, mq.addr, topic, off, true)
 	defer c.terminate()
 	devs.mu.Lock()
 	acked := make([]gateway.MessageID, 0, len(devs.acked))

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/testenv"
 )
 
@@ -31,44 +32,60 @@ func TestNetnsChild(t *testing.T) {
 		return // started only as a child process by TestVethCut: not a test of its own
 	}
 	host, _, _ := net.SplitHostPort(broker)
-	st, err := OpenSQLiteStore(SQLiteConfig{Path: os.Getenv("RESUME_NETNS_DB"), Logger: quietLogger(), MinFreeBytes: -1})
+	// The whole gateway in edge mode, with the EdgeStore in charge of the
+	// drain and the live path, as a deployment would run it.
+	sink := &pahoSink{broker: broker, clientID: "netns-gw", topic: os.Getenv("RESUME_NETNS_TOPIC")}
+	st, err := NewEdgeStore(EdgeConfig{
+		Store: SQLiteConfig{Path: os.Getenv("RESUME_NETNS_DB"), Logger: quietLogger(), MinFreeBytes: -1},
+		Drain: DrainerConfig{Batch: 256, InFlight: 4, Logger: quietLogger(),
+			Backoff: Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}},
+		Monitor: MonitorConfig{Interval: 200 * time.Millisecond, Probes: []Probe{
+			&ICMPProbe{Host: host},
+			&HTTPHeadProbe{URL: os.Getenv("RESUME_NETNS_HTTP")},
+			&HeartbeatProbe{Addr: os.Getenv("RESUME_NETNS_HEARTBEAT")},
+		}},
+	})
 	if err != nil {
 		fmt.Println("FAIL", err)
 		os.Exit(2)
 	}
-	m := NewMachine(MachineConfig{Logger: quietLogger(), Backlog: func() bool { return st.Stats().Rows > 0 }})
 	var out sync.Mutex
 	for s := State(0); s < numStates; s++ {
-		m.OnEnter(s, func(from, to State, ev Event) {
+		st.Machine().OnEnter(s, func(from, to State, ev Event) {
 			out.Lock()
 			fmt.Printf("STATE %s %d\n", to, time.Now().UnixNano())
 			out.Unlock()
 		})
 	}
-	sink := &pahoSink{broker: broker, clientID: "netns-gw", topic: os.Getenv("RESUME_NETNS_TOPIC")}
-	d, _ := NewDrainer(DrainerConfig{Store: st, Sink: sink, Batch: 256, InFlight: 4, Machine: m, Logger: quietLogger(),
-		Backoff: Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}})
-	mon, _ := NewMonitor(MonitorConfig{Machine: m, Interval: 200 * time.Millisecond, Probes: []Probe{
-		&ICMPProbe{Host: host},
-		&HTTPHeadProbe{URL: os.Getenv("RESUME_NETNS_HTTP")},
-		&HeartbeatProbe{Addr: os.Getenv("RESUME_NETNS_HEARTBEAT")},
-	}})
+	g, err := gateway.New(gateway.WithLogger(quietLogger()), gateway.WithMode(gateway.ModeEdge), gateway.WithStore(st),
+		gateway.WithSink("up", sink), gateway.WithQoS(1), gateway.WithShutdownTimeout(30*time.Second))
+	if err != nil {
+		fmt.Println("FAIL", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	runCtx, stopRun := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = d.Run(runCtx) }()
-	go func() { defer wg.Done(); mon.Run(runCtx) }()
-	s := &stack{store: st}
+	done := make(chan error, 1)
+	go func() { done <- g.Run(runCtx) }()
 	out.Lock()
 	fmt.Println("READY")
 	out.Unlock()
+	var produced uint64
 	tk := time.NewTicker(10 * time.Millisecond)
 	for ctx.Err() == nil {
 		select {
 		case <-tk.C:
-			s.produce(t, 10)
+			for i := 0; i < 10; i++ {
+				produced++
+				f := gateway.AcquireFrame()
+				f.Device, f.Topic, f.ID = "dev", "t", idOf(produced)
+				f.Payload = append(f.Payload, 'x')
+				if err := g.Inject(ctx, f); err != nil {
+					produced--
+					break
+				}
+			}
 		case <-ctx.Done():
 		}
 	}
@@ -78,11 +95,13 @@ func TestNetnsChild(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stopRun()
-	wg.Wait()
+	<-done
+	ds := st.Drainer().Stats()
 	_ = sink.Close()
 	_ = st.Close()
 	out.Lock()
-	fmt.Printf("PRODUCED %d\n", s.next.Load())
+	fmt.Printf("DRAINED %d %d\n", ds.Acked, ds.Refused)
+	fmt.Printf("PRODUCED %d\n", produced)
 	out.Unlock()
 	os.Exit(0)
 }
@@ -150,6 +169,7 @@ func TestVethCut(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	states := make(chan stateAt, 1024)
 	produced := make(chan uint64, 1)
+	drained := make(chan [2]string, 1)
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -161,6 +181,8 @@ func TestVethCut(t *testing.T) {
 			case len(f) == 3 && f[0] == "STATE":
 				ns, _ := strconv.ParseInt(f[2], 10, 64)
 				states <- stateAt{f[1], time.Unix(0, ns)}
+			case len(f) == 3 && f[0] == "DRAINED":
+				drained <- [2]string{f[1], f[2]}
 			case len(f) == 2 && f[0] == "PRODUCED":
 				n, _ := strconv.ParseUint(f[1], 10, 64)
 				produced <- n
@@ -228,6 +250,17 @@ func TestVethCut(t *testing.T) {
 	}
 	if len(missing) > 0 {
 		t.Fatalf("%d of %d messages lost (first %d)", len(missing), n, missing[0])
+	}
+	// The backlog went out through the resume Drainer inside the gateway,
+	// and live traffic was refused (spilled) while Offline.
+	select {
+	case d := <-drained:
+		t.Logf("drainer acked %s records; %s live messages refused while offline", d[0], d[1])
+		if d[0] == "0" {
+			t.Fatal("the resume drainer replayed nothing: the gateway did not use it")
+		}
+	default:
+		t.Fatal("child did not report its drainer")
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	t.Logf("%d cuts, %d messages, all delivered; link-up to Draining: min %v p50 %v p90 %v max %v",

@@ -1,6 +1,8 @@
 package resume
 
 import (
+	"net"
+	"net/url"
 	"time"
 
 	"github.com/iotgw/gateway"
@@ -19,6 +21,19 @@ import (
 //	    overflow: reject_new         # reject_new (default) | drop_oldest
 //	    min_free_bytes: 16777216     # -1 disables the check
 //	    skip_integrity_check: false
+//	    drain:                       # optional: the resume Drainer replays the backlog
+//	      batch: 256
+//	      in_flight: 4
+//	      live_weight: 3             # live:backlog turns on a shared sink
+//	      backlog_weight: 1
+//	      backoff_min: 100ms
+//	      backoff_max: 5s
+//	      probes:                    # optional: state machine gated by a quorum of probes
+//	        interval: 200ms
+//	        quorum: 2
+//	        icmp: 198.51.100.7
+//	        http_head: https://cloud.example/health
+//	        heartbeat: cloud.example:9999
 type sqliteSection struct {
 	Path               string        `yaml:"path"`
 	Synchronous        string        `yaml:"synchronous"`
@@ -29,6 +44,26 @@ type sqliteSection struct {
 	Overflow           string        `yaml:"overflow"`
 	MinFreeBytes       int64         `yaml:"min_free_bytes"`
 	SkipIntegrityCheck bool          `yaml:"skip_integrity_check"`
+	Drain              *drainSection `yaml:"drain"`
+}
+
+type drainSection struct {
+	Batch         int           `yaml:"batch"`
+	InFlight      int           `yaml:"in_flight"`
+	LiveWeight    int           `yaml:"live_weight"`
+	BacklogWeight int           `yaml:"backlog_weight"`
+	BackoffMin    time.Duration `yaml:"backoff_min"`
+	BackoffMax    time.Duration `yaml:"backoff_max"`
+	Probes        *probeSection `yaml:"probes"`
+}
+
+type probeSection struct {
+	Interval  time.Duration `yaml:"interval"`
+	Timeout   time.Duration `yaml:"timeout"`
+	Quorum    int           `yaml:"quorum"`
+	ICMP      string        `yaml:"icmp"`
+	HTTPHead  string        `yaml:"http_head"`
+	Heartbeat string        `yaml:"heartbeat"`
 }
 
 // Register adds the store kind "sqlite" to reg, so a configuration can say
@@ -64,10 +99,77 @@ func Register(reg *gateway.Registry) error {
 		if sec.CommitMaxRecords < 0 {
 			return nil, spec.Errorf("commit_max_records", "must not be negative")
 		}
-		st, err := NewSQLiteStore(cfg)
+		if sec.Drain == nil {
+			st, err := NewSQLiteStore(cfg)
+			if err != nil {
+				return nil, spec.Errorf("path", "%v", err)
+			}
+			return st, nil
+		}
+		ec, err := edgeConfig(spec, sec.Drain)
+		if err != nil {
+			return nil, err
+		}
+		ec.Store = cfg
+		st, err := NewEdgeStore(ec)
 		if err != nil {
 			return nil, spec.Errorf("path", "%v", err)
 		}
 		return st, nil
 	})
+}
+
+// edgeConfig checks the drain section; errors name the field.
+func edgeConfig(spec gateway.Section, d *drainSection) (EdgeConfig, error) {
+	var ec EdgeConfig
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"drain.batch", d.Batch}, {"drain.in_flight", d.InFlight}, {"drain.live_weight", d.LiveWeight}, {"drain.backlog_weight", d.BacklogWeight}} {
+		if f.v < 0 {
+			return ec, spec.Errorf(f.name, "must not be negative")
+		}
+	}
+	if d.BackoffMin < 0 || d.BackoffMax < 0 {
+		return ec, spec.Errorf("drain.backoff_min", "backoff must not be negative")
+	}
+	if d.BackoffMax > 0 && d.BackoffMin > d.BackoffMax {
+		return ec, spec.Errorf("drain.backoff_min", "%v is above backoff_max %v", d.BackoffMin, d.BackoffMax)
+	}
+	ec.Drain = DrainerConfig{Batch: d.Batch, InFlight: d.InFlight, LiveWeight: d.LiveWeight, BacklogWeight: d.BacklogWeight,
+		Backoff: Backoff{Min: d.BackoffMin, Max: d.BackoffMax}}
+	p := d.Probes
+	if p == nil {
+		return ec, nil
+	}
+	if p.Interval < 0 || p.Timeout < 0 {
+		return ec, spec.Errorf("drain.probes.interval", "must not be negative")
+	}
+	if p.ICMP != "" {
+		if ip := net.ParseIP(p.ICMP); ip == nil || ip.To4() == nil {
+			return ec, spec.Errorf("drain.probes.icmp", "%q: want an IPv4 address", p.ICMP)
+		}
+		ec.Monitor.Probes = append(ec.Monitor.Probes, &ICMPProbe{Host: p.ICMP})
+	}
+	if p.HTTPHead != "" {
+		u, err := url.Parse(p.HTTPHead)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return ec, spec.Errorf("drain.probes.http_head", "%q: want an http or https URL", p.HTTPHead)
+		}
+		ec.Monitor.Probes = append(ec.Monitor.Probes, &HTTPHeadProbe{URL: p.HTTPHead})
+	}
+	if p.Heartbeat != "" {
+		if _, port, err := net.SplitHostPort(p.Heartbeat); err != nil || port == "" {
+			return ec, spec.Errorf("drain.probes.heartbeat", "%q: want host:port", p.Heartbeat)
+		}
+		ec.Monitor.Probes = append(ec.Monitor.Probes, &HeartbeatProbe{Addr: p.Heartbeat})
+	}
+	if len(ec.Monitor.Probes) == 0 {
+		return ec, spec.Errorf("drain.probes", "no probe configured: give icmp, http_head and/or heartbeat")
+	}
+	if p.Quorum < 0 || p.Quorum > len(ec.Monitor.Probes) {
+		return ec, spec.Errorf("drain.probes.quorum", "%d: want 1..%d (the probes configured)", p.Quorum, len(ec.Monitor.Probes))
+	}
+	ec.Monitor.Quorum, ec.Monitor.Interval, ec.Monitor.Timeout = p.Quorum, p.Interval, p.Timeout
+	return ec, nil
 }

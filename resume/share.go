@@ -51,10 +51,10 @@ func NewUplinkShare(sink gateway.Sink, live, backlog, concurrent int) *UplinkSha
 }
 
 // Live is the sink view for live traffic.
-func (u *UplinkShare) Live() gateway.Sink { return shareView{u, classLive} }
+func (u *UplinkShare) Live() gateway.Sink { return shareView{u, classLive, u.sink} }
 
 // Backlog is the sink view for the drain.
-func (u *UplinkShare) Backlog() gateway.Sink { return shareView{u, classBacklog} }
+func (u *UplinkShare) Backlog() gateway.Sink { return shareView{u, classBacklog, u.sink} }
 
 // Turns returns how many publishes live traffic and backlog have made.
 func (u *UplinkShare) Turns() (live, backlog uint64) {
@@ -66,6 +66,7 @@ func (u *UplinkShare) Turns() (live, backlog uint64) {
 type shareView struct {
 	u     *UplinkShare
 	class int
+	sink  gateway.Sink // where the turn publishes; the gateway's live and backlog paths differ
 }
 
 func (v shareView) Publish(ctx context.Context, msgs []*gateway.Message) error {
@@ -73,7 +74,7 @@ func (v shareView) Publish(ctx context.Context, msgs []*gateway.Message) error {
 		return err
 	}
 	defer v.u.release()
-	return v.u.sink.Publish(ctx, msgs)
+	return v.sink.Publish(ctx, msgs)
 }
 
 func (u *UplinkShare) acquire(ctx context.Context, class int) error {
