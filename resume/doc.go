@@ -7,7 +7,19 @@
 //	g, _ := gateway.New(gateway.WithMode(gateway.ModeEdge), gateway.WithStore(st), gateway.WithSink("cloud", sink))
 //	_ = g.Run(ctx) // a device's frame is committed before Deliver returns; replayed after a crash
 //
-// Or from YAML: call Register(reg) and write `store: {sqlite: {path: ...}}`.
+// With the recovery machinery in charge of the backlog, use an EdgeStore:
+// the gateway then runs its Drainer, and with probes its Monitor and
+// Machine, for the live path as well as the backlog (see gateway.Drainer):
+//
+//	st, _ := resume.NewEdgeStore(resume.EdgeConfig{
+//		Store:   resume.SQLiteConfig{Path: "/var/lib/gw/queue.db"},
+//		Monitor: resume.MonitorConfig{Probes: []resume.Probe{&resume.ICMPProbe{Host: "198.51.100.7"},
+//			&resume.HTTPHeadProbe{URL: "https://cloud.example/health"}, &resume.HeartbeatProbe{Addr: "cloud.example:9999"}}},
+//	})
+//	g, _ := gateway.New(gateway.WithMode(gateway.ModeEdge), gateway.WithStore(st), gateway.WithSink("cloud", sink))
+//
+// Or from YAML: call Register(reg) and write `store: {sqlite: {path: ...}}`;
+// a `drain:` block (with `probes:`) in that section builds an EdgeStore.
 //
 // The parts:
 //
@@ -28,5 +40,11 @@
 //     full-jitter backoff and a bounded window of batches in flight,
 //     paused while Offline and restarted the moment the link returns.
 //   - UplinkShare: live traffic and backlog share one sink by ratio.
+//   - EdgeStore: a SQLiteStore that is also the gateway's Drainer and
+//     LiveWrapper. Inside a gateway, records go to the sink they were
+//     stored for and frames left by a crash go back through decode and
+//     routing; live publishes take their turns on each sink's UplinkShare,
+//     feed the Machine, are cut when it enters Offline and refused while
+//     it stays there (the gateway spills them to the store at once).
 //   - Deduper: the consumer side of at-least-once delivery, by MessageID.
 package resume

@@ -70,53 +70,57 @@ type probeSection struct {
 // `store: {sqlite: {path: ...}}`. Building the store opens nothing; the
 // database opens on first use.
 func Register(reg *gateway.Registry) error {
-	return reg.AddStore("sqlite", func(spec gateway.Section) (gateway.Store, error) {
-		var sec sqliteSection
-		if err := spec.Decode(&sec); err != nil {
-			return nil, err
-		}
-		if sec.Path == "" {
-			return nil, spec.Errorf("path", "required: the database file")
-		}
-		cfg := SQLiteConfig{
-			Path: sec.Path, Synchronous: Synchronous(sec.Synchronous),
-			CommitMaxRecords: sec.CommitMaxRecords, CommitDelay: sec.CommitDelay,
-			MaxRows: sec.MaxRows, MaxBytes: sec.MaxBytes, MinFreeBytes: sec.MinFreeBytes,
-			SkipIntegrityCheck: sec.SkipIntegrityCheck,
-		}
-		switch sec.Overflow {
-		case "", "reject_new":
-		case "drop_oldest":
-			cfg.Overflow = OverflowDropOldest
-		default:
-			return nil, spec.Errorf("overflow", "%q: want reject_new or drop_oldest", sec.Overflow)
-		}
-		switch sec.Synchronous {
-		case "", "FULL", "NORMAL", "full", "normal":
-		default:
-			return nil, spec.Errorf("synchronous", "%q: want FULL or NORMAL", sec.Synchronous)
-		}
-		if sec.CommitMaxRecords < 0 {
-			return nil, spec.Errorf("commit_max_records", "must not be negative")
-		}
-		if sec.Drain == nil {
-			st, err := NewSQLiteStore(cfg)
-			if err != nil {
-				return nil, spec.Errorf("path", "%v", err)
-			}
-			return st, nil
-		}
-		ec, err := edgeConfig(spec, sec.Drain)
-		if err != nil {
-			return nil, err
-		}
-		ec.Store = cfg
-		st, err := NewEdgeStore(ec)
+	return reg.AddStore("sqlite", buildSQLite)
+}
+
+// buildSQLite is the factory of the "sqlite" store kind: a SQLiteStore, or
+// an EdgeStore when the section has a drain block.
+func buildSQLite(spec gateway.Section) (gateway.Store, error) {
+	var sec sqliteSection
+	if err := spec.Decode(&sec); err != nil {
+		return nil, err
+	}
+	if sec.Path == "" {
+		return nil, spec.Errorf("path", "required: the database file")
+	}
+	cfg := SQLiteConfig{
+		Path: sec.Path, Synchronous: Synchronous(sec.Synchronous),
+		CommitMaxRecords: sec.CommitMaxRecords, CommitDelay: sec.CommitDelay,
+		MaxRows: sec.MaxRows, MaxBytes: sec.MaxBytes, MinFreeBytes: sec.MinFreeBytes,
+		SkipIntegrityCheck: sec.SkipIntegrityCheck,
+	}
+	switch sec.Overflow {
+	case "", "reject_new":
+	case "drop_oldest":
+		cfg.Overflow = OverflowDropOldest
+	default:
+		return nil, spec.Errorf("overflow", "%q: want reject_new or drop_oldest", sec.Overflow)
+	}
+	switch sec.Synchronous {
+	case "", "FULL", "NORMAL", "full", "normal":
+	default:
+		return nil, spec.Errorf("synchronous", "%q: want FULL or NORMAL", sec.Synchronous)
+	}
+	if sec.CommitMaxRecords < 0 {
+		return nil, spec.Errorf("commit_max_records", "must not be negative")
+	}
+	if sec.Drain == nil {
+		st, err := NewSQLiteStore(cfg)
 		if err != nil {
 			return nil, spec.Errorf("path", "%v", err)
 		}
 		return st, nil
-	})
+	}
+	ec, err := edgeConfig(spec, sec.Drain)
+	if err != nil {
+		return nil, err
+	}
+	ec.Store = cfg
+	st, err := NewEdgeStore(ec)
+	if err != nil {
+		return nil, spec.Errorf("path", "%v", err)
+	}
+	return st, nil
 }
 
 // edgeConfig checks the drain section; errors name the field.
