@@ -283,3 +283,39 @@ func TestDrainerLeavesFrameRecords(t *testing.T) {
 		t.Fatalf("the frame record was dropped by the drainer")
 	}
 }
+
+// TestEdgeStoreYAMLProbes: the probes block builds a monitor with every
+// probe named and the quorum given.
+func TestEdgeStoreYAMLProbes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	yml := fmt.Sprintf("gateway: {mode: edge}\nstore:\n  sqlite:\n    path: %s\n    drain:\n      probes: {icmp: 127.0.0.1, http_head: \"http://127.0.0.1:9/\", heartbeat: \"127.0.0.1:9\", quorum: 3, interval: 50ms}\n", path)
+	cfg, err := gateway.ParseConfig([]byte(yml), "gw.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := gateway.NewRegistry()
+	var built gateway.Store
+	_ = reg.AddStore("sqlite", func(spec gateway.Section) (gateway.Store, error) {
+		st, err := buildSQLite(spec)
+		built = st
+		return st, err
+	})
+	if _, err := gateway.New(gateway.WithConfig(cfg), gateway.WithRegistry(reg), gateway.WithSink("up", &recordingSink{}), gateway.WithLogger(quietLogger())); err != nil {
+		t.Fatal(err)
+	}
+	es, ok := built.(*EdgeStore)
+	if !ok || es.Monitor() == nil || es.Machine() == nil {
+		t.Fatalf("built %T without a monitor and machine", built)
+	}
+	defer es.Close()
+	var names []string
+	for _, p := range es.Monitor().Stats() {
+		names = append(names, p.Name)
+	}
+	if got := strings.Join(names, ","); got != "icmp-echo,http-head,udp-heartbeat" {
+		t.Errorf("probes %s", got)
+	}
+	if es.Monitor().cfg.Quorum != 3 || es.Monitor().cfg.Interval != 50*time.Millisecond {
+		t.Errorf("monitor config %+v", es.Monitor().cfg)
+	}
+}
