@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
+	"github.com/pion/logging"
 )
 
 // association is one peer of the listener. It is the net.PacketConn pion's
@@ -27,8 +31,9 @@ type association struct {
 	once     sync.Once
 	deadline readDeadline
 
-	offered  []byte       // session id of the first ClientHello
-	replaces *association // established association at the same address
+	offered   []byte       // session id of the first ClientHello
+	replaces  *association // established association at the same address
+	reconnect bool         // replaces was set at creation (immutable)
 
 	// Guarded by l.mu.
 	candidate *association
@@ -36,6 +41,12 @@ type association struct {
 
 	established atomic.Bool
 	detached    atomic.Bool // replaced: writes are dropped
+
+	// handshaking is set while pion's handshake runs; undecryptable
+	// records then end it (see onDecryptFailure).
+	handshaking atomic.Bool
+	badRecord   atomic.Bool   // ended by an undecryptable record
+	plainSeq    atomic.Uint64 // highest epoch-0 record sequence number written
 
 	// Owned by pion's reading goroutine.
 	needsSlot bool
@@ -64,7 +75,8 @@ func (a *association) handshake() {
 	a.needsSlot = l.needsSlots && !skipCookie
 	opts := make([]dtls.ServerOption, 0, len(l.base)+3)
 	opts = append(opts, l.base...)
-	opts = append(opts, dtls.WithSessionStore(store), dtls.WithInsecureSkipVerifyHello(skipCookie))
+	opts = append(opts, dtls.WithSessionStore(store), dtls.WithInsecureSkipVerifyHello(skipCookie),
+		dtls.WithLoggerFactory(a))
 	if l.s.cidLen > 0 {
 		opts = append(opts, dtls.WithConnectionIDGenerator(a.newCID))
 	}
@@ -76,13 +88,21 @@ func (a *association) handshake() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.s.timeout)
+	a.handshaking.Store(true)
 	err = conn.HandshakeContext(ctx)
+	a.handshaking.Store(false)
 	cancel()
 	a.releaseSlot()
+	if err == nil && a.badRecord.Load() {
+		err = errBadRecord // pion finished before the association closed
+	}
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case a.badRecord.Load():
+			l.counters.decryptFailures.Add(1)
+		case errors.Is(err, context.DeadlineExceeded):
 			l.counters.timeouts.Add(1)
-		} else {
+		default:
 			l.counters.failures.Add(1)
 		}
 		l.s.log.Debug("dtlsx: handshake failed", "peer", a.addr, "err", err)
@@ -234,6 +254,9 @@ func (a *association) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if a.detached.Load() {
 		return len(b), nil
 	}
+	if !a.established.Load() {
+		a.notePlaintextSeq(b)
+	}
 	return a.l.writeTo(b, addr)
 }
 
@@ -268,6 +291,102 @@ func (a *association) SetReadDeadline(t time.Time) error { a.deadline.set(t); re
 
 // SetWriteDeadline implements net.PacketConn; UDP writes do not block.
 func (a *association) SetWriteDeadline(time.Time) error { return nil }
+
+// errBadRecord ends a handshake whose peer sent a record the server could
+// not decrypt (see onDecryptFailure).
+var errBadRecord = errors.New("dtlsx: peer's record failed to decrypt (wrong PSK?)")
+
+// alertBadRecordMAC is the alert body sent by onDecryptFailure: fatal(2),
+// bad_record_mac(20) (RFC 5246 7.2.2, RFC 6347 4.1.2.7).
+var alertBadRecordMAC = [2]byte{2, 20}
+
+// notePlaintextSeq records the highest epoch-0 record sequence number in
+// a datagram pion writes, so an alert sent beside pion uses a fresh one.
+func (a *association) notePlaintextSeq(b []byte) {
+	for len(b) >= recordHeaderLen {
+		if b[3] == 0 && b[4] == 0 {
+			seq := uint64(b[5])<<40 | uint64(b[6])<<32 | uint64(binary.BigEndian.Uint32(b[7:11]))
+			for {
+				cur := a.plainSeq.Load()
+				if seq <= cur || a.plainSeq.CompareAndSwap(cur, seq) {
+					break
+				}
+			}
+		}
+		n := recordHeaderLen + int(binary.BigEndian.Uint16(b[11:13]))
+		if n > len(b) {
+			return
+		}
+		b = b[n:]
+	}
+}
+
+// onDecryptFailure is called (through pion's logger) when pion discards a
+// record it cannot decrypt. During a handshake, the only record a peer
+// encrypts is its Finished, so this is a peer whose keys differ from ours:
+// almost always a wrong PSK. pion would drop it silently and leave the
+// device retransmitting until its timeout; instead the association answers
+// with a fatal bad_record_mac alert in the clear (the peer cannot decrypt
+// ours either), counts it in Stats.DecryptFailures and closes, so the
+// device learns at once. The trade-off: an off-path attacker who spoofs
+// the device's address and injects a record in that one round trip can
+// abort its handshake, which the device then retries. A reconnect
+// candidate is left alone: records of the established association at the
+// same address reach it too, and it cannot read those.
+func (a *association) onDecryptFailure() {
+	if !a.handshaking.Load() || a.established.Load() || a.reconnect {
+		return
+	}
+	if !a.badRecord.CompareAndSwap(false, true) {
+		return
+	}
+	seq := a.plainSeq.Load() + 1
+	rec := []byte{21, 0xfe, 0xfd, 0, 0, byte(seq >> 40), byte(seq >> 32), byte(seq >> 24), byte(seq >> 16), byte(seq >> 8), byte(seq), 0, 2,
+		alertBadRecordMAC[0], alertBadRecordMAC[1]}
+	if _, err := a.l.writeTo(rec, a.udpAddr); err != nil {
+		a.l.s.log.Debug("dtlsx: alert not sent", "peer", a.addr, "err", err)
+	}
+	a.l.s.log.Debug("dtlsx: handshake record failed to decrypt", "peer", a.addr)
+	_ = a.Close()
+}
+
+// pionDecryptFailed is the format pion/dtls v3 logs a discarded,
+// undecryptable record with (Conn.handleIncomingPacket). It is the only
+// signal pion gives; TestWrongPSKFailsFast notices if it changes.
+const pionDecryptFailed = "%s: decrypt failed: %s"
+
+// NewLogger implements pion's logging.LoggerFactory: each association
+// gets pion's log lines for its own Conn.
+func (a *association) NewLogger(string) logging.LeveledLogger { return pionLogger{a} }
+
+// pionLogger passes pion's errors to the listener's logger at Warn and
+// its debug lines at Debug, and watches for decrypt failures.
+type pionLogger struct{ a *association }
+
+func (p pionLogger) Debugf(format string, args ...any) {
+	if format == pionDecryptFailed {
+		p.a.onDecryptFailure()
+	}
+	p.debug(format, args...)
+}
+
+func (p pionLogger) debug(format string, args ...any) {
+	if log := p.a.l.s.log; log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("dtlsx: pion: "+fmt.Sprintf(format, args...), "peer", p.a.addr)
+	}
+}
+
+func (p pionLogger) Trace(string)             {}
+func (p pionLogger) Tracef(string, ...any)    {}
+func (p pionLogger) Debug(msg string)         { p.debug("%s", msg) }
+func (p pionLogger) Info(msg string)          { p.debug("%s", msg) }
+func (p pionLogger) Infof(f string, a ...any) { p.debug(f, a...) }
+func (p pionLogger) Warn(msg string)          { p.debug("%s", msg) }
+func (p pionLogger) Warnf(f string, a ...any) { p.debug(f, a...) }
+func (p pionLogger) Error(msg string)         { p.a.l.s.log.Warn("dtlsx: pion: "+msg, "peer", p.a.addr) }
+func (p pionLogger) Errorf(f string, a ...any) {
+	p.a.l.s.log.Warn("dtlsx: pion: "+fmt.Sprintf(f, a...), "peer", p.a.addr)
+}
 
 // pinnedStore serves one preloaded session to a resumption handshake.
 type pinnedStore struct {

@@ -27,7 +27,9 @@
 //     (RFC 6347 4.2.1 allows it); every other ClientHello must return a
 //     cookie first.
 //   - PSK identities from a PSKTable (memory or file), SQLiteStore or a
-//     PSKFunc; the server can send an identity hint.
+//     PSKFunc; the server can send an identity hint. A device with the
+//     wrong key gets a bad_record_mac alert as soon as its Finished fails
+//     to decrypt (pion alone drops it silently and the device times out).
 //   - Counters for every outcome (Listener.Stats, SessionCache.Stats).
 //
 // Closing a Listener closes every association on its socket.

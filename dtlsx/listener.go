@@ -33,6 +33,7 @@ type Stats struct {
 	CookieSkipped     uint64 // resumptions answered without HelloVerifyRequest
 	HandshakeFailures uint64 // bad credentials, alerts, protocol errors
 	HandshakeTimeouts uint64
+	DecryptFailures   uint64 // handshakes whose peer's Finished failed to decrypt (wrong PSK), ended with bad_record_mac
 	AdmissionWaits    uint64 // full handshakes that queued for a slot
 	RateLimited       uint64 // new associations refused by the per-source limit
 	PendingLimited    uint64 // new associations refused at the pending bound
@@ -44,6 +45,7 @@ type Stats struct {
 
 type listenerCounters struct {
 	full, psk, resumed, cookieSkipped, failures, timeouts, admissionWaits   atomic.Uint64
+	decryptFailures                                                         atomic.Uint64
 	rateLimited, pendingLimited, malformed, unknown, inboxDrops, reconnects atomic.Uint64
 }
 
@@ -182,7 +184,8 @@ func (l *Listener) Stats() Stats {
 		Associations: n, HandshakesFull: k.full.Load(), HandshakesPSK: k.psk.Load(),
 		HandshakesResumed: k.resumed.Load(), CookieSkipped: k.cookieSkipped.Load(),
 		HandshakeFailures: k.failures.Load(), HandshakeTimeouts: k.timeouts.Load(),
-		AdmissionWaits: k.admissionWaits.Load(), RateLimited: k.rateLimited.Load(),
+		DecryptFailures: k.decryptFailures.Load(),
+		AdmissionWaits:  k.admissionWaits.Load(), RateLimited: k.rateLimited.Load(),
 		PendingLimited: k.pendingLimited.Load(), Malformed: k.malformed.Load(),
 		Unknown: k.unknown.Load(), InboxDrops: k.inboxDrops.Load(), Reconnects: k.reconnects.Load(),
 	}
@@ -362,13 +365,14 @@ func (l *Listener) startLocked(from netip.AddrPort, offered []byte, replaces *as
 		return nil
 	}
 	a := &association{
-		l:        l,
-		addr:     from,
-		udpAddr:  net.UDPAddrFromAddrPort(from),
-		inbox:    make(chan *datagram, inboxLen),
-		closed:   make(chan struct{}),
-		offered:  clone(offered),
-		replaces: replaces,
+		l:         l,
+		addr:      from,
+		udpAddr:   net.UDPAddrFromAddrPort(from),
+		inbox:     make(chan *datagram, inboxLen),
+		closed:    make(chan struct{}),
+		offered:   clone(offered),
+		replaces:  replaces,
+		reconnect: replaces != nil,
 	}
 	a.deadline.init()
 	l.pending++
