@@ -170,3 +170,60 @@ func TestCookieRequiredUnlessResumable(t *testing.T) {
 		t.Fatalf("stats %+v: raw hellos completed a resumption", st)
 	}
 }
+
+// TestHandshakeWorkersNeverStall: with a single handshake worker and a
+// single full-handshake slot, concurrent full, resumed and failing (wrong
+// PSK) handshakes all finish, and every worker token comes back.
+func TestHandshakeWorkersNeverStall(t *testing.T) {
+	pki := newPKI(t)
+	var tbl PSKTable
+	_ = tbl.Set([]byte("sensor-7"), []byte("0123456789abcdef"))
+	l := listen(t, WithCertificate(pki.server), WithPSK(&tbl), WithHandshakeWorkers(1), WithMaxFullHandshakes(1), WithSourceRate(0, 0))
+	serveEcho(t, l)
+	certOpts := []Option{WithRootCAs(pki.pool), WithServerName("gw.test"),
+		WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)}
+	const devices = 12
+	caches := make([]*SessionCache, devices)
+	for i := range caches {
+		caches[i], _ = NewSessionCache()
+	}
+	round := func() (failed int) {
+		errs := make(chan error, 2*devices)
+		for i := 0; i < devices; i++ {
+			go func() {
+				c, err := Dial(ctxT(t, 10*time.Second), "udp", l.Addr().String(), append(certOpts, WithSessionCache(caches[i]))...)
+				if err == nil {
+					echoOnce(t, c, "worker")
+					c.Close()
+				}
+				errs <- err
+			}()
+			go func() {
+				c, err := Dial(ctxT(t, 10*time.Second), "udp", l.Addr().String(), WithClientPSK([]byte("sensor-7"), []byte("wrong-key-wrong!")))
+				if err == nil {
+					c.Close()
+					err = errBadRecord
+				} else {
+					err = nil
+				}
+				errs <- err
+			}()
+		}
+		for i := 0; i < 2*devices; i++ {
+			if err := <-errs; err != nil {
+				t.Error(err)
+				failed++
+			}
+		}
+		return failed
+	}
+	for r := 0; r < 2; r++ { // full handshakes, then resumptions
+		if round() > 0 {
+			t.Fatalf("round %d: handshakes failed; stats %+v", r, l.Stats())
+		}
+	}
+	st := waitStats(t, l, func(s Stats) bool { return s.Associations == 0 && len(l.cpuSlots) == 0 })
+	if st.HandshakesFull != devices || st.HandshakesResumed != devices || st.DecryptFailures != 2*devices {
+		t.Fatalf("stats %+v: want %d full, %d resumed, %d decrypt failures", st, devices, devices, 2*devices)
+	}
+}

@@ -52,6 +52,7 @@ type association struct {
 	needsSlot bool
 	admitted  bool
 	holdsSlot atomic.Bool
+	holdsCPU  atomic.Bool // a Listener.cpuSlots token (see acquireCPU)
 }
 
 var _ net.PacketConn = (*association)(nil)
@@ -60,6 +61,16 @@ var _ net.PacketConn = (*association)(nil)
 func (a *association) handshake() {
 	l := a.l
 	defer l.wg.Done()
+	// Setting up (the session lookup may read the persistent store, and a
+	// pion Conn is not free) is a handshake step like the others; the
+	// token carries over to pion's first read and returns with its answer.
+	a.handshaking.Store(true)
+	if err := a.acquireCPU(); err != nil {
+		a.handshaking.Store(false)
+		a.endHandshake()
+		_ = a.Close()
+		return
+	}
 	store := dtls.SessionStore(l.cache)
 	skipCookie := false
 	if len(a.offered) > 0 {
@@ -83,16 +94,18 @@ func (a *association) handshake() {
 	conn, err := dtls.ServerWithOptions(a, a.udpAddr, opts...)
 	if err != nil {
 		l.s.log.Error("dtlsx: server config", "err", err)
+		a.handshaking.Store(false)
+		a.releaseCPU()
 		a.endHandshake()
 		_ = a.Close()
 		return
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.s.timeout)
-	a.handshaking.Store(true)
 	err = conn.HandshakeContext(ctx)
 	a.handshaking.Store(false)
 	cancel()
 	a.releaseSlot()
+	a.releaseCPU()
 	if err == nil && a.badRecord.Load() {
 		err = errBadRecord // pion finished before the association closed
 	}
@@ -201,6 +214,7 @@ func (a *association) admit(d *datagram) error {
 	case a.l.fullSlots <- struct{}{}:
 	default:
 		a.l.counters.admissionWaits.Add(1)
+		a.releaseCPU() // never wait for a slot holding a worker
 		select {
 		case a.l.fullSlots <- struct{}{}:
 		case <-a.closed:
@@ -220,28 +234,90 @@ func (a *association) releaseSlot() {
 	}
 }
 
-// ReadFrom implements net.PacketConn for pion.
-func (a *association) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
+// cpuGrace is how long an association keeps its CPU token while pion waits
+// for the next datagram without having answered the last one: the rest of
+// a fragmented flight normally follows at once, and pion may still be
+// preparing its answer on another goroutine.
+const cpuGrace = 20 * time.Millisecond
+
+// acquireCPU takes a handshake CPU token before pion processes a handshake
+// datagram. At most WithHandshakeWorkers associations (default one core
+// fewer than GOMAXPROCS) run handshake steps at once, so established
+// traffic always finds a core instead of queueing in the Go scheduler
+// behind hundreds of handshake goroutines during a reconnect storm. The
+// token is returned when pion answers (WriteTo), when the handshake ends,
+// or after cpuGrace without a datagram.
+func (a *association) acquireCPU() error {
+	if !a.handshaking.Load() || a.holdsCPU.Load() {
+		return nil
+	}
+	select {
+	case a.l.cpuSlots <- struct{}{}:
+	case <-a.closed:
+		return net.ErrClosed
+	case <-a.deadline.done():
+		return os.ErrDeadlineExceeded
+	}
+	a.holdsCPU.Store(true)
+	return nil
+}
+
+func (a *association) releaseCPU() {
+	if a.holdsCPU.CompareAndSwap(true, false) {
+		<-a.l.cpuSlots
+	}
+}
+
+// nextDatagram waits for the association's next datagram. While it holds
+// a CPU token it waits at most cpuGrace with it, then gives it back.
+func (a *association) nextDatagram() (*datagram, error) {
+	if a.holdsCPU.Load() {
+		grace := time.NewTimer(cpuGrace)
 		select {
 		case d := <-a.inbox:
-			if err := a.admit(d); err != nil {
-				a.l.putDatagram(d)
-				return 0, nil, err
-			}
-			n := copy(b, d.buf[:d.n])
-			var from net.Addr = a.udpAddr
-			if d.from != a.addr {
-				from = net.UDPAddrFromAddrPort(d.from) // connection-id migration
-			}
-			a.l.putDatagram(d)
-			return n, from, nil
+			grace.Stop()
+			return d, nil
+		case <-grace.C:
+			a.releaseCPU()
 		case <-a.closed:
-			return 0, nil, net.ErrClosed
+			grace.Stop()
+			return nil, net.ErrClosed
 		case <-a.deadline.done():
-			return 0, nil, os.ErrDeadlineExceeded
+			grace.Stop()
+			return nil, os.ErrDeadlineExceeded
 		}
 	}
+	select {
+	case d := <-a.inbox:
+		return d, nil
+	case <-a.closed:
+		return nil, net.ErrClosed
+	case <-a.deadline.done():
+		return nil, os.ErrDeadlineExceeded
+	}
+}
+
+// ReadFrom implements net.PacketConn for pion.
+func (a *association) ReadFrom(b []byte) (int, net.Addr, error) {
+	d, err := a.nextDatagram()
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.admit(d); err != nil {
+		a.l.putDatagram(d)
+		return 0, nil, err
+	}
+	if err := a.acquireCPU(); err != nil {
+		a.l.putDatagram(d)
+		return 0, nil, err
+	}
+	n := copy(b, d.buf[:d.n])
+	var from net.Addr = a.udpAddr
+	if d.from != a.addr {
+		from = net.UDPAddrFromAddrPort(d.from) // connection-id migration
+	}
+	a.l.putDatagram(d)
+	return n, from, nil
 }
 
 // WriteTo implements net.PacketConn for pion.
@@ -256,6 +332,7 @@ func (a *association) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	if !a.established.Load() {
 		a.notePlaintextSeq(b)
+		defer a.releaseCPU() // pion answered: its step is done
 	}
 	return a.l.writeTo(b, addr)
 }
@@ -264,6 +341,7 @@ func (a *association) WriteTo(b []byte, addr net.Addr) (int, error) {
 func (a *association) Close() error {
 	a.once.Do(func() {
 		close(a.closed)
+		a.releaseCPU()
 		a.l.forget(a)
 		for {
 			select {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,7 @@ type Listener struct {
 	base       []dtls.ServerOption
 	cache      *SessionCache
 	fullSlots  chan struct{}
+	cpuSlots   chan struct{} // handshake steps running at once
 	accepted   chan *dtls.Conn
 	ctx        context.Context
 	cancel     context.CancelFunc
@@ -131,6 +133,7 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		base:       base,
 		cache:      cache,
 		fullSlots:  make(chan struct{}, s.maxFull),
+		cpuSlots:   make(chan struct{}, s.handshakeWorkers()),
 		accepted:   make(chan *dtls.Conn, s.backlog),
 		byAddr:     make(map[netip.AddrPort]*association),
 		byCID:      make(map[string]*association),
@@ -402,6 +405,15 @@ func (l *Listener) forget(a *association) {
 		}
 	}
 	a.cids = nil
+}
+
+// handshakeWorkers is WithHandshakeWorkers or, by default, one fewer than
+// GOMAXPROCS (at least 1).
+func (s *settings) handshakeWorkers() int {
+	if s.workers > 0 {
+		return s.workers
+	}
+	return max(1, runtime.GOMAXPROCS(0)-1)
 }
 
 // checkServerOptions lets pion validate the configuration once, so a bad

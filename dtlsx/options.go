@@ -28,6 +28,7 @@ type settings struct {
 	cache         *SessionCache
 	timeout       time.Duration
 	maxFull       int
+	workers       int
 	maxPending    int
 	sourceRate    float64
 	sourceBurst   int
@@ -175,6 +176,24 @@ func WithMaxFullHandshakes(n int) Option {
 			return fmt.Errorf("dtlsx: max full handshakes %d: must be positive", n)
 		}
 		s.maxFull = n
+		return nil
+	}
+}
+
+// WithHandshakeWorkers bounds how many associations run a handshake step
+// (parsing a flight and computing the answer: key exchange, signatures,
+// key derivation) at once; the others wait in arrival order. The default,
+// one fewer than GOMAXPROCS (at least 1), keeps a core for established
+// traffic during a reconnect storm: its latency then stays near that of a
+// quiet gateway instead of queueing behind hundreds of handshakes. Higher
+// (up to GOMAXPROCS) finishes a storm sooner on an otherwise idle gateway.
+// Waiting for the peer never holds a worker. Server only.
+func WithHandshakeWorkers(n int) Option {
+	return func(s *settings) error {
+		if n <= 0 {
+			return fmt.Errorf("dtlsx: handshake workers %d: must be positive", n)
+		}
+		s.workers = n
 		return nil
 	}
 }

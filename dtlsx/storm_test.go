@@ -1,16 +1,21 @@
 package dtlsx
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,6 +60,146 @@ func udpRcvbufErrors() int64 {
 	return -1
 }
 
+// stormDevices are the storm's n devices, run in a child process (this
+// test binary, see TestStormDevicesProcess) as real devices are on other
+// machines: the gateway's process and Go scheduler are its own, and what
+// the two share is the machine's cores.
+type stormDevices struct {
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+func startStormDevices(t testing.TB, addr *net.UDPAddr, n int) *stormDevices {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStormDevicesProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("DTLSX_STORM_DEVICES=%d@%s", n, addr))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Wait() })
+	return &stormDevices{stdin: stdin, out: bufio.NewReader(stdout)}
+}
+
+func (d *stormDevices) command(t testing.TB, cmd string) string {
+	t.Helper()
+	if _, err := io.WriteString(d.stdin, cmd+"\n"); err != nil {
+		t.Fatalf("devices process: %v", err)
+	}
+	line, err := d.out.ReadString('\n')
+	if err != nil {
+		t.Fatalf("devices process: %s: %v", cmd, err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// dial has every device handshake (128 at a time) and returns how many
+// failed and how long all took.
+func (d *stormDevices) dial(t testing.TB) (failed int, took time.Duration) {
+	start := time.Now()
+	line := d.command(t, "dial")
+	took = time.Since(start)
+	if _, err := fmt.Sscanf(line, "DIALED %d", &failed); err != nil {
+		t.Fatalf("devices process: %q", line)
+	}
+	return failed, took
+}
+
+func (d *stormDevices) closeAll(t testing.TB) {
+	if line := d.command(t, "close"); line != "CLOSED" {
+		t.Fatalf("devices process: %q", line)
+	}
+}
+
+// TestStormDevicesProcess is the device side of TestReconnectStorm, run
+// in a child process: on "dial" every device handshakes (each resumes its
+// own session when it has one), on "close" every connection closes.
+func TestStormDevicesProcess(t *testing.T) {
+	spec := os.Getenv("DTLSX_STORM_DEVICES")
+	if spec == "" {
+		return // helper process for TestReconnectStorm: not a test of its own
+	}
+	ns, addr, _ := strings.Cut(spec, "@")
+	n, err := strconv.Atoi(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := os.Getenv("DTLSX_STORM_NICE"); v != "" {
+		// Devices on other machines take none of the gateway's CPU; a
+		// niced device process comes closer to that on one machine.
+		nice, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("DTLSX_STORM_NICE=%q", v)
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, nice); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stores := make([]*mapStore, n)
+	for i := range stores {
+		stores[i] = newMapStore()
+	}
+	conns := make([]*dtls.Conn, n)
+	closeAll := func() {
+		for i, c := range conns {
+			if c != nil {
+				_ = c.Close()
+				conns[i] = nil
+			}
+		}
+	}
+	defer closeAll()
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "dial":
+			var failed atomic.Int64
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 128) // devices handshaking at once
+			for i := range conns {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func(i int) {
+					defer wg.Done()
+					defer func() { <-sem }()
+					c, err := dtls.DialWithOptions("udp", raddr, dtls.WithInsecureSkipVerify(true),
+						dtls.WithSessionStore(stores[i]), dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+						dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
+					if err != nil {
+						failed.Add(1)
+						return
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+					defer cancel()
+					if err := c.HandshakeContext(ctx); err != nil {
+						failed.Add(1)
+						_ = c.Close()
+						return
+					}
+					conns[i] = c
+				}(i)
+			}
+			wg.Wait()
+			fmt.Printf("DIALED %d\n", failed.Load())
+		case "close":
+			closeAll()
+			fmt.Println("CLOSED")
+		}
+	}
+}
+
 // runStorm connects n clients to a gateway, restarts the gateway on the
 // same port (with the persisted session store, or with an empty memory
 // cache) and measures how long all n take to be established again, while
@@ -86,59 +231,16 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 		serveEcho(t, l)
 		return l, cache
 	}
-	// Each device keeps its own client session (a device resumes its own).
-	stores := make([]*mapStore, n)
-	for i := range stores {
-		stores[i] = newMapStore()
-	}
-	dialAll := func(raddr *net.UDPAddr, conns []*dtls.Conn) int {
-		var failed atomic.Int64
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 128) // devices handshaking at once
-		for i := range conns {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func(i int) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				c, err := dtls.DialWithOptions("udp", raddr, dtls.WithInsecureSkipVerify(true),
-					dtls.WithSessionStore(stores[i]), dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
-					dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
-				if err != nil {
-					failed.Add(1)
-					return
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				defer cancel()
-				if err := c.HandshakeContext(ctx); err != nil {
-					failed.Add(1)
-					_ = c.Close()
-					return
-				}
-				conns[i] = c
-			}(i)
-		}
-		wg.Wait()
-		return int(failed.Load())
-	}
-	closeAll := func(conns []*dtls.Conn) {
-		for _, c := range conns {
-			if c != nil {
-				_ = c.Close()
-			}
-		}
-	}
-
 	l1, cache1 := gateway("127.0.0.1:0", true)
 	addr := l1.Addr().(*net.UDPAddr)
-	first := make([]*dtls.Conn, n)
-	if failed := dialAll(addr, first); failed > 0 {
+	devices := startStormDevices(t, addr, n)
+	if failed, _ := devices.dial(t); failed > 0 {
 		t.Fatalf("%d of %d initial handshakes failed", failed, n)
 	}
 	// Restart: the old process's sessions reach the store on Close.
 	_ = l1.Close()
 	_ = cache1.Close()
-	closeAll(first)
+	devices.closeAll(t)
 
 	l2, cache2 := gateway(addr.String(), persisted)
 	defer cache2.Close()
@@ -150,7 +252,11 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 		}
 		bystanders[i] = c
 	}
-	defer closeAll(bystanders)
+	defer func() {
+		for _, c := range bystanders {
+			_ = c.Close()
+		}
+	}()
 	ping := func(stop <-chan struct{}) (lat []time.Duration, fails int) {
 		buf := make([]byte, 64)
 		for round := 0; ; round++ {
@@ -196,16 +302,20 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 		defer wg.Done()
 		during, res.echoFails = ping(stop)
 	}()
-	second := make([]*dtls.Conn, n)
 	drops0 := udpRcvbufErrors()
-	start := time.Now()
-	res.failedDials = dialAll(addr, second)
-	res.elapsed = time.Since(start)
+	res.failedDials, res.elapsed = devices.dial(t)
 	res.rcvbufDrops = udpRcvbufErrors() - drops0
 	close(stop)
 	wg.Wait()
-	closeAll(second)
+	devices.closeAll(t)
 	res.echoes, res.echoP99 = len(during), p99(during)
+	// A device's handshake ends when it sends its last flight; the gateway
+	// counts a moment later, when that flight arrives.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if st := l2.Stats(); st.HandshakesFull+st.HandshakesResumed >= uint64(n+len(bystanders)-res.failedDials) {
+			break
+		}
+	}
 	res.server, res.cache = l2.Stats(), cache2.Stats()
 	return res
 }
