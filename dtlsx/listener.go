@@ -394,7 +394,14 @@ func (l *Listener) forget(a *association) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.byAddr[a.addr] == a {
-		delete(l.byAddr, a.addr)
+		if c := a.candidate; c != nil {
+			// The device (or a new one on the same port) is handshaking
+			// again: its records must keep reaching the new association.
+			l.byAddr[a.addr] = c
+			a.candidate = nil
+		} else {
+			delete(l.byAddr, a.addr)
+		}
 	}
 	if r := a.replaces; r != nil && r.candidate == a {
 		r.candidate = nil
