@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"runtime"
 	"runtime/pprof"
 	"sync"
 	"syscall"
@@ -81,10 +82,12 @@ func acceptAndClose(ln net.Listener) (func(), <-chan struct{}) {
 type benchServer struct {
 	name  string
 	start func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener
+	// processOnly servers run only in BenchmarkHandshakeServerProcess.
+	processOnly bool
 }
 
 var benchServers = []benchServer{
-	{"stock-pion", func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
+	{name: "stock-pion", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
 		opts := []dtls.ServerOption{dtls.WithSessionStore(newMapStore()), dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret)}
 		if psk != nil {
 			opts = append(opts, dtls.WithPSK(psk.PSK), dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
@@ -97,19 +100,28 @@ var benchServers = []benchServer{
 		}
 		return ln
 	}},
-	{"dtlsx", func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
-		opts := []Option{WithSourceRate(0, 0)}
-		if psk != nil {
-			opts = append(opts, WithPSK(psk), WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
-		} else {
-			opts = append(opts, WithCertificate(cert), WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
-		}
-		l, err := Listen("udp", "127.0.0.1:0", opts...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return l
+	{name: "dtlsx", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
+		return startDtlsx(b, cert, psk)
 	}},
+	// Every core may run handshake steps: what the handshake workers'
+	// default (GOMAXPROCS-1) costs in throughput.
+	{name: "dtlsx-allcores", processOnly: true, start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
+		return startDtlsx(b, cert, psk, WithHandshakeWorkers(runtime.GOMAXPROCS(0)))
+	}},
+}
+
+func startDtlsx(b testing.TB, cert tls.Certificate, psk PSKProvider, extra ...Option) net.Listener {
+	opts := append([]Option{WithSourceRate(0, 0)}, extra...)
+	if psk != nil {
+		opts = append(opts, WithPSK(psk), WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
+	} else {
+		opts = append(opts, WithCertificate(cert), WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
+	}
+	l, err := Listen("udp", "127.0.0.1:0", opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l
 }
 
 // benchClientOptions is the stock pion client of the handshake benchmarks;
@@ -167,6 +179,9 @@ func BenchmarkHandshake(b *testing.B) {
 	_ = tbl.Set([]byte("bench"), []byte("0123456789abcdef"))
 	for _, kind := range []string{"full", "resumed", "psk"} {
 		for _, srv := range benchServers {
+			if srv.processOnly {
+				continue
+			}
 			b.Run(kind+"/"+srv.name, func(b *testing.B) {
 				var psk PSKProvider
 				if kind == "psk" {
@@ -236,6 +251,9 @@ func BenchmarkHandshake(b *testing.B) {
 func BenchmarkRecordEcho(b *testing.B) {
 	pki := newPKI(b)
 	for _, srv := range benchServers {
+		if srv.processOnly {
+			continue
+		}
 		b.Run(srv.name, func(b *testing.B) {
 			ln := srv.start(b, pki.server, nil)
 			var wg sync.WaitGroup
