@@ -222,9 +222,17 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := Listen("udp", addr, WithCertificate(pki.server), WithSessionCache(cache),
+		opts := []Option{WithCertificate(pki.server), WithSessionCache(cache),
 			WithSourceRate(0, 0), WithMaxPendingHandshakes(n+64), WithAcceptBacklog(n+64),
-			WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
+			WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)}
+		if v := os.Getenv("DTLSX_STORM_WORKERS"); v != "" { // compare with the default
+			w, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("DTLSX_STORM_WORKERS=%q", v)
+			}
+			opts = append(opts, WithHandshakeWorkers(w))
+		}
+		l, err := Listen("udp", addr, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
