@@ -223,7 +223,7 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 			t.Fatal(err)
 		}
 		opts := []Option{WithCertificate(pki.server), WithSessionCache(cache),
-			WithSourceRate(0, 0), WithMaxPendingHandshakes(n+64), WithAcceptBacklog(n+64),
+			WithSourceRate(0, 0), WithMaxPendingHandshakes(n + 64), WithAcceptBacklog(n + 64),
 			WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)}
 		if v := os.Getenv("DTLSX_STORM_WORKERS"); v != "" { // compare with the default
 			w, err := strconv.Atoi(v)
