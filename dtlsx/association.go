@@ -225,6 +225,17 @@ func (a *association) admit(d *datagram) error {
 	}
 	a.admitted = true
 	a.holdsSlot.Store(true)
+	// As in acquireCPU: a handshake that ended, or an association that
+	// closed, while this waited must not keep the slot.
+	select {
+	case <-a.closed:
+		a.releaseSlot()
+		return net.ErrClosed
+	default:
+	}
+	if !a.handshaking.Load() {
+		a.releaseSlot()
+	}
 	return nil
 }
 
@@ -259,6 +270,18 @@ func (a *association) acquireCPU() error {
 		return os.ErrDeadlineExceeded
 	}
 	a.holdsCPU.Store(true)
+	// The handshake may have ended, or the association closed, while this
+	// waited; both release after clearing their flag, so one side of this
+	// check always gives the token back.
+	select {
+	case <-a.closed:
+		a.releaseCPU()
+		return net.ErrClosed
+	default:
+	}
+	if !a.handshaking.Load() {
+		a.releaseCPU()
+	}
 	return nil
 }
 
@@ -342,6 +365,7 @@ func (a *association) Close() error {
 	a.once.Do(func() {
 		close(a.closed)
 		a.releaseCPU()
+		a.releaseSlot()
 		a.l.forget(a)
 		for {
 			select {
