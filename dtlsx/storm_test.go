@@ -70,9 +70,15 @@ type stormDevices struct {
 }
 
 func startStormDevices(t testing.TB, addr *net.UDPAddr, n int) *stormDevices {
+	return startStormHelper(t, "TestStormDevicesProcess", fmt.Sprintf("DTLSX_STORM_DEVICES=%d@%s", n, addr))
+}
+
+// startStormHelper re-executes this test binary running only test, with
+// env added, and talks to it line by line over its stdin and stdout.
+func startStormHelper(t testing.TB, test, env string) *stormDevices {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStormDevicesProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("DTLSX_STORM_DEVICES=%d@%s", n, addr))
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -200,6 +206,97 @@ func TestStormDevicesProcess(t *testing.T) {
 	}
 }
 
+// TestStormBystandersProcess is the bystander side of TestReconnectStorm,
+// run in a child process: devices established before the storm that echo
+// a message each every 5 ms (2 s deadline). "connect" dials them, "start"
+// starts echoing, "stop" stops and reports the count, failures and p99.
+func TestStormBystandersProcess(t *testing.T) {
+	spec := os.Getenv("DTLSX_STORM_BYSTANDERS")
+	if spec == "" {
+		return // helper process for TestReconnectStorm: not a test of its own
+	}
+	ns, addr, _ := strings.Cut(spec, "@")
+	n, err := strconv.Atoi(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]*dtls.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	var stop chan struct{}
+	var wg sync.WaitGroup
+	var lat []time.Duration
+	var fails int
+	ping := func(stop <-chan struct{}) {
+		defer wg.Done()
+		buf := make([]byte, 64)
+		for round := 0; ; round++ {
+			for _, c := range conns {
+				start := time.Now()
+				_ = c.SetDeadline(start.Add(2 * time.Second))
+				msg := []byte("bystander " + strconv.Itoa(round))
+				if _, err := c.Write(msg); err != nil {
+					fails++
+					continue
+				}
+				if k, err := c.Read(buf); err != nil || !bytes.Equal(buf[:k], msg) {
+					fails++
+					continue
+				}
+				lat = append(lat, time.Since(start))
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "connect":
+			for i := 0; i < n; i++ {
+				c, err := dtls.DialWithOptions("udp", raddr, dtls.WithInsecureSkipVerify(true),
+					dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
+				if err == nil {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					err = c.HandshakeContext(ctx)
+					cancel()
+				}
+				if err != nil {
+					fmt.Printf("FAILED %v\n", err)
+					return
+				}
+				conns = append(conns, c)
+			}
+			fmt.Println("CONNECTED")
+		case "start":
+			lat, fails = lat[:0], 0
+			stop = make(chan struct{})
+			wg.Add(1)
+			go ping(stop)
+			fmt.Println("STARTED")
+		case "stop":
+			close(stop)
+			wg.Wait()
+			var p99 time.Duration
+			if len(lat) > 0 {
+				sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+				p99 = lat[len(lat)*99/100]
+			}
+			fmt.Printf("ECHOES %d %d %d\n", len(lat), fails, p99.Nanoseconds())
+		}
+	}
+}
+
 // runStorm connects n clients to a gateway, restarts the gateway on the
 // same port (with the persisted session store, or with an empty memory
 // cache) and measures how long all n take to be established again, while
@@ -252,75 +349,34 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 
 	l2, cache2 := gateway(addr.String(), persisted)
 	defer cache2.Close()
-	bystanders := make([]*dtls.Conn, 4)
-	for i := range bystanders {
-		c, err := Dial(ctxT(t, 10*time.Second), "udp", addr.String(), WithRootCAs(pki.pool), WithServerName("gw.test"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bystanders[i] = c
+	// Bystanders are devices too: they run in a process of their own.
+	const bystanders = 4
+	watch := startStormHelper(t, "TestStormBystandersProcess", fmt.Sprintf("DTLSX_STORM_BYSTANDERS=%d@%s", bystanders, addr))
+	if line := watch.command(t, "connect"); line != "CONNECTED" {
+		t.Fatalf("bystanders: %q", line)
 	}
-	defer func() {
-		for _, c := range bystanders {
-			_ = c.Close()
+	echoes := func() (n, fails int, p99 time.Duration) {
+		line := watch.command(t, "stop")
+		var ns int64
+		if _, err := fmt.Sscanf(line, "ECHOES %d %d %d", &n, &fails, &ns); err != nil {
+			t.Fatalf("bystanders: %q", line)
 		}
-	}()
-	ping := func(stop <-chan struct{}) (lat []time.Duration, fails int) {
-		buf := make([]byte, 64)
-		for round := 0; ; round++ {
-			for _, c := range bystanders {
-				start := time.Now()
-				_ = c.SetDeadline(start.Add(2 * time.Second))
-				msg := []byte("bystander " + strconv.Itoa(round))
-				if _, err := c.Write(msg); err != nil {
-					fails++
-					continue
-				}
-				if k, err := c.Read(buf); err != nil || !bytes.Equal(buf[:k], msg) {
-					fails++
-					continue
-				}
-				lat = append(lat, time.Since(start))
-			}
-			select {
-			case <-stop:
-				return lat, fails
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
+		return n, fails, time.Duration(ns)
 	}
-	p99 := func(d []time.Duration) time.Duration {
-		if len(d) == 0 {
-			return 0
-		}
-		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-		return d[len(d)*99/100]
-	}
-	calm := make(chan struct{})
-	time.AfterFunc(200*time.Millisecond, func() { close(calm) })
-	before, _ := ping(calm)
-
 	var res stormResult
-	res.echoBefore = p99(before)
-	stop := make(chan struct{})
-	var during []time.Duration
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		during, res.echoFails = ping(stop)
-	}()
+	watch.command(t, "start")
+	time.Sleep(200 * time.Millisecond)
+	_, _, res.echoBefore = echoes()
+	watch.command(t, "start")
 	drops0 := udpRcvbufErrors()
 	res.failedDials, res.elapsed = devices.dial(t)
 	res.rcvbufDrops = udpRcvbufErrors() - drops0
-	close(stop)
-	wg.Wait()
+	res.echoes, res.echoFails, res.echoP99 = echoes()
 	devices.closeAll(t)
-	res.echoes, res.echoP99 = len(during), p99(during)
 	// A device's handshake ends when it sends its last flight; the gateway
 	// counts a moment later, when that flight arrives.
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if st := l2.Stats(); st.HandshakesFull+st.HandshakesResumed >= uint64(n+len(bystanders)-res.failedDials) {
+		if st := l2.Stats(); st.HandshakesFull+st.HandshakesResumed >= uint64(n+bystanders-res.failedDials) {
 			break
 		}
 	}
