@@ -278,7 +278,9 @@ func WithVerifyConnection(fn func(*dtls.State) error) Option {
 	return func(s *settings) error { s.verifyConnect = fn; return nil }
 }
 
-// WithLogger sets where the listener logs (default slog.Default()).
+// WithLogger sets where the listener logs (default slog.Default()). pion's
+// own lines for each association go there too, errors at Warn and the rest
+// at Debug, instead of to pion's default logger (PION_LOG_* variables).
 func WithLogger(l *slog.Logger) Option {
 	return func(s *settings) error {
 		if l == nil {
