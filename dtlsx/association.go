@@ -61,16 +61,7 @@ var _ net.PacketConn = (*association)(nil)
 func (a *association) handshake() {
 	l := a.l
 	defer l.wg.Done()
-	// Setting up (the session lookup may read the persistent store, and a
-	// pion Conn is not free) is a handshake step like the others; the
-	// token carries over to pion's first read and returns with its answer.
 	a.handshaking.Store(true)
-	if err := a.acquireCPU(); err != nil {
-		a.handshaking.Store(false)
-		a.endHandshake()
-		_ = a.Close()
-		return
-	}
 	store := dtls.SessionStore(l.cache)
 	skipCookie := false
 	if len(a.offered) > 0 {
@@ -84,6 +75,17 @@ func (a *association) handshake() {
 		}
 	}
 	a.needsSlot = l.needsSlots && !skipCookie
+	// Setting up a pion Conn is not free: it is a handshake step like the
+	// others, and the token carries over to pion's first read and returns
+	// with its answer. The session lookup above runs outside it: a load
+	// from the persistent store waits on the store more than it computes,
+	// and the store's connection pool bounds how many run at once.
+	if err := a.acquireCPU(); err != nil {
+		a.handshaking.Store(false)
+		a.endHandshake()
+		_ = a.Close()
+		return
+	}
 	opts := make([]dtls.ServerOption, 0, len(l.base)+3)
 	opts = append(opts, l.base...)
 	opts = append(opts, dtls.WithSessionStore(store), dtls.WithInsecureSkipVerifyHello(skipCookie),
