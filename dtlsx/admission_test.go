@@ -2,6 +2,7 @@ package dtlsx
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"testing"
 	"time"
@@ -228,5 +229,54 @@ func TestHandshakeWorkersNeverStall(t *testing.T) {
 	})
 	if st.HandshakesFull != devices || st.HandshakesResumed != devices || st.DecryptFailures != 2*devices {
 		t.Fatalf("stats %+v: want %d full, %d resumed, %d decrypt failures", st, devices, devices, 2*devices)
+	}
+}
+
+// TestCookieRequiredForRevokedOrExpiredSession: a session id the cache no
+// longer serves (revoked, or past its TTL) gets a HelloVerifyRequest like
+// an unknown peer.
+func TestCookieRequiredForRevokedOrExpiredSession(t *testing.T) {
+	var tbl PSKTable
+	_ = tbl.Set([]byte("sensor-7"), []byte("0123456789abcdef"))
+	for _, tc := range []struct {
+		name   string
+		ttl    time.Duration
+		revoke bool
+	}{
+		{"revoked", time.Hour, true},
+		{"expired", 200 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cache, err := NewSessionCache(WithTTL(tc.ttl))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := listen(t, WithPSK(&tbl), WithSessionCache(cache), WithSourceRate(0, 0))
+			serveEcho(t, l)
+			clientCache, _ := NewSessionCache()
+			c, err := Dial(ctxT(t, 5*time.Second), "udp", l.Addr().String(),
+				WithClientPSK([]byte("sensor-7"), []byte("0123456789abcdef")), WithSessionCache(clientCache))
+			if err != nil {
+				t.Fatal(err)
+			}
+			state, _ := c.ConnectionState()
+			_ = c.Close()
+			if _, src := cache.lookup(state.SessionID); src == 0 {
+				t.Fatal("session not cached after the handshake")
+			}
+			if tc.revoke {
+				if n, err := cache.Revoke(context.Background(), "psk:sensor-7"); err != nil || n != 1 {
+					t.Fatalf("revoke: %d, %v", n, err)
+				}
+			} else {
+				time.Sleep(2 * tc.ttl)
+			}
+			if got := firstReply(t, l.Addr(), withExtendedMasterSecret(rawClientHello(state.SessionID))); got != 3 {
+				t.Fatalf("first reply is handshake type %d, want a HelloVerifyRequest (3)", got)
+			}
+			if st := l.Stats(); st.CookieSkipped != 0 {
+				t.Fatalf("stats %+v: cookie skipped", st)
+			}
+		})
 	}
 }
