@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
+	"github.com/pion/logging"
 )
 
 // association is one peer of the listener. It is the net.PacketConn pion's
@@ -27,8 +31,9 @@ type association struct {
 	once     sync.Once
 	deadline readDeadline
 
-	offered  []byte       // session id of the first ClientHello
-	replaces *association // established association at the same address
+	offered   []byte       // session id of the first ClientHello
+	replaces  *association // established association at the same address
+	reconnect bool         // replaces was set at creation (immutable)
 
 	// Guarded by l.mu.
 	candidate *association
@@ -37,10 +42,17 @@ type association struct {
 	established atomic.Bool
 	detached    atomic.Bool // replaced: writes are dropped
 
+	// handshaking is set while pion's handshake runs; undecryptable
+	// records then end it (see onDecryptFailure).
+	handshaking atomic.Bool
+	badRecord   atomic.Bool   // ended by an undecryptable record
+	plainSeq    atomic.Uint64 // highest epoch-0 record sequence number written
+
 	// Owned by pion's reading goroutine.
 	needsSlot bool
 	admitted  bool
 	holdsSlot atomic.Bool
+	holdsCPU  atomic.Bool // a Listener.cpuSlots token (see acquireCPU)
 }
 
 var _ net.PacketConn = (*association)(nil)
@@ -49,6 +61,7 @@ var _ net.PacketConn = (*association)(nil)
 func (a *association) handshake() {
 	l := a.l
 	defer l.wg.Done()
+	a.handshaking.Store(true)
 	store := dtls.SessionStore(l.cache)
 	skipCookie := false
 	if len(a.offered) > 0 {
@@ -62,27 +75,49 @@ func (a *association) handshake() {
 		}
 	}
 	a.needsSlot = l.needsSlots && !skipCookie
+	// Setting up a pion Conn is not free: it is a handshake step like the
+	// others, and the token carries over to pion's first read and returns
+	// with its answer. The session lookup above runs outside it: a load
+	// from the persistent store waits on the store more than it computes,
+	// and the store's connection pool bounds how many run at once.
+	if err := a.acquireCPU(); err != nil {
+		a.handshaking.Store(false)
+		a.endHandshake()
+		_ = a.Close()
+		return
+	}
 	opts := make([]dtls.ServerOption, 0, len(l.base)+3)
 	opts = append(opts, l.base...)
-	opts = append(opts, dtls.WithSessionStore(store), dtls.WithInsecureSkipVerifyHello(skipCookie))
+	opts = append(opts, dtls.WithSessionStore(store), dtls.WithInsecureSkipVerifyHello(skipCookie),
+		dtls.WithLoggerFactory(a))
 	if l.s.cidLen > 0 {
 		opts = append(opts, dtls.WithConnectionIDGenerator(a.newCID))
 	}
 	conn, err := dtls.ServerWithOptions(a, a.udpAddr, opts...)
 	if err != nil {
 		l.s.log.Error("dtlsx: server config", "err", err)
+		a.handshaking.Store(false)
+		a.releaseCPU()
 		a.endHandshake()
 		_ = a.Close()
 		return
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.s.timeout)
 	err = conn.HandshakeContext(ctx)
+	a.handshaking.Store(false)
 	cancel()
 	a.releaseSlot()
+	a.releaseCPU()
+	if err == nil && a.badRecord.Load() {
+		err = errBadRecord // pion finished before the association closed
+	}
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case a.badRecord.Load():
+			l.counters.decryptFailures.Add(1)
+		case errors.Is(err, context.DeadlineExceeded):
 			l.counters.timeouts.Add(1)
-		} else {
+		default:
 			l.counters.failures.Add(1)
 		}
 		l.s.log.Debug("dtlsx: handshake failed", "peer", a.addr, "err", err)
@@ -181,6 +216,7 @@ func (a *association) admit(d *datagram) error {
 	case a.l.fullSlots <- struct{}{}:
 	default:
 		a.l.counters.admissionWaits.Add(1)
+		a.releaseCPU() // never wait for a slot holding a worker
 		select {
 		case a.l.fullSlots <- struct{}{}:
 		case <-a.closed:
@@ -191,6 +227,17 @@ func (a *association) admit(d *datagram) error {
 	}
 	a.admitted = true
 	a.holdsSlot.Store(true)
+	// As in acquireCPU: a handshake that ended, or an association that
+	// closed, while this waited must not keep the slot.
+	select {
+	case <-a.closed:
+		a.releaseSlot()
+		return net.ErrClosed
+	default:
+	}
+	if !a.handshaking.Load() {
+		a.releaseSlot()
+	}
 	return nil
 }
 
@@ -200,28 +247,102 @@ func (a *association) releaseSlot() {
 	}
 }
 
-// ReadFrom implements net.PacketConn for pion.
-func (a *association) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
+// cpuGrace is how long an association keeps its CPU token while pion waits
+// for the next datagram without having answered the last one: the rest of
+// a fragmented flight normally follows at once, and pion may still be
+// preparing its answer on another goroutine.
+const cpuGrace = 20 * time.Millisecond
+
+// acquireCPU takes a handshake CPU token before pion processes a handshake
+// datagram. At most WithHandshakeWorkers associations (default one core
+// fewer than GOMAXPROCS) run handshake steps at once, so established
+// traffic always finds a core instead of queueing in the Go scheduler
+// behind hundreds of handshake goroutines during a reconnect storm. The
+// token is returned when pion answers (WriteTo), when the handshake ends,
+// or after cpuGrace without a datagram.
+func (a *association) acquireCPU() error {
+	if !a.handshaking.Load() || a.holdsCPU.Load() {
+		return nil
+	}
+	select {
+	case a.l.cpuSlots <- struct{}{}:
+	case <-a.closed:
+		return net.ErrClosed
+	case <-a.deadline.done():
+		return os.ErrDeadlineExceeded
+	}
+	a.holdsCPU.Store(true)
+	// The handshake may have ended, or the association closed, while this
+	// waited; both release after clearing their flag, so one side of this
+	// check always gives the token back.
+	select {
+	case <-a.closed:
+		a.releaseCPU()
+		return net.ErrClosed
+	default:
+	}
+	if !a.handshaking.Load() {
+		a.releaseCPU()
+	}
+	return nil
+}
+
+func (a *association) releaseCPU() {
+	if a.holdsCPU.CompareAndSwap(true, false) {
+		<-a.l.cpuSlots
+	}
+}
+
+// nextDatagram waits for the association's next datagram. While it holds
+// a CPU token it waits at most cpuGrace with it, then gives it back.
+func (a *association) nextDatagram() (*datagram, error) {
+	if a.holdsCPU.Load() {
+		grace := time.NewTimer(cpuGrace)
 		select {
 		case d := <-a.inbox:
-			if err := a.admit(d); err != nil {
-				a.l.putDatagram(d)
-				return 0, nil, err
-			}
-			n := copy(b, d.buf[:d.n])
-			var from net.Addr = a.udpAddr
-			if d.from != a.addr {
-				from = net.UDPAddrFromAddrPort(d.from) // connection-id migration
-			}
-			a.l.putDatagram(d)
-			return n, from, nil
+			grace.Stop()
+			return d, nil
+		case <-grace.C:
+			a.releaseCPU()
 		case <-a.closed:
-			return 0, nil, net.ErrClosed
+			grace.Stop()
+			return nil, net.ErrClosed
 		case <-a.deadline.done():
-			return 0, nil, os.ErrDeadlineExceeded
+			grace.Stop()
+			return nil, os.ErrDeadlineExceeded
 		}
 	}
+	select {
+	case d := <-a.inbox:
+		return d, nil
+	case <-a.closed:
+		return nil, net.ErrClosed
+	case <-a.deadline.done():
+		return nil, os.ErrDeadlineExceeded
+	}
+}
+
+// ReadFrom implements net.PacketConn for pion.
+func (a *association) ReadFrom(b []byte) (int, net.Addr, error) {
+	d, err := a.nextDatagram()
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.admit(d); err != nil {
+		a.l.putDatagram(d)
+		return 0, nil, err
+	}
+	if err := a.acquireCPU(); err != nil {
+		a.l.putDatagram(d)
+		return 0, nil, err
+	}
+	n := copy(b, d.buf[:d.n])
+	var from net.Addr = a.udpAddr
+	if d.from != a.addr {
+		from = net.UDPAddrFromAddrPort(d.from) // connection-id migration
+	}
+	a.l.putDatagram(d)
+	return n, from, nil
 }
 
 // WriteTo implements net.PacketConn for pion.
@@ -234,6 +355,10 @@ func (a *association) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if a.detached.Load() {
 		return len(b), nil
 	}
+	if !a.established.Load() {
+		a.notePlaintextSeq(b)
+		defer a.releaseCPU() // pion answered: its step is done
+	}
 	return a.l.writeTo(b, addr)
 }
 
@@ -241,6 +366,8 @@ func (a *association) WriteTo(b []byte, addr net.Addr) (int, error) {
 func (a *association) Close() error {
 	a.once.Do(func() {
 		close(a.closed)
+		a.releaseCPU()
+		a.releaseSlot()
 		a.l.forget(a)
 		for {
 			select {
@@ -268,6 +395,102 @@ func (a *association) SetReadDeadline(t time.Time) error { a.deadline.set(t); re
 
 // SetWriteDeadline implements net.PacketConn; UDP writes do not block.
 func (a *association) SetWriteDeadline(time.Time) error { return nil }
+
+// errBadRecord ends a handshake whose peer sent a record the server could
+// not decrypt (see onDecryptFailure).
+var errBadRecord = errors.New("dtlsx: peer's record failed to decrypt (wrong PSK?)")
+
+// alertBadRecordMAC is the alert body sent by onDecryptFailure: fatal(2),
+// bad_record_mac(20) (RFC 5246 7.2.2, RFC 6347 4.1.2.7).
+var alertBadRecordMAC = [2]byte{2, 20}
+
+// notePlaintextSeq records the highest epoch-0 record sequence number in
+// a datagram pion writes, so an alert sent beside pion uses a fresh one.
+func (a *association) notePlaintextSeq(b []byte) {
+	for len(b) >= recordHeaderLen {
+		if b[3] == 0 && b[4] == 0 {
+			seq := uint64(b[5])<<40 | uint64(b[6])<<32 | uint64(binary.BigEndian.Uint32(b[7:11]))
+			for {
+				cur := a.plainSeq.Load()
+				if seq <= cur || a.plainSeq.CompareAndSwap(cur, seq) {
+					break
+				}
+			}
+		}
+		n := recordHeaderLen + int(binary.BigEndian.Uint16(b[11:13]))
+		if n > len(b) {
+			return
+		}
+		b = b[n:]
+	}
+}
+
+// onDecryptFailure is called (through pion's logger) when pion discards a
+// record it cannot decrypt. During a handshake, the only record a peer
+// encrypts is its Finished, so this is a peer whose keys differ from ours:
+// almost always a wrong PSK. pion would drop it silently and leave the
+// device retransmitting until its timeout; instead the association answers
+// with a fatal bad_record_mac alert in the clear (the peer cannot decrypt
+// ours either), counts it in Stats.DecryptFailures and closes, so the
+// device learns at once. The trade-off: an off-path attacker who spoofs
+// the device's address and injects a record in that one round trip can
+// abort its handshake, which the device then retries. A reconnect
+// candidate is left alone: records of the established association at the
+// same address reach it too, and it cannot read those.
+func (a *association) onDecryptFailure() {
+	if !a.handshaking.Load() || a.established.Load() || a.reconnect {
+		return
+	}
+	if !a.badRecord.CompareAndSwap(false, true) {
+		return
+	}
+	seq := a.plainSeq.Load() + 1
+	rec := []byte{21, 0xfe, 0xfd, 0, 0, byte(seq >> 40), byte(seq >> 32), byte(seq >> 24), byte(seq >> 16), byte(seq >> 8), byte(seq), 0, 2,
+		alertBadRecordMAC[0], alertBadRecordMAC[1]}
+	if _, err := a.l.writeTo(rec, a.udpAddr); err != nil {
+		a.l.s.log.Debug("dtlsx: alert not sent", "peer", a.addr, "err", err)
+	}
+	a.l.s.log.Debug("dtlsx: handshake record failed to decrypt", "peer", a.addr)
+	_ = a.Close()
+}
+
+// pionDecryptFailed is the format pion/dtls v3 logs a discarded,
+// undecryptable record with (Conn.handleIncomingPacket). It is the only
+// signal pion gives; TestWrongPSKFailsFast notices if it changes.
+const pionDecryptFailed = "%s: decrypt failed: %s"
+
+// NewLogger implements pion's logging.LoggerFactory: each association
+// gets pion's log lines for its own Conn.
+func (a *association) NewLogger(string) logging.LeveledLogger { return pionLogger{a} }
+
+// pionLogger passes pion's errors to the listener's logger at Warn and
+// its debug lines at Debug, and watches for decrypt failures.
+type pionLogger struct{ a *association }
+
+func (p pionLogger) Debugf(format string, args ...any) {
+	if format == pionDecryptFailed {
+		p.a.onDecryptFailure()
+	}
+	p.debug(format, args...)
+}
+
+func (p pionLogger) debug(format string, args ...any) {
+	if log := p.a.l.s.log; log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("dtlsx: pion: "+fmt.Sprintf(format, args...), "peer", p.a.addr)
+	}
+}
+
+func (p pionLogger) Trace(string)             {}
+func (p pionLogger) Tracef(string, ...any)    {}
+func (p pionLogger) Debug(msg string)         { p.debug("%s", msg) }
+func (p pionLogger) Info(msg string)          { p.debug("%s", msg) }
+func (p pionLogger) Infof(f string, a ...any) { p.debug(f, a...) }
+func (p pionLogger) Warn(msg string)          { p.debug("%s", msg) }
+func (p pionLogger) Warnf(f string, a ...any) { p.debug(f, a...) }
+func (p pionLogger) Error(msg string)         { p.a.l.s.log.Warn("dtlsx: pion: "+msg, "peer", p.a.addr) }
+func (p pionLogger) Errorf(f string, a ...any) {
+	p.a.l.s.log.Warn("dtlsx: pion: "+fmt.Sprintf(f, a...), "peer", p.a.addr)
+}
 
 // pinnedStore serves one preloaded session to a resumption handshake.
 type pinnedStore struct {

@@ -3,7 +3,10 @@ package dtlsx
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"testing"
@@ -78,11 +81,13 @@ func acceptAndClose(ln net.Listener) (func(), <-chan struct{}) {
 
 type benchServer struct {
 	name  string
-	start func(b *testing.B, cert tls.Certificate, psk PSKProvider) net.Listener
+	start func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener
+	// processOnly servers run only in BenchmarkHandshakeServerProcess.
+	processOnly bool
 }
 
 var benchServers = []benchServer{
-	{"stock-pion", func(b *testing.B, cert tls.Certificate, psk PSKProvider) net.Listener {
+	{name: "stock-pion", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
 		opts := []dtls.ServerOption{dtls.WithSessionStore(newMapStore()), dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret)}
 		if psk != nil {
 			opts = append(opts, dtls.WithPSK(psk.PSK), dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
@@ -95,19 +100,65 @@ var benchServers = []benchServer{
 		}
 		return ln
 	}},
-	{"dtlsx", func(b *testing.B, cert tls.Certificate, psk PSKProvider) net.Listener {
-		opts := []Option{WithSourceRate(0, 0)}
-		if psk != nil {
-			opts = append(opts, WithPSK(psk), WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
-		} else {
-			opts = append(opts, WithCertificate(cert), WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
-		}
-		l, err := Listen("udp", "127.0.0.1:0", opts...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return l
+	{name: "dtlsx", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
+		return startDtlsx(b, cert, psk)
 	}},
+	// Every core may run handshake steps: what the handshake workers'
+	// default (GOMAXPROCS-1) costs in throughput.
+	{name: "dtlsx-allcores", processOnly: true, start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
+		return startDtlsx(b, cert, psk, WithHandshakeWorkers(runtime.GOMAXPROCS(0)))
+	}},
+}
+
+func startDtlsx(b testing.TB, cert tls.Certificate, psk PSKProvider, extra ...Option) net.Listener {
+	opts := append([]Option{WithSourceRate(0, 0)}, extra...)
+	if psk != nil {
+		opts = append(opts, WithPSK(psk), WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
+	} else {
+		opts = append(opts, WithCertificate(cert), WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
+	}
+	l, err := Listen("udp", "127.0.0.1:0", opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l
+}
+
+// benchClientOptions is the stock pion client of the handshake benchmarks;
+// for "resumed" it keeps one session store across its dials.
+func benchClientOptions(kind string) []dtls.ClientOption {
+	copts := []dtls.ClientOption{dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret)}
+	if kind == "psk" {
+		copts = append(copts, dtls.WithPSK(func([]byte) ([]byte, error) { return []byte("0123456789abcdef"), nil }),
+			dtls.WithPSKIdentityHint([]byte("bench")), dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
+	} else {
+		copts = append(copts, dtls.WithInsecureSkipVerify(true),
+			dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
+	}
+	if kind == "resumed" {
+		copts = append(copts, dtls.WithSessionStore(newMapStore()))
+	}
+	return copts
+}
+
+// benchDial runs one client handshake, waits for the server's one-byte
+// confirmation and closes.
+func benchDial(raddr *net.UDPAddr, copts []dtls.ClientOption) error {
+	c, err := dtls.DialWithOptions("udp", raddr, copts...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 16)); err != nil {
+		return fmt.Errorf("server did not confirm: %w", err)
+	}
+	return nil
 }
 
 func cpuTime() time.Duration {
@@ -128,47 +179,35 @@ func BenchmarkHandshake(b *testing.B) {
 	_ = tbl.Set([]byte("bench"), []byte("0123456789abcdef"))
 	for _, kind := range []string{"full", "resumed", "psk"} {
 		for _, srv := range benchServers {
+			if srv.processOnly {
+				continue
+			}
 			b.Run(kind+"/"+srv.name, func(b *testing.B) {
 				var psk PSKProvider
 				if kind == "psk" {
 					psk = &tbl
 				}
-				ln := srv.start(b, pki.server, psk)
-				stop, served := acceptAndClose(ln)
+				// Goroutines inherit pprof labels: side=server marks the
+				// listener's work in a -cpuprofile, the rest is the client.
+				var ln net.Listener
+				var stop func()
+				var served <-chan struct{}
+				pprof.Do(context.Background(), pprof.Labels("side", "server"), func(context.Context) {
+					ln = srv.start(b, pki.server, psk)
+					stop, served = acceptAndClose(ln)
+				})
 				defer stop()
 				raddr := ln.Addr().(*net.UDPAddr)
-				clientStore := newMapStore()
-				copts := []dtls.ClientOption{dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret)}
-				if kind == "psk" {
-					copts = append(copts, dtls.WithPSK(func([]byte) ([]byte, error) { return []byte("0123456789abcdef"), nil }),
-						dtls.WithPSKIdentityHint([]byte("bench")), dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8))
-				} else {
-					copts = append(copts, dtls.WithInsecureSkipVerify(true),
-						dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256))
-				}
-				if kind == "resumed" {
-					copts = append(copts, dtls.WithSessionStore(clientStore))
-				}
+				copts := benchClientOptions(kind)
 				i := 0
 				handshake := func() {
 					i++
-					c, err := dtls.DialWithOptions("udp", raddr, copts...)
-					if err != nil {
-						b.Fatal(err)
-					}
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					if err := c.HandshakeContext(ctx); err != nil {
+					if err := benchDial(raddr, copts); err != nil {
+						if l, ok := ln.(*Listener); ok {
+							b.Fatalf("handshake %d: %v; server %+v", i, err, l.Stats())
+						}
 						b.Fatalf("handshake %d: %v", i, err)
 					}
-					cancel()
-					_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-					if _, err := c.Read(make([]byte, 16)); err != nil {
-						if l, ok := ln.(*Listener); ok {
-							b.Fatalf("handshake %d: server did not confirm: %v; server %+v", i, err, l.Stats())
-						}
-						b.Fatalf("handshake %d: server did not confirm: %v", i, err)
-					}
-					_ = c.Close()
 					// Wait for the server side too, so the next client never
 					// meets a half-closed association at a reused port (stock
 					// pion would misroute it).
@@ -212,6 +251,9 @@ func BenchmarkHandshake(b *testing.B) {
 func BenchmarkRecordEcho(b *testing.B) {
 	pki := newPKI(b)
 	for _, srv := range benchServers {
+		if srv.processOnly {
+			continue
+		}
 		b.Run(srv.name, func(b *testing.B) {
 			ln := srv.start(b, pki.server, nil)
 			var wg sync.WaitGroup

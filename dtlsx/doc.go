@@ -16,7 +16,11 @@
 //   - Handshake admission: at most WithMaxFullHandshakes certificate
 //     handshakes past the cookie exchange at once (the rest wait in arrival
 //     order), a bound on half-open associations, and a per-source-IP rate
-//     of new associations. Resumptions and established traffic never wait.
+//     of new associations. Resumptions and established traffic never wait
+//     for those slots. Handshake steps (parsing a flight and computing the
+//     answer) run on at most WithHandshakeWorkers associations at once,
+//     by default one fewer than GOMAXPROCS, so established traffic keeps
+//     a core during a reconnect storm.
 //   - Resumption through a SessionCache: an LRU with TTL in memory in front
 //     of an optional PersistentStore (SQLiteStore by default) shared across
 //     restarts and gateway instances. Stored sessions are sealed with
@@ -27,7 +31,9 @@
 //     (RFC 6347 4.2.1 allows it); every other ClientHello must return a
 //     cookie first.
 //   - PSK identities from a PSKTable (memory or file), SQLiteStore or a
-//     PSKFunc; the server can send an identity hint.
+//     PSKFunc; the server can send an identity hint. A device with the
+//     wrong key gets a bad_record_mac alert as soon as its Finished fails
+//     to decrypt (pion alone drops it silently and the device times out).
 //   - Counters for every outcome (Listener.Stats, SessionCache.Stats).
 //
 // Closing a Listener closes every association on its socket.

@@ -99,7 +99,7 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 func serveEcho(t testing.TB, l *Listener) {
 	t.Helper()
 	done := make(chan struct{})
-	conns := make(chan net.Conn, 1024)
+	var conns []net.Conn // owned by the accept loop until done
 	go func() {
 		defer close(done)
 		for {
@@ -107,7 +107,7 @@ func serveEcho(t testing.TB, l *Listener) {
 			if err != nil {
 				return
 			}
-			conns <- c
+			conns = append(conns, c)
 			go func() {
 				_, _ = io.Copy(c, c)
 			}()
@@ -116,8 +116,7 @@ func serveEcho(t testing.TB, l *Listener) {
 	t.Cleanup(func() {
 		_ = l.Close()
 		<-done
-		close(conns)
-		for c := range conns {
+		for _, c := range conns {
 			_ = c.Close()
 		}
 	})

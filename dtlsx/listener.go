@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,7 @@ type Stats struct {
 	CookieSkipped     uint64 // resumptions answered without HelloVerifyRequest
 	HandshakeFailures uint64 // bad credentials, alerts, protocol errors
 	HandshakeTimeouts uint64
+	DecryptFailures   uint64 // handshakes whose peer's Finished failed to decrypt (wrong PSK), ended with bad_record_mac
 	AdmissionWaits    uint64 // full handshakes that queued for a slot
 	RateLimited       uint64 // new associations refused by the per-source limit
 	PendingLimited    uint64 // new associations refused at the pending bound
@@ -44,6 +46,7 @@ type Stats struct {
 
 type listenerCounters struct {
 	full, psk, resumed, cookieSkipped, failures, timeouts, admissionWaits   atomic.Uint64
+	decryptFailures                                                         atomic.Uint64
 	rateLimited, pendingLimited, malformed, unknown, inboxDrops, reconnects atomic.Uint64
 }
 
@@ -69,6 +72,7 @@ type Listener struct {
 	base       []dtls.ServerOption
 	cache      *SessionCache
 	fullSlots  chan struct{}
+	cpuSlots   chan struct{} // handshake steps running at once
 	accepted   chan *dtls.Conn
 	ctx        context.Context
 	cancel     context.CancelFunc
@@ -129,6 +133,7 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		base:       base,
 		cache:      cache,
 		fullSlots:  make(chan struct{}, s.maxFull),
+		cpuSlots:   make(chan struct{}, s.handshakeWorkers()),
 		accepted:   make(chan *dtls.Conn, s.backlog),
 		byAddr:     make(map[netip.AddrPort]*association),
 		byCID:      make(map[string]*association),
@@ -182,7 +187,8 @@ func (l *Listener) Stats() Stats {
 		Associations: n, HandshakesFull: k.full.Load(), HandshakesPSK: k.psk.Load(),
 		HandshakesResumed: k.resumed.Load(), CookieSkipped: k.cookieSkipped.Load(),
 		HandshakeFailures: k.failures.Load(), HandshakeTimeouts: k.timeouts.Load(),
-		AdmissionWaits: k.admissionWaits.Load(), RateLimited: k.rateLimited.Load(),
+		DecryptFailures: k.decryptFailures.Load(),
+		AdmissionWaits:  k.admissionWaits.Load(), RateLimited: k.rateLimited.Load(),
 		PendingLimited: k.pendingLimited.Load(), Malformed: k.malformed.Load(),
 		Unknown: k.unknown.Load(), InboxDrops: k.inboxDrops.Load(), Reconnects: k.reconnects.Load(),
 	}
@@ -362,13 +368,14 @@ func (l *Listener) startLocked(from netip.AddrPort, offered []byte, replaces *as
 		return nil
 	}
 	a := &association{
-		l:        l,
-		addr:     from,
-		udpAddr:  net.UDPAddrFromAddrPort(from),
-		inbox:    make(chan *datagram, inboxLen),
-		closed:   make(chan struct{}),
-		offered:  clone(offered),
-		replaces: replaces,
+		l:         l,
+		addr:      from,
+		udpAddr:   net.UDPAddrFromAddrPort(from),
+		inbox:     make(chan *datagram, inboxLen),
+		closed:    make(chan struct{}),
+		offered:   clone(offered),
+		replaces:  replaces,
+		reconnect: replaces != nil,
 	}
 	a.deadline.init()
 	l.pending++
@@ -387,7 +394,14 @@ func (l *Listener) forget(a *association) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.byAddr[a.addr] == a {
-		delete(l.byAddr, a.addr)
+		if c := a.candidate; c != nil {
+			// The device (or a new one on the same port) is handshaking
+			// again: its records must keep reaching the new association.
+			l.byAddr[a.addr] = c
+			a.candidate = nil
+		} else {
+			delete(l.byAddr, a.addr)
+		}
 	}
 	if r := a.replaces; r != nil && r.candidate == a {
 		r.candidate = nil
@@ -398,6 +412,15 @@ func (l *Listener) forget(a *association) {
 		}
 	}
 	a.cids = nil
+}
+
+// handshakeWorkers is WithHandshakeWorkers or, by default, one fewer than
+// GOMAXPROCS (at least 1).
+func (s *settings) handshakeWorkers() int {
+	if s.workers > 0 {
+		return s.workers
+	}
+	return max(1, runtime.GOMAXPROCS(0)-1)
 }
 
 // checkServerOptions lets pion validate the configuration once, so a bad

@@ -44,6 +44,7 @@ func TestListenRejectsBadConfiguration(t *testing.T) {
 		{"psk with certificate-only suites", []Option{WithPSK(&tbl), WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)}},
 		{"negative rate", []Option{WithCertificate(pki.server), WithSourceRate(-1, 1)}},
 		{"zero full handshakes", []Option{WithCertificate(pki.server), WithMaxFullHandshakes(0)}},
+		{"zero handshake workers", []Option{WithCertificate(pki.server), WithHandshakeWorkers(0)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := Listen("udp", "127.0.0.1:0", tc.opts...)

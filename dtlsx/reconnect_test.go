@@ -104,3 +104,72 @@ func TestSpoofedHelloDoesNotReplace(t *testing.T) {
 		t.Fatalf("stats = %+v, want no reconnect and the candidate timed out", st)
 	}
 }
+
+// beforeWrite is a client socket that runs hook once, just before its
+// n-th write goes out.
+type beforeWrite struct {
+	net.PacketConn
+	n, writes int
+	hook      func()
+}
+
+func (b *beforeWrite) WriteTo(p []byte, addr net.Addr) (int, error) {
+	b.writes++
+	if b.writes == b.n {
+		b.hook()
+	}
+	return b.PacketConn.WriteTo(p, addr)
+}
+
+// TestReconnectOutlivesReplacedAssociation: when the association a new
+// handshake from the same port would replace closes first (the server
+// closed it, or the old device's close_notify arrived), the new handshake
+// keeps its records and completes.
+func TestReconnectOutlivesReplacedAssociation(t *testing.T) {
+	pki := newPKI(t)
+	l := listen(t, WithCertificate(pki.server))
+	accepted := make(chan net.Conn, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() { _ = l.Close(); <-done })
+	opts := []Option{WithRootCAs(pki.pool), WithServerName("gw.test")}
+	pcA, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := pcA.LocalAddr().(*net.UDPAddr)
+	if _, err := Client(ctxT(t, 5*time.Second), pcA, l.Addr(), opts...); err != nil {
+		t.Fatal(err)
+	}
+	serverA := <-accepted
+	_ = pcA.Close()
+	pcB, err := net.ListenUDP("udp", local)
+	if err != nil {
+		t.Fatalf("rebind %v: %v", local, err)
+	}
+	// Writes: ClientHello, ClientHello with cookie, then the key exchange.
+	// Close the old association just before the key exchange goes out.
+	hooked := &beforeWrite{PacketConn: pcB, n: 3, hook: func() {
+		_ = serverA.Close()
+		time.Sleep(100 * time.Millisecond)
+	}}
+	b, err := Client(ctxT(t, 5*time.Second), hooked, l.Addr(), opts...)
+	if err != nil {
+		t.Fatalf("handshake after the replaced association closed: %v; stats %+v", err, l.Stats())
+	}
+	defer b.Close()
+	serverB := <-accepted
+	defer serverB.Close()
+	if st := l.Stats(); st.Associations != 1 || st.HandshakeTimeouts != 0 {
+		t.Fatalf("stats = %+v, want the new association only", st)
+	}
+}
