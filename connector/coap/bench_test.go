@@ -68,11 +68,10 @@ func exchangeRaw(conn *net.UDPConn, req, resp []byte, mid uint16) error {
 		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 		for {
 			k, err := conn.Read(resp)
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				break
-			}
 			if err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					break
+				}
 				return err
 			}
 			if k < 4 || uint16(resp[2])<<8|uint16(resp[3]) != mid {

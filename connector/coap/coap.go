@@ -30,6 +30,10 @@ import (
 	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
 )
 
+// socketBuffer is the receive buffer asked for on a socket the connector
+// opens itself (WithPacketConn keeps the caller's).
+const socketBuffer = 1 << 20
+
 // Stats are the connector's counters; see Connector.Stats.
 type Stats = connstats.Stats
 
@@ -130,6 +134,9 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 				return fmt.Errorf("coap: listen %s: %w", c.s.addr, err)
 			}
 			pc = p.(*net.UDPConn)
+			// Room for a burst from many devices at once; the kernel
+			// caps it at net.core.rmem_max, so this is best effort.
+			_ = pc.SetReadBuffer(socketBuffer)
 		}
 		c.addr, c.pc = pc.LocalAddr(), pc
 		if c.s.fastPath {
@@ -321,7 +328,10 @@ func (h *ingest) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 	if b := r.Body(); b != nil {
 		body = b
 	}
-	o := c.ingest(h.ctx, h.up, path, nil, body, w.Conn().RemoteAddr())
+	o := c.ingest(h.ctx, h.up, path, nil, body)
+	if o.badPath != nil {
+		c.s.logger.Warn("coap: bad request path", "remote", w.Conn().RemoteAddr().String(), "err", o.badPath)
+	}
 	var opts []message.Option
 	if o.maxAge1 {
 		opts = append(opts, maxAge1())
@@ -334,25 +344,29 @@ type outcome struct {
 	code    uint8 // CoAP code, class<<5 | detail
 	reason  string
 	maxAge1 bool
+	badPath error // the path did not name a device and topic
 }
 
 // ingestBytes is ingest for the fast path: a single-datagram payload and
 // the deadline context of the reader.
 func (c *Connector) ingestBytes(ctx context.Context, up gateway.Uplink, path, payload []byte, from netip.AddrPort) outcome {
-	return c.ingest(ctx, up, string(path), payload, nil, from)
+	o := c.ingest(ctx, up, string(path), payload, nil)
+	if o.badPath != nil {
+		c.s.logger.Warn("coap: bad request path", "remote", from.String(), "err", o.badPath)
+	}
+	return o
 }
 
 // ingest turns one POST/PUT into a frame, delivers it and says how to
 // answer: 2.04 only once the pipeline accepted the frame. The payload
 // comes from payload or, when body is not nil, from body. ctx bounds the
 // delivery by WithTimeouts' deliver timeout unless it already has a
-// deadline. remote (a net.Addr or netip.AddrPort) is only for logs.
-func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, path string, payload []byte, body io.Reader, remote any) outcome {
+// deadline. The caller logs a bad path with the peer's address.
+func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, path string, payload []byte, body io.Reader) outcome {
 	device, topic, err := ParsePath(c.s.prefix, path)
 	if err != nil {
 		c.stats.Total.Malformed()
-		c.s.logger.Warn("coap: bad request path", "remote", remote, "err", err)
-		return outcome{code: codeBadRequest, reason: err.Error()}
+		return outcome{code: codeBadRequest, reason: err.Error(), badPath: err}
 	}
 	ds := c.stats.Device(device)
 	fail := func(code uint8, reason string, malformed, maxAge bool) outcome {
