@@ -203,3 +203,24 @@ func TestGoCoAPPathStillServes(t *testing.T) {
 	}
 	col.WaitFor(t, 5*time.Second, "frame", func(fs []gateway.Frame) bool { return len(fs) == 1 && string(fs[0].Payload) == "slow" })
 }
+
+// TestFastPathDeliverTimeout: a pipeline that does not decide within the
+// deliver timeout gets the device a 5.03, and the frame is not taken.
+func TestFastPathDeliverTimeout(t *testing.T) {
+	col := conntest.NewCollector()
+	release := col.Hold()
+	defer release()
+	_, addr := start(t, col, WithTimeouts(200*time.Millisecond, 10*time.Second, 30*time.Second))
+	conn := rawPeer(t, addr)
+	start := time.Now()
+	a := roundTrip(t, conn, rawPost("slow", []byte("x")), 3*time.Second)
+	if len(a) < 6 || a[1] != codeServiceUnavail || !bytes.Contains(a, []byte("deadline exceeded")) {
+		t.Fatalf("answer % x (%q), want 5.03 deadline exceeded", a, a)
+	}
+	if el := time.Since(start); el < 200*time.Millisecond {
+		t.Fatalf("answered after %v, before the deliver timeout", el)
+	}
+	if col.Len() != 0 {
+		t.Fatal("frame taken")
+	}
+}

@@ -130,11 +130,13 @@ func (f *udpFront) handle(r *reader, d []byte, from netip.AddrPort) {
 
 // deliverCtx is a reusable context for one delivery with a deadline. The
 // gateway looks at Done only when it has to wait, so the timer behind the
-// deadline is made only then.
+// deadline is made only then. Every field is behind mu, so a late caller
+// (one that kept the context past Deliver) sees a consistent, bounded
+// context, never a torn one.
 type deliverCtx struct {
+	mu       sync.Mutex
 	parent   context.Context
 	deadline time.Time
-	mu       sync.Mutex
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -142,7 +144,9 @@ type deliverCtx struct {
 var _ context.Context = (*deliverCtx)(nil)
 
 func (d *deliverCtx) reset(parent context.Context, deadline time.Time) {
+	d.mu.Lock()
 	d.parent, d.deadline = parent, deadline
+	d.mu.Unlock()
 }
 
 func (d *deliverCtx) inner() context.Context {
@@ -160,22 +164,37 @@ func (d *deliverCtx) release() {
 	if d.cancel != nil {
 		d.cancel()
 	}
-	d.ctx, d.cancel, d.parent = nil, nil, nil
+	d.ctx, d.cancel = nil, nil
 	d.mu.Unlock()
 }
 
-func (d *deliverCtx) Deadline() (time.Time, bool) { return d.deadline, true }
-func (d *deliverCtx) Done() <-chan struct{}       { return d.inner().Done() }
+func (d *deliverCtx) Deadline() (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deadline, true
+}
+
+func (d *deliverCtx) Done() <-chan struct{} { return d.inner().Done() }
+
 func (d *deliverCtx) Err() error {
-	if err := d.parent.Err(); err != nil {
+	d.mu.Lock()
+	parent, deadline := d.parent, d.deadline
+	d.mu.Unlock()
+	if err := parent.Err(); err != nil {
 		return err
 	}
-	if !time.Now().Before(d.deadline) {
+	if !time.Now().Before(deadline) {
 		return context.DeadlineExceeded
 	}
 	return nil
 }
-func (d *deliverCtx) Value(key any) any { return d.parent.Value(key) }
+
+func (d *deliverCtx) Value(key any) any {
+	d.mu.Lock()
+	parent := d.parent
+	d.mu.Unlock()
+	return parent.Value(key)
+}
 
 // passListener hands the datagrams the fast path does not answer to
 // go-coap's connection-oriented server, one net.Conn per peer. Reads come
