@@ -44,7 +44,10 @@
 // request gets the first answer again and is never delivered twice while
 // its entry lives (WithDuplicateCache). Every other datagram (GET,
 // block-wise, Observe, pings) goes to go-coap on the same socket.
-// WithFastPath(false) hands everything to go-coap's UDP server.
+// Malformed datagrams are counted in Stats().Total.Malformed (a
+// confirmable one gets a Reset); datagrams dropped because a go-coap
+// session's queue was full count as errors. WithFastPath(false) hands
+// everything to go-coap's UDP server.
 //
 // # Trade-offs
 //
