@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/dtlsx"
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/limitread"
@@ -26,6 +29,10 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
 )
+
+// socketBuffer is the receive buffer asked for on a socket the connector
+// opens itself (WithPacketConn keeps the caller's).
+const socketBuffer = 1 << 20
 
 // Stats are the connector's counters; see Connector.Stats.
 type Stats = connstats.Stats
@@ -49,6 +56,9 @@ type Connector struct {
 	udpSrv  *udpserver.Server
 	connSrv *dtlsserver.Server
 	udpConn *coapnet.UDPConn
+	pc      *net.UDPConn
+	dtlsLn  *dtlsx.Listener
+	front   *udpFront
 	addr    net.Addr
 	wg      sync.WaitGroup
 	peers   map[string]*udpclient.Conn // downlink connections by device
@@ -99,17 +109,21 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 	router.DefaultHandle(&ingest{c: c, up: up, ctx: runCtx})
 	switch {
 	case c.s.connListener != nil:
-		srv := dtlsserver.New(options.WithMux(router), options.WithContext(runCtx),
-			options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise())
-		c.connSrv = srv
-		ln := c.s.connListener
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			if err := srv.Serve(ln); err != nil && runCtx.Err() == nil {
-				c.s.logger.Error("coap: serve", "err", err)
-			}
-		}()
+		c.connSrv = c.serveConns(runCtx, router, c.s.connListener)
+	case c.s.dtls:
+		var ln *dtlsx.Listener
+		var err error
+		if c.s.packetConn != nil {
+			ln, err = dtlsx.NewListener(c.s.packetConn, c.s.dtlsOpts...)
+		} else {
+			ln, err = dtlsx.Listen("udp", c.s.addr, c.s.dtlsOpts...)
+		}
+		if err != nil {
+			cancel()
+			return fmt.Errorf("coap: dtls listen %s: %w", c.s.addr, err)
+		}
+		c.dtlsLn, c.addr = ln, ln.Addr()
+		c.connSrv = c.serveConns(runCtx, router, ln)
 	case c.s.packetConn != nil || c.s.addr != "":
 		pc := c.s.packetConn
 		if pc == nil {
@@ -120,12 +134,27 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 				return fmt.Errorf("coap: listen %s: %w", c.s.addr, err)
 			}
 			pc = p.(*net.UDPConn)
+			// Room for a burst from many devices at once; the kernel
+			// caps it at net.core.rmem_max, so this is best effort.
+			_ = pc.SetReadBuffer(socketBuffer)
+		}
+		c.addr, c.pc = pc.LocalAddr(), pc
+		if c.s.fastPath {
+			front := newUDPFront(c, pc, up, runCtx)
+			c.front = front
+			c.connSrv = c.serveConns(runCtx, router, front.pass)
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				front.run(c.s.readers)
+			}()
+			break
 		}
 		l := coapnet.NewUDPConn("udp", pc)
 		srv := udp.NewServer(options.WithMux(router), options.WithContext(runCtx),
 			options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise(),
 			options.WithTransmission(1, c.s.ackTimeout, 4))
-		c.udpSrv, c.udpConn, c.addr = srv, l, pc.LocalAddr()
+		c.udpSrv, c.udpConn = srv, l
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -145,12 +174,42 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 	return nil
 }
 
+// serveConns runs go-coap's connection-oriented server on ln, one
+// session per conn: the DTLS transport, an injected ConnListener, and the
+// datagrams the plain-UDP fast path passes on.
+func (c *Connector) serveConns(runCtx context.Context, router *mux.Router, ln ConnListener) *dtlsserver.Server {
+	srv := dtlsserver.New(options.WithMux(router), options.WithContext(runCtx),
+		options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise(),
+		options.WithTransmission(1, c.s.ackTimeout, 4),
+		options.WithInactivityMonitor(c.s.sessionIdle, func(cc *udpclient.Conn) { _ = cc.Close() }))
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := srv.Serve(ln); err != nil && runCtx.Err() == nil {
+			c.s.logger.Error("coap: serve", "err", err)
+		}
+	}()
+	return srv
+}
+
+// DTLSStats returns the counters of the DTLS listener (handshakes,
+// failures, timeouts) while connected with WithDTLS.
+func (c *Connector) DTLSStats() (dtlsx.Stats, bool) {
+	c.mu.Lock()
+	ln := c.dtlsLn
+	c.mu.Unlock()
+	if ln == nil {
+		return dtlsx.Stats{}, false
+	}
+	return ln.Stats(), true
+}
+
 // Disconnect stops the server, the observers and downlink connections,
 // and waits for them.
 func (c *Connector) Disconnect(ctx context.Context) error {
 	c.mu.Lock()
-	cancel, udpSrv, connSrv, udpConn := c.cancel, c.udpSrv, c.connSrv, c.udpConn
-	c.cancel, c.udpSrv, c.connSrv, c.udpConn, c.addr = nil, nil, nil, nil, nil
+	cancel, udpSrv, connSrv, udpConn, pc, dtlsLn := c.cancel, c.udpSrv, c.connSrv, c.udpConn, c.pc, c.dtlsLn
+	c.cancel, c.udpSrv, c.connSrv, c.udpConn, c.addr, c.pc, c.dtlsLn, c.front = nil, nil, nil, nil, nil, nil, nil, nil
 	peers := c.peers
 	c.peers = map[string]*udpclient.Conn{}
 	c.mu.Unlock()
@@ -164,6 +223,12 @@ func (c *Connector) Disconnect(ctx context.Context) error {
 	}
 	if connSrv != nil {
 		connSrv.Stop()
+	}
+	if dtlsLn != nil {
+		_ = dtlsLn.Close()
+	}
+	if pc != nil && udpConn == nil {
+		_ = pc.Close()
 	}
 	for _, p := range peers {
 		_ = p.Close()
@@ -241,6 +306,14 @@ func maxAge1() message.Option { return message.Option{ID: message.MaxAge, Value:
 
 func (h *ingest) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 	c := h.c
+	if r.Code() == codes.GET {
+		if p, err := r.Path(); err == nil && p == "/.well-known/core" {
+			// RFC 6690 discovery: where devices send their data.
+			link := fmt.Sprintf("</%s>;rt=\"ingest\";title=\"POST or PUT /%s<device>/<topic>\"", c.s.prefix, prefixSlash(c.s.prefix))
+			_ = w.SetResponse(codes.Content, message.AppLinkFormat, bytes.NewReader([]byte(link)))
+			return
+		}
+	}
 	if r.Code() != codes.POST && r.Code() != codes.PUT {
 		respond(w, codes.MethodNotAllowed, "only POST and PUT")
 		return
@@ -251,57 +324,100 @@ func (h *ingest) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 		respond(w, codes.BadRequest, "no path")
 		return
 	}
+	var body io.Reader
+	if b := r.Body(); b != nil {
+		body = b
+	}
+	o := c.ingest(h.ctx, h.up, path, nil, body)
+	if o.badPath != nil {
+		c.s.logger.Warn("coap: bad request path", "remote", w.Conn().RemoteAddr().String(), "err", o.badPath)
+	}
+	var opts []message.Option
+	if o.maxAge1 {
+		opts = append(opts, maxAge1())
+	}
+	respond(w, codes.Code(o.code), o.reason, opts...)
+}
+
+// outcome is the answer to one ingest request.
+type outcome struct {
+	code    uint8 // CoAP code, class<<5 | detail
+	reason  string
+	maxAge1 bool
+	badPath error // the path did not name a device and topic
+}
+
+// ingestBytes is ingest for the fast path: a single-datagram payload and
+// the deadline context of the reader.
+func (c *Connector) ingestBytes(ctx context.Context, up gateway.Uplink, path, payload []byte, from netip.AddrPort) outcome {
+	o := c.ingest(ctx, up, string(path), payload, nil)
+	if o.badPath != nil {
+		c.s.logger.Warn("coap: bad request path", "remote", from.String(), "err", o.badPath)
+	}
+	return o
+}
+
+// ingest turns one POST/PUT into a frame, delivers it and says how to
+// answer: 2.04 only once the pipeline accepted the frame. The payload
+// comes from payload or, when body is not nil, from body. ctx bounds the
+// delivery by WithTimeouts' deliver timeout unless it already has a
+// deadline. The caller logs a bad path with the peer's address.
+func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, path string, payload []byte, body io.Reader) outcome {
 	device, topic, err := ParsePath(c.s.prefix, path)
 	if err != nil {
 		c.stats.Total.Malformed()
-		c.s.logger.Warn("coap: bad request path", "remote", w.Conn().RemoteAddr().String(), "err", err)
-		respond(w, codes.BadRequest, err.Error())
-		return
+		return outcome{code: codeBadRequest, reason: err.Error(), badPath: err}
 	}
 	ds := c.stats.Device(device)
-	fail := func(code codes.Code, reason string, malformed bool, opts ...message.Option) {
+	fail := func(code uint8, reason string, malformed, maxAge bool) outcome {
 		ds.Error()
 		c.stats.Total.Error()
 		if malformed {
 			ds.Malformed()
 			c.stats.Total.Malformed()
 		}
-		respond(w, code, reason, opts...)
+		return outcome{code: code, reason: reason, maxAge1: maxAge}
 	}
 	f := gateway.AcquireFrame()
-	f.Payload, err = limitread.Append(f.Payload[:0], r.Body(), c.s.maxBody)
+	if body != nil {
+		f.Payload, err = limitread.Append(f.Payload[:0], body, c.s.maxBody)
+	} else if int64(len(payload)) > c.s.maxBody {
+		err = limitread.ErrTooLarge
+	} else {
+		f.Payload = append(f.Payload[:0], payload...)
+	}
 	if err != nil {
 		f.Release()
 		if errors.Is(err, limitread.ErrTooLarge) {
-			fail(codes.RequestEntityTooLarge, fmt.Sprintf("body exceeds %d bytes", c.s.maxBody), false)
-			return
+			return fail(codeEntityTooLarge, fmt.Sprintf("body exceeds %d bytes", c.s.maxBody), false, false)
 		}
-		fail(codes.BadRequest, "reading body: "+err.Error(), true)
-		return
+		return fail(codeBadRequest, "reading body: "+err.Error(), true, false)
 	}
 	if len(f.Payload) == 0 {
 		f.Release()
-		fail(codes.BadRequest, "empty body", true)
-		return
+		return fail(codeBadRequest, "empty body", true, false)
 	}
 	f.Device, f.Topic = device, topic
 	n := len(f.Payload)
-	ctx, cancel := context.WithTimeout(h.ctx, c.s.deliverTimeout)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.s.deliverTimeout)
+		defer cancel()
+	}
 	start := time.Now()
-	err = h.up.Deliver(ctx, f)
-	cancel()
+	err = up.Deliver(ctx, f)
 	ds.Latency(time.Since(start))
 	switch {
 	case err == nil:
 		ds.Frame(n)
 		c.stats.Total.Frame(n)
-		respond(w, codes.Changed, "")
+		return outcome{code: codeChanged}
 	case errors.Is(err, gateway.ErrDropped):
-		fail(codes.ServiceUnavailable, "gateway queue full", false, maxAge1())
+		return fail(codeServiceUnavail, "gateway queue full", false, true)
 	case errors.Is(err, gateway.ErrClosed):
-		fail(codes.ServiceUnavailable, "gateway shutting down", false, maxAge1())
+		return fail(codeServiceUnavail, "gateway shutting down", false, true)
 	default:
-		fail(codes.ServiceUnavailable, "not accepted: "+err.Error(), false, maxAge1())
+		return fail(codeServiceUnavail, "not accepted: "+err.Error(), false, true)
 	}
 }
 

@@ -76,6 +76,7 @@ func TestLibcoapClientPost(t *testing.T) {
 		{"bad path", []string{"-m", "post", "-e", "1", uri + "/devices/onlydevice"}, "4.00", "", "", nil},
 		{"empty body", []string{"-m", "post", uri + "/devices/dev1/x"}, "4.00", "", "", nil},
 		{"get not allowed", []string{"-m", "get", uri + "/devices/dev1/x"}, "4.05", "", "", nil},
+		{"discovery", []string{"-m", "get", uri + "/.well-known/core"}, `</devices>;rt="ingest"`, "", "", nil},
 	}
 	for _, tt := range tests {
 		before := col.Len()

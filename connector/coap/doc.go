@@ -29,14 +29,36 @@
 // # Transports
 //
 // By default the server listens on plain UDP. WithPacketConn serves an
-// existing socket; WithConnListener serves the conns of any listener that
-// yields one net.Conn per peer, which is how a DTLS layer plugs in
-// without changes here.
+// existing socket; WithDTLS serves coaps through a dtlsx listener (PSK
+// and/or certificates; the YAML dtls: block); WithConnListener serves the
+// conns of any listener that yields one net.Conn per peer.
+//
+// # Plain-UDP fast path
+//
+// On plain UDP the connector reads the socket itself and answers the
+// common request alone: a confirmable or non-confirmable POST/PUT with
+// no Block1, Block2, Observe or unknown option. It parses the datagram
+// (RFC 7252), delivers the frame, answers with a piggybacked ACK (or a
+// NON response), and recognises retransmissions by peer and message id
+// in a bounded cache that expires in arrival order, so a retransmitted
+// request gets the first answer again and is never delivered twice while
+// its entry lives (WithDuplicateCache). Every other datagram (GET,
+// block-wise, Observe, pings) goes to go-coap on the same socket.
+// Malformed datagrams are counted in Stats().Total.Malformed (a
+// confirmable one gets a Reset); datagrams dropped because a go-coap
+// session's queue was full count as errors. WithFastPath(false) hands
+// everything to go-coap's UDP server.
 //
 // # Trade-offs
 //
-// The CoAP stack keeps, per peer, every response for the RFC exchange
-// lifetime (247 s) to answer retransmissions, and scans that cache on
-// each datagram: a device that sends many requests per second costs more
-// CPU per request than many devices that send a few.
+// go-coap keeps, per peer, every response for the RFC exchange lifetime
+// (247 s) and its UDP server scans that cache on each datagram; the fast
+// path exists because that made a busy device cost more CPU per request
+// than many quiet ones. The fast path's duplicate cache is bounded
+// instead (default 32,768 entries, about 6 MB when full): above its rate
+// a retransmission can outlive its entry and be delivered again, which
+// is at-least-once, as for every device protocol. Readers block while
+// the gateway decides on a frame, so a full pipeline under the Block
+// overflow policy slows reading for every device (backpressure) until
+// WithTimeouts' deliver timeout answers 5.03.
 package coap

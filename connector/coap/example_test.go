@@ -5,6 +5,7 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/connector/coap"
+	"github.com/iotgw/gateway/dtlsx"
 )
 
 func ExampleParsePath() {
@@ -23,6 +24,20 @@ func ExampleNew() {
 		return
 	}
 	_, err = gateway.New(gateway.WithConnector("coap", c))
+	fmt.Println(err)
+	// Output: <nil>
+}
+
+// ExampleWithDTLS serves coaps to devices that hold a pre-shared key.
+func ExampleWithDTLS() {
+	var psk dtlsx.PSKTable
+	_ = psk.Set([]byte("thermo-1"), []byte("coap-secret-key!"))
+	c, err := coap.New(coap.WithAddress("0.0.0.0:5684"), coap.WithDTLS(dtlsx.WithPSK(&psk)))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_, err = gateway.New(gateway.WithConnector("coaps", c))
 	fmt.Println(err)
 	// Output: <nil>
 }

@@ -1,12 +1,15 @@
 package coap
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/dtlsx"
 )
 
 // Option configures a Connector.
@@ -45,6 +48,13 @@ type settings struct {
 	addresses      map[string]string
 	downlinkPut    bool
 	logger         *slog.Logger
+	fastPath       bool
+	readers        int
+	dedupEntries   int
+	passQueue      int
+	sessionIdle    time.Duration
+	dtls           bool
+	dtlsOpts       []dtlsx.Option
 }
 
 func defaultSettings() settings {
@@ -61,6 +71,11 @@ func defaultSettings() settings {
 		backoffMax:     30 * time.Second,
 		addresses:      map[string]string{},
 		logger:         slog.Default(),
+		fastPath:       true,
+		readers:        max(2, runtime.GOMAXPROCS(0)),
+		dedupEntries:   32 << 10,
+		passQueue:      32,
+		sessionIdle:    5 * time.Minute,
 	}
 }
 
@@ -100,6 +115,82 @@ func WithConnListener(ln ConnListener) Option {
 			return fmt.Errorf("nil listener")
 		}
 		s.connListener = ln
+		return nil
+	}
+}
+
+// WithFastPath turns the plain-UDP fast path on (the default) or off.
+// With it, the connector's own readers answer confirmable and
+// non-confirmable POST/PUT requests that carry no Block1, Block2, Observe
+// or other option they do not know, with their own duplicate detection;
+// everything else (GET, block-wise, Observe, pings) is served by go-coap
+// on the same socket. Off, go-coap's UDP server reads every datagram,
+// which costs several times more CPU per request (see BENCHMARKS.md).
+// DTLS and WithConnListener always use go-coap.
+func WithFastPath(on bool) Option {
+	return func(s *settings) error {
+		s.fastPath = on
+		return nil
+	}
+}
+
+// WithReaders sets how many goroutines read the plain-UDP socket on the
+// fast path. Each blocks while the gateway decides on its frame, so more
+// readers keep a slow pipeline (Block overflow policy) from holding up
+// other devices, at the cost of a 64 KiB buffer each. Default: the number
+// of CPUs, at least 2.
+func WithReaders(n int) Option {
+	return func(s *settings) error {
+		if n < 1 || n > 256 {
+			return fmt.Errorf("readers must be 1..256")
+		}
+		s.readers = n
+		return nil
+	}
+}
+
+// WithDuplicateCache sets how many recent requests the fast path
+// remembers to recognise a retransmission (RFC 7252 4.5: same peer and
+// message id), each for the RFC lifetime (247s confirmable, 145s
+// non-confirmable) or until newer ones push it out, oldest first. A
+// retransmission whose entry is gone is delivered again (at-least-once).
+// About 190 bytes per entry (measured). Default 32768 (about 6 MB when
+// full): that covers the 45s in which devices retransmit (RFC 7252
+// MAX_TRANSMIT_SPAN) up to 728 requests/s, and the whole 247s lifetime
+// up to 132 requests/s; raise it for busier gateways.
+func WithDuplicateCache(entries int) Option {
+	return func(s *settings) error {
+		if entries < dedupShards || entries > 16<<20 {
+			return fmt.Errorf("duplicate cache must hold %d..%d entries", dedupShards, 16<<20)
+		}
+		s.dedupEntries = entries
+		return nil
+	}
+}
+
+// WithSessionIdle sets after how long without a datagram go-coap ends a
+// device session (its retransmission cache and block-wise state; over
+// DTLS also the DTLS connection). Default 5m, above the 247s exchange
+// lifetime.
+func WithSessionIdle(d time.Duration) Option {
+	return func(s *settings) error {
+		if d <= 0 {
+			return fmt.Errorf("session idle must be positive")
+		}
+		s.sessionIdle = d
+		return nil
+	}
+}
+
+// WithDTLS serves CoAP over DTLS 1.2 (coaps) on the address (or the
+// WithPacketConn socket) through a dtlsx listener built from opts at
+// Connect, e.g. dtlsx.WithPSK(table) and dtlsx.WithPSKHint. The plain-UDP
+// fast path does not apply; go-coap serves every request. The listener's
+// counters are on Connector.DTLSStats. Default: plain UDP.
+func WithDTLS(opts ...dtlsx.Option) Option {
+	return func(s *settings) error {
+		s.dtls = true
+		s.dtlsOpts = append(s.dtlsOpts, opts...)
 		return nil
 	}
 }
@@ -249,6 +340,58 @@ type Config struct {
 	DownlinkMethod string            `yaml:"downlink_method"`
 	Devices        map[string]string `yaml:"devices"`
 	Observe        []ObserveConfig   `yaml:"observe"`
+	FastPath       *bool             `yaml:"fast_path"`
+	DuplicateCache int               `yaml:"duplicate_cache"`
+	DTLS           *DTLSConfig       `yaml:"dtls"`
+}
+
+// DTLSConfig is the dtls: block: the credentials devices use for coaps.
+// At least a PSK file or a certificate and key is required.
+type DTLSConfig struct {
+	PSKFile          string        `yaml:"psk_file"`
+	IdentityHint     string        `yaml:"identity_hint"`
+	CertFile         string        `yaml:"cert_file"`
+	KeyFile          string        `yaml:"key_file"`
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+}
+
+// options turns the block into dtlsx options, reading the files now so a
+// bad file is a config error, not a failure at Connect.
+func (d *DTLSConfig) options() ([]dtlsx.Option, error) {
+	var opts []dtlsx.Option
+	if d.PSKFile == "" && d.CertFile == "" {
+		return nil, fmt.Errorf("want psk_file, or cert_file and key_file")
+	}
+	if d.PSKFile != "" {
+		tbl, err := dtlsx.LoadPSKFile(d.PSKFile)
+		if err != nil {
+			return nil, fmt.Errorf("psk_file: %w", err)
+		}
+		opts = append(opts, dtlsx.WithPSK(tbl))
+	}
+	if d.IdentityHint != "" {
+		if d.PSKFile == "" {
+			return nil, fmt.Errorf("identity_hint: needs psk_file")
+		}
+		opts = append(opts, dtlsx.WithPSKHint([]byte(d.IdentityHint)))
+	}
+	if (d.CertFile == "") != (d.KeyFile == "") {
+		return nil, fmt.Errorf("cert_file and key_file go together")
+	}
+	if d.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(d.CertFile, d.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file/key_file: %w", err)
+		}
+		opts = append(opts, dtlsx.WithCertificate(cert))
+	}
+	if d.HandshakeTimeout < 0 {
+		return nil, fmt.Errorf("handshake_timeout: must be positive")
+	}
+	if d.HandshakeTimeout > 0 {
+		opts = append(opts, dtlsx.WithHandshakeTimeout(d.HandshakeTimeout))
+	}
+	return opts, nil
 }
 
 // ObserveConfig is one entry of observe:.
@@ -305,6 +448,20 @@ func Register(reg *gateway.Registry) error {
 		for i, o := range cfg.Observe {
 			if err := add("observe", WithObserve(Observe(o))); err != nil {
 				errs = append(errs, spec.Errorf("observe", "observe[%d]: %v", i, err))
+			}
+		}
+		if cfg.FastPath != nil {
+			opts = append(opts, WithFastPath(*cfg.FastPath))
+		}
+		if cfg.DuplicateCache != 0 {
+			errs = append(errs, add("duplicate_cache", WithDuplicateCache(cfg.DuplicateCache)))
+		}
+		if cfg.DTLS != nil {
+			dopts, err := cfg.DTLS.options()
+			if err != nil {
+				errs = append(errs, spec.Errorf("dtls", "%v", err))
+			} else {
+				opts = append(opts, WithDTLS(dopts...))
 			}
 		}
 		for _, err := range errs {

@@ -1,0 +1,105 @@
+package coap
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/dtlsx"
+	"github.com/iotgw/gateway/internal/conntest"
+	"github.com/iotgw/gateway/internal/testenv"
+)
+
+// TestLibcoapCoapsPSK: libcoap's OpenSSL and GnuTLS clients reach the
+// connector over DTLS with a PSK: POST is delivered and answered 2.04,
+// GET discovery answers, a wrong key is refused at the handshake and
+// counted, and nothing from it is delivered.
+func TestLibcoapCoapsPSK(t *testing.T) {
+	const key = "coap-secret-key!"
+	var tbl dtlsx.PSKTable
+	if err := tbl.Set([]byte("thermo-1"), []byte(key)); err != nil {
+		t.Fatal(err)
+	}
+	col := conntest.NewCollector()
+	c, addr := start(t, col, WithDTLS(dtlsx.WithPSK(&tbl), dtlsx.WithHandshakeTimeout(2*time.Second)))
+	base := "coaps://" + addr
+	frames := 0
+	for _, client := range []string{"coap-client-openssl", "coap-client-gnutls"} {
+		t.Run(client, func(t *testing.T) {
+			bin := testenv.RequireCommand(t, client)
+			run := func(args ...string) (string, error) {
+				return conntest.Run(20*time.Second, bin, append([]string{"-B", "5", "-v", "7"}, args...)...)
+			}
+			out, err := run("-m", "post", "-u", "thermo-1", "-k", key, "-e", client, base+"/devices/thermo-1/temp")
+			if err != nil || !strings.Contains(out, "2.04") {
+				t.Fatalf("POST: err %v, output:\n%s", err, out)
+			}
+			frames++
+			fs := col.WaitFor(t, 5*time.Second, "frame", func(fs []gateway.Frame) bool { return len(fs) == frames })
+			if f := fs[len(fs)-1]; f.Device != "thermo-1" || f.Topic != "temp" || string(f.Payload) != client {
+				t.Fatalf("frame %+v", f)
+			}
+			out, err = run("-m", "get", "-u", "thermo-1", "-k", key, base+"/.well-known/core")
+			if err != nil || !strings.Contains(out, `rt="ingest"`) {
+				t.Fatalf("GET: err %v, output:\n%s", err, out)
+			}
+			before := c.Stats().Total.Frames
+			out, _ = conntest.Run(20*time.Second, bin, "-B", "3", "-m", "post", "-u", "thermo-1", "-k", "wrong-key-wrong!", "-e", "bad", base+"/devices/thermo-1/temp")
+			if strings.Contains(out, "2.04") || c.Stats().Total.Frames != before {
+				t.Fatalf("POST with a wrong key was accepted:\n%s", out)
+			}
+		})
+	}
+	// pion drops records that fail the Finished check, so the failure
+	// shows as a handshake timeout on the server.
+	conntest.Eventually(t, 10*time.Second, "refused handshakes counted", func() bool {
+		st, ok := c.DTLSStats()
+		return ok && st.HandshakeFailures+st.HandshakeTimeouts >= 2
+	})
+	if st, _ := c.DTLSStats(); st.HandshakesPSK < 4 {
+		t.Fatalf("dtls stats %+v, want >= 4 PSK handshakes", st)
+	}
+	if fs := col.Frames(); len(fs) != 2 {
+		t.Fatalf("%d frames, want 2", len(fs))
+	}
+}
+
+// TestRegisterDTLSYAML: the dtls: block reads its files at load time and
+// names the field of a bad one.
+func TestRegisterDTLSYAML(t *testing.T) {
+	dir := t.TempDir()
+	psk := filepath.Join(dir, "psk.txt")
+	if err := os.WriteFile(psk, []byte("# devices\nthermo-1 636f61702d7365637265742d6b657921\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badPSK := filepath.Join(dir, "bad.txt")
+	if err := os.WriteFile(badPSK, []byte("thermo-1 nothex\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := gateway.NewRegistry()
+	if err := Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ yaml, wantErr string }{
+		{"connectors:\n  - name: c\n    coap: {address: '127.0.0.1:0', dtls: {psk_file: " + psk + ", identity_hint: gw}}\n", ""},
+		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + badPSK + "}}\n", "connectors[0].coap.dtls: psk_file: dtlsx: psk file " + badPSK + ": line 1"},
+		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + filepath.Join(dir, "missing") + "}}\n", "connectors[0].coap.dtls: psk_file"},
+		{"connectors:\n  - name: c\n    coap: {dtls: {}}\n", "connectors[0].coap.dtls: want psk_file"},
+		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + psk + ", cert_file: x}}\n", "cert_file and key_file go together"},
+		{"connectors:\n  - name: c\n    coap: {dtls: {psk_fle: x}}\n", "connectors[0].coap.dtls.psk_fle: unknown key"},
+		{"connectors:\n  - name: c\n    coap: {duplicate_cache: 3}\n", "connectors[0].coap.duplicate_cache"},
+		{"connectors:\n  - name: c\n    coap: {fast_path: false}\n", ""},
+	}
+	for _, tt := range tests {
+		cfg, err := gateway.ParseConfig([]byte(tt.yaml), "t.yaml")
+		if err == nil {
+			_, err = gateway.New(gateway.WithRegistry(reg), gateway.WithConfig(cfg))
+		}
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("%q:\n err = %v\n want %q", tt.yaml, err, tt.wantErr)
+		}
+	}
+}
