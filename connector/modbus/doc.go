@@ -50,7 +50,12 @@
 // connection, which is re-opened with exponential backoff and full jitter.
 // Each poll cycle runs under a context deadline.
 //
-// The TCP connection is dialled by the client library, which uses the Go
-// runtime's default TCP keepalive (15 s idle); steady polling keeps the
-// connection verified in any case.
+// The TCP connection has keepalive probes after 30 s idle, 30 s apart. The
+// client library dials the socket itself with Go's default (15 s) and
+// offers no dialer hook, so on Linux the connector sets the socket options
+// on the connected socket right after the dial, finding it by its peer
+// address among the process's sockets (another connection of the process
+// to the same device gets the same setting). On other systems the
+// connection keeps Go's default; steady polling keeps it verified in any
+// case.
 package modbus

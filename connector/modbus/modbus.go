@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	mb "github.com/simonvetter/modbus"
 )
 
@@ -254,7 +258,36 @@ func (d *deviceRun) open() (*mb.ModbusClient, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("modbus %s: unit id: %w", d.dev.Name, err)
 	}
+	d.setKeepAlive()
 	return client, nil
+}
+
+// setKeepAlive gives the connection the gateway's TCP keepalive (30 s
+// idle and interval). The client library dials the socket itself with
+// Go's default (15 s) and offers no dialer hook, so on Linux the socket is
+// found by its peer address right after the dial and set in place.
+func (d *deviceRun) setKeepAlive() {
+	var peers []netip.AddrPort
+	if ap, err := netip.ParseAddrPort(d.dev.Address); err == nil {
+		peers = append(peers, ap)
+	} else if host, port, err := net.SplitHostPort(d.dev.Address); err == nil {
+		p, perr := strconv.ParseUint(port, 10, 16)
+		ctx, cancel := context.WithTimeout(context.Background(), d.c.s.timeout)
+		ips, lerr := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		cancel()
+		if perr == nil && lerr == nil {
+			for _, ip := range ips {
+				peers = append(peers, netip.AddrPortFrom(ip.Unmap(), uint16(p)))
+			}
+		}
+	}
+	n, err := tcpkeepalive.SetConnectedTo(peers)
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+	case err != nil || n == 0:
+		d.log().Warn("modbus: TCP keepalive not set; the connection keeps Go's default", "device", d.dev.Name,
+			"address", d.dev.Address, "sockets", n, "err", err)
+	}
 }
 
 func (d *deviceRun) setClient(c *mb.ModbusClient) {

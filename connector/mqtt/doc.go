@@ -29,8 +29,9 @@
 //
 // Listener sessions are kept small for gateways with many devices: 1 KiB
 // socket buffers, 32 pending outbound packets, 64 in-flight messages (see
-// WithSessionLimits). The listening socket sets TCP keepalive to 30 s;
-// MQTT keepalive is the device's choice. The client mode uses a 30 s MQTT
-// and TCP keepalive and reconnects with exponential backoff and full
+// WithSessionLimits). Session sockets have TCP keepalive probes after
+// 30 s idle, 30 s apart (not with WithNetListener, whose listener is the
+// caller's); MQTT keepalive is the device's choice. The client mode uses a
+// 30 s MQTT keepalive, the same TCP keepalive, and reconnects with exponential backoff and full
 // jitter, reset only after a connection stayed up 10 s.
 package mqtt

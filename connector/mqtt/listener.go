@@ -14,6 +14,7 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -113,7 +114,7 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 	}
 	ln := l.s.listener
 	if ln == nil {
-		lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+		lc := net.ListenConfig{KeepAliveConfig: tcpkeepalive.Config()}
 		var err error
 		if ln, err = lc.Listen(ctx, "tcp", l.s.addr); err != nil {
 			return fmt.Errorf("mqtt listener: listen %s: %w", l.s.addr, err)

@@ -1,0 +1,42 @@
+// Package tcpkeepalive holds the gateway's TCP keepalive setting for
+// device connections (30 s idle, 30 s between probes) and, on Linux, a way
+// to apply it to sockets a third-party library dialled itself, and to read
+// it back.
+//
+// The happy path:
+//
+//	lc := net.ListenConfig{KeepAliveConfig: tcpkeepalive.Config()}
+//	d := net.Dialer{KeepAliveConfig: tcpkeepalive.Config()}
+//	n, err := tcpkeepalive.SetConnectedTo(peers) // after a library's own dial
+package tcpkeepalive
+
+import (
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Period is the keepalive idle time and probe interval of every device
+// TCP connection: a silent peer is probed after 30 s and declared dead
+// after Count unanswered probes 30 s apart (30 s + 9 x 30 s = 5 min).
+const Period = 30 * time.Second
+
+// Count is the number of unanswered probes before the kernel drops the
+// connection (the Linux and Go default).
+const Count = 9
+
+// Config is the net.KeepAliveConfig for net.Dialer and net.ListenConfig.
+// Go's plain KeepAlive field sets only the idle time and leaves the probe
+// interval at Go's default 15 s; this sets both.
+func Config() net.KeepAliveConfig {
+	return net.KeepAliveConfig{Enable: true, Idle: Period, Interval: Period, Count: Count}
+}
+
+// Socket is one TCP socket of this process and its keepalive settings as
+// the kernel reports them.
+type Socket struct {
+	Local, Peer    netip.AddrPort
+	Enabled        bool
+	Idle, Interval time.Duration
+	Count          int
+}
