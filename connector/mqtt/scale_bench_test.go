@@ -97,8 +97,12 @@ func readRuntimeMetrics() runtimeMetrics {
 // device sessions from a separate load-generator process, spread over
 // 127.0.0.1-127.0.0.250 source addresses, and reports the gateway
 // process's RSS per idle session and the msg/s of QoS 0 PUBLISHes that
-// reach the Uplink while every session publishes. b.N is not used: one
-// iteration is the whole scenario.
+// reach the Uplink while every session publishes, with the process's CPU
+// time per message, and where the idle memory is: goroutine stacks
+// (allocated and in use), heap and goroutines per session. b.N is not
+// used: one iteration is the whole scenario. MQTT_READ_BUFFER sets the
+// session read buffer (WithSessionLimits); MQTT_HEAPPROFILE names a file
+// for a heap profile taken with all sessions idle.
 //
 //	go test -run '^$' -bench BenchmarkMQTTListenerSessions -benchtime 1x ./connector/mqtt
 func BenchmarkMQTTListenerSessions(b *testing.B) {
