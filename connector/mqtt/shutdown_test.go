@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/conntest"
 )
 
@@ -69,4 +71,69 @@ func TestListenerDisconnectWhileDevicesLeave(t *testing.T) {
 		cancel()
 		wg.Wait()
 	}
+}
+
+// stuckUplink blocks every delivery until released, ignoring ctx: a
+// misbehaving pipeline.
+type stuckUplink struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (u *stuckUplink) Deliver(_ context.Context, f *gateway.Frame) error {
+	f.Release()
+	select {
+	case u.entered <- struct{}{}:
+	default:
+	}
+	<-u.release
+	return nil
+}
+
+// TestListenerDisconnectBoundedByContext: a session that cannot end (its
+// delivery is stuck) makes Disconnect return the context's error when
+// the context ends, instead of waiting forever.
+func TestListenerDisconnectBoundedByContext(t *testing.T) {
+	up := &stuckUplink{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	l, err := NewListener(WithListenAddress("127.0.0.1:0"), WithListenerLogger(conntest.QuietLogger()), devices[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Connect(context.Background(), up); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(connectPacket("raw-dev1", "dev1", "pw1")); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil || ack[3] != 0 {
+		t.Fatalf("connack %x %v", ack, err)
+	}
+	if _, err := c.Write(publishPacket("devices/dev1/t", []byte("1"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-up.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("publish never reached the uplink")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- l.Disconnect(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Disconnect = %v, want the context's deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		close(up.release)
+		t.Fatal("Disconnect ignored its context")
+	}
+	close(up.release)
 }
