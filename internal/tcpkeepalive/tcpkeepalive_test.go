@@ -62,6 +62,12 @@ func TestSetConnectedTo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	select {
+	case sc := <-accepted: // the accepted end exists in this process now
+		defer sc.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection not accepted")
+	}
 	before := one(t, peerIs(ln.Addr()))
 	if !before.Enabled || before.Idle != 15*time.Second || before.Interval != 15*time.Second {
 		t.Fatalf("Go's default dial: %+v, want keepalive 15 s / 15 s", before)
