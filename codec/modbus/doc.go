@@ -19,8 +19,16 @@
 //   - Frame.Payload is the block's data as the Modbus response carries it:
 //     for registers two bytes per register, big-endian, in address order
 //     (len/2 registers); for coils and discrete inputs the bits packed
-//     eight per byte, least significant bit first (a trailing partial
-//     byte's spare bits are ignored unless a point names them).
+//     eight per byte, least significant bit first: bit A of a block
+//     starting at S is bit (A-S)%8 of byte (A-S)/8.
+//
+// A packed bit payload does not say how many bits the poller read; the
+// register map does. Decode reads every bit point within the 8*len bits,
+// so a point in the spare bits of the last byte decodes as whatever the
+// poller put there (0 from a Modbus response). Name in the map only bits
+// the poller reads; package connector/modbus, which emits exactly these
+// frames, plans its reads so that no polled bit falls in another block's
+// spare bits.
 //
 // Decode appends every point of the map that lies wholly inside the block
 // and skips the others, so one register map serves all the blocks a

@@ -25,6 +25,7 @@
 // Every non-202 answer carries a one-line plain-text reason. A client that
 // did not get 202 should retry: the frame was not taken.
 //
-// The listener sets TCP keepalive to 30 s; the server has read, write and
+// Device connections, accepted and polled, have TCP keepalive probes after
+// 30 s idle, 30 s apart; the server has read, write and
 // idle timeouts so a stalled client cannot hold a connection forever.
 package httpc

@@ -18,6 +18,7 @@ import (
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/limitread"
+	"github.com/iotgw/gateway/internal/tcpkeepalive"
 )
 
 // Stats are the connector's counters; see Connector.Stats.
@@ -59,7 +60,7 @@ func New(opts ...Option) (*Connector, error) {
 	c := &Connector{s: s}
 	c.limits.rate, c.limits.burst = s.rate, float64(s.burst)
 	c.client = &http.Client{Transport: &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAliveConfig: tcpkeepalive.Config()}).DialContext,
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
 	}}
@@ -100,7 +101,7 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 	}
 	ln := c.s.listener
 	if ln == nil && c.s.addr != "" {
-		lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+		lc := net.ListenConfig{KeepAliveConfig: tcpkeepalive.Config()}
 		var err error
 		if ln, err = lc.Listen(ctx, "tcp", c.s.addr); err != nil {
 			return fmt.Errorf("httpc: listen %s: %w", c.s.addr, err)

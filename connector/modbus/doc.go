@@ -9,22 +9,30 @@
 //
 // # Frame contract
 //
-// Each poll cycle yields one frame per read block (see Plan):
+// Frames follow the block contract of package codec/modbus, so its
+// RegisterMap and the mapping codec decode them as they are. Each poll
+// cycle yields one frame per read block (see Plan):
 //
 //   - Device is the device name.
 //   - Topic names the block: "<table>/<first address>", where table is
-//     "hr" (holding registers), "ir" (input registers), "co" (coils) or
-//     "di" (discrete inputs), e.g. "hr/0".
-//   - Payload for registers is the raw register bytes as on the wire: two
-//     bytes per register, big-endian, in address order. For coils and
-//     discrete inputs it is one byte per bit, 0 or 1, in address order.
+//     "hr" (holding registers), "ir" (input registers), "coil" (coils) or
+//     "di" (discrete inputs), e.g. "hr/0" or "coil/16".
+//   - Payload is the block's data as the Modbus response carries it: for
+//     registers two bytes per register, big-endian, in address order; for
+//     coils and discrete inputs the bits packed eight per byte, least
+//     significant bit first (address Start is bit 0 of byte 0), the spare
+//     bits of the last byte 0.
 //
 // With coalescing, one block may cover several configured ranges plus the
-// gaps between them, so a register-map codec finds address A of a block
-// starting at S at payload offset 2*(A-S) (registers) or A-S (bits).
+// gaps between them, so a register-map codec finds register A of a block
+// starting at S at payload offset 2*(A-S), and bit A at bit (A-S)%8 of
+// byte (A-S)/8. A packed frame does not carry its bit count: the register
+// map says which bits matter. Plan therefore never lets a polled bit sit
+// in the spare bits of another block's last byte (it merges such blocks).
 //
 // Downlink frames use the same topic form naming the first address to
-// write, "hr/<address>" or "co/<address>", and the same payload layout.
+// write, "hr/<address>" or "coil/<address>", and the same payload layout;
+// a coil write covers whole bytes (8 coils per payload byte).
 //
 // # Coalescing
 //
@@ -42,7 +50,12 @@
 // connection, which is re-opened with exponential backoff and full jitter.
 // Each poll cycle runs under a context deadline.
 //
-// The TCP connection is dialled by the client library, which uses the Go
-// runtime's default TCP keepalive (15 s idle); steady polling keeps the
-// connection verified in any case.
+// The TCP connection has keepalive probes after 30 s idle, 30 s apart. The
+// client library dials the socket itself with Go's default (15 s) and
+// offers no dialer hook, so on Linux the connector sets the socket options
+// on the connected socket right after the dial, finding it by its peer
+// address among the process's sockets (another connection of the process
+// to the same device gets the same setting). On other systems the
+// connection keeps Go's default; steady polling keeps it verified in any
+// case.
 package modbus

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	mb "github.com/simonvetter/modbus"
 )
 
@@ -254,7 +258,36 @@ func (d *deviceRun) open() (*mb.ModbusClient, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("modbus %s: unit id: %w", d.dev.Name, err)
 	}
+	d.setKeepAlive()
 	return client, nil
+}
+
+// setKeepAlive gives the connection the gateway's TCP keepalive (30 s
+// idle and interval). The client library dials the socket itself with
+// Go's default (15 s) and offers no dialer hook, so on Linux the socket is
+// found by its peer address right after the dial and set in place.
+func (d *deviceRun) setKeepAlive() {
+	var peers []netip.AddrPort
+	if ap, err := netip.ParseAddrPort(d.dev.Address); err == nil {
+		peers = append(peers, ap)
+	} else if host, port, err := net.SplitHostPort(d.dev.Address); err == nil {
+		p, perr := strconv.ParseUint(port, 10, 16)
+		ctx, cancel := context.WithTimeout(context.Background(), d.c.s.timeout)
+		ips, lerr := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		cancel()
+		if perr == nil && lerr == nil {
+			for _, ip := range ips {
+				peers = append(peers, netip.AddrPortFrom(ip.Unmap(), uint16(p)))
+			}
+		}
+	}
+	n, err := tcpkeepalive.SetConnectedTo(peers)
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+	case err != nil || n == 0:
+		d.log().Warn("modbus: TCP keepalive not set; the connection keeps Go's default", "device", d.dev.Name,
+			"address", d.dev.Address, "sockets", n, "err", err)
+	}
 }
 
 func (d *deviceRun) setClient(c *mb.ModbusClient) {
@@ -354,8 +387,9 @@ func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gatew
 	return nil
 }
 
-// read performs one request and appends the block's bytes to dst:
-// registers as they are on the wire (big-endian), bits as one byte each.
+// read performs one request and appends the block's bytes to dst as the
+// Modbus response carries them: registers big-endian, bits packed eight
+// per byte, least significant bit first, spare bits of the last byte 0.
 func (d *deviceRun) read(client *mb.ModbusClient, b Block, dst []byte) ([]byte, error) {
 	start := time.Now()
 	var err error
@@ -381,13 +415,7 @@ func (d *deviceRun) read(client *mb.ModbusClient, b Block, dst []byte) ([]byte, 
 		if err == nil && len(bits) != int(b.Count) {
 			err = fmt.Errorf("%w: %d bits for %d requested", ErrMalformedResponse, len(bits), b.Count)
 		}
-		for _, v := range bits {
-			if v {
-				dst = append(dst, 1)
-			} else {
-				dst = append(dst, 0)
-			}
-		}
+		dst = appendPacked(dst, bits)
 	}
 	lat := time.Since(start)
 	d.stats.Latency(lat)
@@ -420,11 +448,14 @@ func (c *Connector) Read(ctx context.Context, device string, b Block) ([]byte, e
 }
 
 // Write implements gateway.Downlinker. f.Device names the device and
-// f.Topic the first address, as "hr/<address>" or "co/<address>". The
-// payload for holding registers is big-endian register bytes (2 bytes:
-// function 6, more: function 16); for coils one byte per coil, 0 or 1
-// (1 byte: function 5, more: function 15). Input registers and discrete
-// inputs are read-only (ErrNotSupported).
+// f.Topic the first address, as "hr/<address>" or "coil/<address>" (the
+// block topics of package codec/modbus, whose Encode builds the payload).
+// The payload for holding registers is big-endian register bytes (2 bytes:
+// function 6, more: function 16); for coils it is packed eight per byte,
+// least significant bit first, and writes 8*len(payload) coils with
+// function 15 (the payload carries no coil count, so a coil write covers
+// whole bytes). Input registers and discrete inputs are read-only
+// (ErrNotSupported).
 func (c *Connector) Write(ctx context.Context, f *gateway.Frame) error {
 	d := c.devices[f.Device]
 	if d == nil {
@@ -447,8 +478,6 @@ func (c *Connector) Write(ctx context.Context, f *gateway.Frame) error {
 		err = client.WriteRegister(w.Address, w.Registers[0])
 	case w.Table == HoldingRegisters:
 		err = client.WriteRegisters(w.Address, w.Registers)
-	case len(w.Coils) == 1:
-		err = client.WriteCoil(w.Address, w.Coils[0])
 	default:
 		err = client.WriteCoils(w.Address, w.Coils)
 	}
@@ -493,23 +522,36 @@ func ParseWrite(topic string, payload []byte) (WriteRequest, error) {
 			w.Registers[i] = uint16(payload[2*i])<<8 | uint16(payload[2*i+1])
 		}
 	case Coils:
-		if len(payload) == 0 || len(payload) > 1968 {
-			return w, fmt.Errorf("topic %s: %d coils: want 1..1968", topic, len(payload))
+		n := 8 * len(payload)
+		if n == 0 || n > 1968 {
+			return w, fmt.Errorf("topic %s: payload of %d bytes: want 1..246 bytes of packed coils (8 per byte)", topic, len(payload))
 		}
-		if int(addr)+len(payload) > 1<<16 {
-			return w, fmt.Errorf("topic %s: %d coils run past address 65535", topic, len(payload))
+		if int(addr)+n > 1<<16 {
+			return w, fmt.Errorf("topic %s: %d coils run past address 65535", topic, n)
 		}
-		w.Coils = make([]bool, len(payload))
-		for i, b := range payload {
-			if b > 1 {
-				return w, fmt.Errorf("topic %s: payload offset %d: coil byte %#x, want 0 or 1", topic, i, b)
-			}
-			w.Coils[i] = b == 1
+		w.Coils = make([]bool, n)
+		for i := range w.Coils {
+			w.Coils[i] = payload[i/8]>>(i%8)&1 != 0
 		}
 	default:
 		return w, fmt.Errorf("topic %s: %s is read-only: %w", topic, t, gateway.ErrNotSupported)
 	}
 	return w, nil
+}
+
+// appendPacked appends bits packed eight per byte, least significant bit
+// first, as a Modbus coil or discrete input response carries them.
+func appendPacked(dst []byte, bits []bool) []byte {
+	for i := 0; i < len(bits); i += 8 {
+		var b byte
+		for k, v := range bits[i:min(i+8, len(bits))] {
+			if v {
+				b |= 1 << k
+			}
+		}
+		dst = append(dst, b)
+	}
+	return dst
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

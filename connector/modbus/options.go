@@ -117,6 +117,8 @@ func WithPause(d time.Duration) Option {
 // gap 16. A larger gap saves requests but reads (and ships) unused
 // addresses, and a device that rejects reads of unmapped addresses answers
 // a merged request with an exception: turn it off or lower the gap then.
+// Bit ranges less than 8 addresses apart merge even with coalescing off
+// (see Plan).
 func WithCoalescing(on bool, maxGap uint16) Option {
 	return func(s *settings) error {
 		s.coalesce, s.maxGap = on, maxGap
@@ -165,7 +167,7 @@ func WithLogger(l *slog.Logger) Option {
 //	      interval: 1s
 //	      ranges:
 //	        - {table: hr, address: 0, count: 10}
-//	        - {table: co, address: 100, count: 8}
+//	        - {table: coil, address: 100, count: 8}
 type Config struct {
 	Timeout    time.Duration  `yaml:"timeout"`
 	Retries    *int           `yaml:"retries"`

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,8 +101,8 @@ func TestPymodbusPollAllTables(t *testing.T) {
 	want := map[string][]byte{
 		"plc|hr/0":   be16(1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010, 1011),
 		"plc|ir/100": be16(2100, 2101, 2102),
-		"plc|co/0":   {1, 0, 0, 1, 0, 0, 1},
-		"plc|di/5":   {1, 0, 1, 0},
+		"plc|coil/0": {0b1001001}, // coils 0, 3 and 6 of 0..6
+		"plc|di/5":   {0b0101},    // inputs 5 and 7 of 5..8
 	}
 	for k, w := range want {
 		f, ok := got[k]
@@ -112,10 +113,12 @@ func TestPymodbusPollAllTables(t *testing.T) {
 			t.Errorf("%s payload = %v, want %v", k, f.Payload, w)
 		}
 	}
-	st := c.Stats()
-	if st.Total.Frames < 4 || st.Devices["plc"].Bytes == 0 || st.Total.Requests < 4 {
-		t.Errorf("stats not counting: %+v", st.Total)
-	}
+	// A frame is counted once Deliver returned, a moment after the
+	// collector saw it.
+	conntest.Eventually(t, 5*time.Second, "stats counting frames, bytes and requests", func() bool {
+		st := c.Stats()
+		return st.Total.Frames >= 4 && st.Devices["plc"].Bytes > 0 && st.Total.Requests >= 4
+	})
 }
 
 func keys(m map[string]gateway.Frame) []string {
@@ -164,8 +167,9 @@ func TestPymodbusExceptionAndWrite(t *testing.T) {
 	}{
 		{"hr/10", be16(0xbeef), Block{HoldingRegisters, 10, 1}, be16(0xbeef), nil},
 		{"hr/20", be16(1, 2, 3), Block{HoldingRegisters, 20, 3}, be16(1, 2, 3), nil},
-		{"co/1", []byte{1}, Block{Coils, 0, 3}, []byte{1, 1, 0}, nil},
-		{"co/10", []byte{0, 1, 1}, Block{Coils, 9, 4}, []byte{1, 0, 1, 1}, nil},
+		{"coil/1", []byte{0b1}, Block{Coils, 0, 3}, []byte{0b011}, nil},       // writes coils 1..8
+		{"coil/10", []byte{0b110}, Block{Coils, 9, 4}, []byte{0b1101}, nil},   // writes coils 10..17
+		{"coil/290", []byte{0xff, 0xff}, Block{}, nil, ErrIllegalDataAddress}, // 16 coils, past the image
 		{"ir/0", be16(1), Block{}, nil, gateway.ErrNotSupported},
 		{"hr/299", be16(1, 2), Block{}, nil, ErrIllegalDataAddress},
 	}
@@ -188,6 +192,9 @@ func TestPymodbusExceptionAndWrite(t *testing.T) {
 		if string(got) != string(tt.want) {
 			t.Errorf("after write %s: read %v = %v, want %v", tt.topic, tt.read, got, tt.want)
 		}
+	}
+	if err := c.Write(ctx, &gateway.Frame{Device: "plc", Topic: "co/1", Payload: []byte{1}}); err == nil || !strings.Contains(err.Error(), `unknown table "co"`) {
+		t.Errorf(`write to "co/1": err = %v, want unknown table`, err)
 	}
 	if err := c.Write(ctx, &gateway.Frame{Device: "nope", Topic: "hr/1", Payload: be16(1)}); !errors.Is(err, gateway.ErrNoRoute) {
 		t.Errorf("write to unknown device: %v", err)

@@ -10,16 +10,16 @@ import (
 // Table is one of the four Modbus data tables.
 type Table uint8
 
-// The Modbus data tables, with the short names used in YAML and in frame
-// topics.
+// The Modbus data tables, with the short names used in frame topics (the
+// names package codec/modbus parses).
 const (
 	HoldingRegisters Table = iota // "hr", function 3, writable (6, 16)
 	InputRegisters                // "ir", function 4, read-only
-	Coils                         // "co", function 1, writable (5, 15)
+	Coils                         // "coil", function 1, writable (15)
 	DiscreteInputs                // "di", function 2, read-only
 )
 
-var tableNames = [...]string{"hr", "ir", "co", "di"}
+var tableNames = [...]string{"hr", "ir", "coil", "di"}
 
 func (t Table) String() string {
 	if int(t) < len(tableNames) {
@@ -28,8 +28,9 @@ func (t Table) String() string {
 	return "table(" + strconv.Itoa(int(t)) + ")"
 }
 
-// ParseTable parses "hr", "ir", "co" or "di" (also the long forms
-// "holding", "input", "coil", "discrete").
+// ParseTable parses a table name as written in YAML: "hr", "ir", "coil" or
+// "di", or the aliases "co", "holding", "input", "coils", "discrete".
+// Topics take only the short names (see ParseTopic).
 func ParseTable(s string) (Table, error) {
 	switch strings.ToLower(s) {
 	case "hr", "holding", "holding_registers":
@@ -41,14 +42,15 @@ func ParseTable(s string) (Table, error) {
 	case "di", "discrete", "discrete_inputs":
 		return DiscreteInputs, nil
 	}
-	return 0, fmt.Errorf("unknown table %q (want hr, ir, co or di)", s)
+	return 0, fmt.Errorf("unknown table %q (want hr, ir, coil or di)", s)
 }
 
 // isBits reports whether the table holds single bits.
 func (t Table) isBits() bool { return t == Coils || t == DiscreteInputs }
 
 // maxPerRequest is the protocol limit of one read: 125 registers or 2000
-// bits.
+// bits (a multiple of 8, so a split never leaves a partial byte inside a
+// range).
 func (t Table) maxPerRequest() int {
 	if t.isBits() {
 		return 2000
@@ -71,21 +73,41 @@ type Block struct {
 	Count uint16
 }
 
-// Topic is the frame topic of the block: "<table>/<start>", e.g. "hr/0".
+// Topic is the frame topic of the block: "<table>/<start>", e.g. "hr/0"
+// or "coil/16".
 func (b Block) Topic() string { return b.Table.String() + "/" + strconv.Itoa(int(b.Start)) }
 
 func (b Block) String() string { return fmt.Sprintf("%s/%d+%d", b.Table, b.Start, b.Count) }
 
-// ParseTopic parses a block topic "<table>/<address>" as used by frames
-// and downlink writes.
-func ParseTopic(topic string) (Table, uint16, error) {
-	ts, as, ok := strings.Cut(topic, "/")
-	if !ok {
-		return 0, 0, fmt.Errorf("topic %q: want <table>/<address>, e.g. hr/100", topic)
+// PayloadLen is the length of the block's frame payload: two bytes per
+// register, or one byte per eight bits (rounded up).
+func (b Block) PayloadLen() int {
+	if b.Table.isBits() {
+		return (int(b.Count) + 7) / 8
 	}
-	t, err := ParseTable(ts)
-	if err != nil {
-		return 0, 0, fmt.Errorf("topic %q: %w", topic, err)
+	return 2 * int(b.Count)
+}
+
+// ParseTopic parses a block topic "[prefix/]<table>/<address>" as used by
+// frames and downlink writes, with table one of hr, ir, coil, di; levels
+// before the last two are ignored, as package codec/modbus does.
+func ParseTopic(topic string) (Table, uint16, error) {
+	i := strings.LastIndexByte(topic, '/')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("topic %q: want <table>/<address>, e.g. hr/100 or coil/0", topic)
+	}
+	ts, as := topic[:i], topic[i+1:]
+	if j := strings.LastIndexByte(ts, '/'); j >= 0 {
+		ts = ts[j+1:]
+	}
+	t := Table(len(tableNames))
+	for k, n := range tableNames {
+		if n == ts {
+			t = Table(k)
+		}
+	}
+	if int(t) == len(tableNames) {
+		return 0, 0, fmt.Errorf("topic %q: unknown table %q (want hr, ir, coil or di)", topic, ts)
 	}
 	a, err := strconv.ParseUint(as, 10, 16)
 	if err != nil {
@@ -100,7 +122,11 @@ func ParseTopic(topic string) (Table, uint16, error) {
 // (125 registers, 2000 bits); the gap addresses are read and shipped too,
 // which costs bytes but saves round trips. Without coalesce every range is
 // its own request (split at the protocol limit). Overlapping and duplicate
-// ranges always merge. The result is sorted by table, then address.
+// ranges always merge. So do bit ranges of one table that start inside
+// the spare bits of the previous block's last payload byte (less than 8
+// addresses after it): a packed frame carries no bit count, so no polled
+// bit may also sit in another frame's padding. The result is sorted by
+// table, then address.
 func Plan(ranges []Range, coalesce bool, maxGap uint16) []Block {
 	rs := make([]Range, 0, len(ranges))
 	for _, r := range ranges {
@@ -133,7 +159,8 @@ func Plan(ranges []Range, coalesce bool, maxGap uint16) []Block {
 			gap := start - curEnd
 			overlap := gap < 0
 			fits := end-int(cur.Start) <= r.Table.maxPerRequest()
-			if overlap || coalesce && gap <= int(maxGap) && fits {
+			inPadding := r.Table.isBits() && start < int(cur.Start)+(curEnd-int(cur.Start)+7)&^7
+			if overlap || inPadding || coalesce && gap <= int(maxGap) && fits {
 				if end > curEnd {
 					curEnd = end
 				}

@@ -7,6 +7,7 @@ import (
 func TestPlan(t *testing.T) {
 	hr := func(a, n uint16) Range { return Range{Table: HoldingRegisters, Address: a, Count: n} }
 	co := func(a, n uint16) Range { return Range{Table: Coils, Address: a, Count: n} }
+	di := func(a, n uint16) Range { return Range{Table: DiscreteInputs, Address: a, Count: n} }
 	tests := []struct {
 		name     string
 		ranges   []Range
@@ -22,9 +23,15 @@ func TestPlan(t *testing.T) {
 		{"unsorted input", []Range{hr(50, 2), hr(0, 2)}, true, 100, []Block{{HoldingRegisters, 0, 52}}},
 		{"register limit 125", []Range{hr(0, 100), hr(100, 50)}, true, 16, []Block{{HoldingRegisters, 0, 100}, {HoldingRegisters, 100, 50}}},
 		{"long range split", []Range{hr(0, 300)}, true, 16, []Block{{HoldingRegisters, 0, 125}, {HoldingRegisters, 125, 125}, {HoldingRegisters, 250, 50}}},
-		{"coil limit 2000", []Range{co(0, 1500), co(1500, 600)}, true, 0, []Block{{Coils, 0, 1500}, {Coils, 1500, 600}}},
+		{"coil limit 2000", []Range{co(0, 1504), co(1504, 600)}, true, 0, []Block{{Coils, 0, 1504}, {Coils, 1504, 600}}},
+		{"coil limit with a partial byte", []Range{co(0, 1500), co(1500, 600)}, true, 0, []Block{{Coils, 0, 2000}, {Coils, 2000, 100}}},
 		{"tables never merge", []Range{hr(0, 1), {Table: InputRegisters, Address: 1, Count: 1}}, true, 16,
 			[]Block{{HoldingRegisters, 0, 1}, {InputRegisters, 1, 1}}},
+		{"bits in spare bits merge without coalescing", []Range{co(0, 10), co(12, 4)}, false, 0, []Block{{Coils, 0, 16}}},
+		{"bits past the spare bits stay apart", []Range{co(0, 10), co(16, 4)}, false, 0, []Block{{Coils, 0, 10}, {Coils, 16, 4}}},
+		{"discrete inputs too", []Range{di(3, 5), di(10, 1)}, false, 0, []Block{{DiscreteInputs, 3, 8}}},
+		{"registers have no spare bits", []Range{hr(0, 10), hr(12, 4)}, false, 0, []Block{{HoldingRegisters, 0, 10}, {HoldingRegisters, 12, 4}}},
+		{"spare-bit merge past the limit splits on a byte", []Range{co(0, 1995), co(1998, 10)}, false, 0, []Block{{Coils, 0, 2000}, {Coils, 2000, 8}}},
 		{"top of address space", []Range{hr(65535, 1)}, true, 16, []Block{{HoldingRegisters, 65535, 1}}},
 	}
 	for _, tt := range tests {
@@ -55,8 +62,14 @@ func TestParseWrite(t *testing.T) {
 		{"hr/10", []byte{1}, true, nil, nil},
 		{"hr/10", nil, true, nil, nil},
 		{"hr/65535", []byte{0, 1, 0, 2}, true, nil, nil},
-		{"co/3", []byte{1, 0, 1}, false, nil, []bool{true, false, true}},
-		{"co/3", []byte{2}, true, nil, nil},
+		{"coil/3", []byte{0b101}, false, nil, []bool{true, false, true, false, false, false, false, false}},
+		{"plc1/coil/3", []byte{0x80, 1}, false, nil, []bool{false, false, false, false, false, false, false, true, true, false, false, false, false, false, false, false}},
+		{"coil/65528", []byte{0xff}, false, nil, []bool{true, true, true, true, true, true, true, true}},
+		{"coil/65529", []byte{0xff}, true, nil, nil},
+		{"coil/0", make([]byte, 247), true, nil, nil},
+		{"coil/0", nil, true, nil, nil},
+		{"co/3", []byte{1}, true, nil, nil},
+		{"holding/3", []byte{0, 1}, true, nil, nil},
 		{"ir/3", []byte{0, 1}, true, nil, nil},
 		{"di/3", []byte{1}, true, nil, nil},
 		{"xx/3", []byte{1}, true, nil, nil},
@@ -91,7 +104,7 @@ func TestParseWrite(t *testing.T) {
 // a panic, and an accepted request fits the protocol.
 func FuzzParseWrite(f *testing.F) {
 	f.Add("hr/10", []byte{0x12, 0x34})
-	f.Add("co/0", []byte{1, 0})
+	f.Add("coil/0", []byte{1, 0})
 	f.Add("ir/1", []byte{})
 	f.Add("hr/65535", []byte{1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
@@ -105,6 +118,14 @@ func FuzzParseWrite(f *testing.F) {
 		}
 		if w.Table == HoldingRegisters && (len(w.Registers) > 123 || len(payload) != 2*len(w.Registers)) {
 			t.Fatalf("bad register write %+v from %d bytes", w, len(payload))
+		}
+		if w.Table == Coils && (len(w.Coils) > 1968 || len(w.Coils) != 8*len(payload)) {
+			t.Fatalf("bad coil write of %d coils from %d bytes", len(w.Coils), len(payload))
+		}
+		for i, v := range w.Coils {
+			if v != (payload[i/8]>>(i%8)&1 == 1) {
+				t.Fatalf("coil %d = %v from payload % x", i, v, payload)
+			}
 		}
 	})
 }
@@ -129,6 +150,13 @@ func FuzzPlan(f *testing.F) {
 		for _, b := range blocks {
 			if b.Count == 0 || int(b.Count) > b.Table.maxPerRequest() || int(b.Start)+int(b.Count) > 1<<16 {
 				t.Fatalf("bad block %v", b)
+			}
+			// No block starts in the spare bits of another's last byte.
+			for _, o := range blocks {
+				spare := int(b.Start) + 8*b.PayloadLen()
+				if b.Table.isBits() && o.Table == b.Table && int(o.Start) >= int(b.Start)+int(b.Count) && int(o.Start) < spare {
+					t.Fatalf("block %v starts in the spare bits of %v", o, b)
+				}
 			}
 		}
 		for _, r := range rs {

@@ -13,6 +13,7 @@ import (
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/tcpkeepalive"
 )
 
 // ErrNotConnected is returned by Client.Write and Client.Check while the
@@ -165,7 +166,7 @@ func (c *Client) session(ctx context.Context, up gateway.Uplink, lost chan error
 		SetCleanSession(c.s.clean).SetAutoReconnect(false).SetConnectRetry(false).
 		SetKeepAlive(30 * time.Second).SetPingTimeout(10 * time.Second).
 		SetConnectTimeout(c.s.timeout).SetWriteTimeout(c.s.timeout).
-		SetDialer(&net.Dialer{Timeout: c.s.timeout, KeepAlive: 30 * time.Second}).
+		SetDialer(&net.Dialer{Timeout: c.s.timeout, KeepAliveConfig: tcpkeepalive.Config()}).
 		SetAutoAckDisabled(true).SetOrderMatters(true).SetDefaultPublishHandler(handler).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			select {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -113,7 +114,7 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 	}
 	ln := l.s.listener
 	if ln == nil {
-		lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+		lc := net.ListenConfig{KeepAliveConfig: tcpkeepalive.Config()}
 		var err error
 		if ln, err = lc.Listen(ctx, "tcp", l.s.addr); err != nil {
 			return fmt.Errorf("mqtt listener: listen %s: %w", l.s.addr, err)
@@ -160,23 +161,41 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 
 // Disconnect closes the listener and every device session, and waits for
 // the sessions to end (bounded by ctx).
+//
+// The sessions are ended here rather than by the embedded broker's Close,
+// which waits for them without a bound and, in mochi-mqtt v2.7.9, can
+// deadlock when a session ends while it lists them (it takes the client
+// table's read lock twice). The broker is closed once no session is left.
 func (l *Listener) Disconnect(ctx context.Context) error {
 	l.mu.Lock()
-	srv, cancel := l.srv, l.cancel
+	srv, ln, cancel := l.srv, l.ln, l.cancel
 	l.srv, l.ln, l.cancel = nil, nil, nil
 	l.mu.Unlock()
 	if srv == nil {
 		return nil
 	}
-	cancel() // ends deliveries in flight
-	_ = srv.Close()
+	cancel()       // ends deliveries in flight
+	_ = ln.Close() // no new sessions
 	done := make(chan struct{})
 	go func() { srv.Listeners.ClientsWg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("mqtt listener: disconnect: %w", ctx.Err())
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// Again on every tick: a connection accepted just before the
+		// listener closed joins the table a moment later.
+		for _, cl := range srv.Clients.GetAll() {
+			if !cl.Net.Inline {
+				cl.Stop(packets.ErrServerShuttingDown)
+			}
+		}
+		select {
+		case <-done:
+			_ = srv.Close()
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("mqtt listener: disconnect: %w", ctx.Err())
+		case <-tick.C:
+		}
 	}
 }
 

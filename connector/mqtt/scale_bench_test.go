@@ -1,9 +1,10 @@
+//go:build linux
+
 package mqtt
 
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -11,11 +12,13 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,12 +63,46 @@ func settledRSS(tb testing.TB) int {
 	return rssKiB(tb)
 }
 
+// cpuTime is the user and system CPU time of this process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runtimeMetrics is where the gateway process's memory is.
+type runtimeMetrics struct {
+	heap, stacks, stackUsed, startStack, goroutines uint64
+}
+
+// readRuntimeMetrics reads heap in use, goroutine stacks (allocated, and
+// the part in use that the last GC scanned), the starting stack size of
+// new goroutines and the goroutine count.
+func readRuntimeMetrics() runtimeMetrics {
+	ss := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"},
+		{Name: "/gc/scan/stack:bytes"}, {Name: "/gc/stack/starting-size:bytes"}, {Name: "/sched/goroutines:goroutines"}}
+	metrics.Read(ss)
+	v := func(i int) uint64 {
+		if ss[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return ss[i].Value.Uint64()
+	}
+	return runtimeMetrics{heap: v(0), stacks: v(1), stackUsed: v(2), startStack: v(3), goroutines: v(4)}
+}
+
 // BenchmarkMQTTListenerSessions connects MQTT_SESSIONS (default 10000)
 // device sessions from a separate load-generator process, spread over
 // 127.0.0.1-127.0.0.250 source addresses, and reports the gateway
 // process's RSS per idle session and the msg/s of QoS 0 PUBLISHes that
-// reach the Uplink while every session publishes. b.N is not used: one
-// iteration is the whole scenario.
+// reach the Uplink while every session publishes, with the process's CPU
+// time per message, and where the idle memory is: goroutine stacks
+// (allocated and in use), heap and goroutines per session. b.N is not
+// used: one iteration is the whole scenario. MQTT_READ_BUFFER sets the
+// session read buffer (WithSessionLimits); MQTT_HEAPPROFILE names a file
+// for a heap profile taken with all sessions idle.
 //
 //	go test -run '^$' -bench BenchmarkMQTTListenerSessions -benchtime 1x ./connector/mqtt
 func BenchmarkMQTTListenerSessions(b *testing.B) {
@@ -77,6 +114,9 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 	var opts []ListenerOption
 	for i := 0; i < sessions; i++ {
 		opts = append(opts, WithDeviceAuth(DeviceAuth{Username: "d" + strconv.Itoa(i), Password: "p" + strconv.Itoa(i)}))
+	}
+	if v, err := strconv.Atoi(os.Getenv("MQTT_READ_BUFFER")); err == nil {
+		opts = append(opts, WithSessionLimits(32, v, 256<<10, time.Hour))
 	}
 	l, err := NewListener(append(opts, WithListenAddress("127.0.0.1:0"), WithMaxSessions(sessions+10),
 		WithListenerLogger(conntest.QuietLogger()))...)
@@ -92,6 +132,7 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 		_ = l.Disconnect(ctx)
 	}()
 	base := settledRSS(b)
+	baseRM := readRuntimeMetrics()
 
 	gen := exec.Command(os.Args[0], "-test.run", "^TestMQTTLoadGenerator$", "-test.timeout", "10m")
 	gen.Env = append(os.Environ(), "MQTT_LOADGEN_ADDR="+l.Addr().String(), "MQTT_LOADGEN_SESSIONS="+strconv.Itoa(sessions))
@@ -122,25 +163,34 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 		b.Fatalf("only %d of %d sessions up", got, sessions)
 	}
 	idle := settledRSS(b)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	b.Logf("heap in use %d KiB, stacks %d KiB, goroutines %d", ms.HeapInuse/1024, ms.StackInuse/1024, runtime.NumGoroutine())
+	rm := readRuntimeMetrics()
+	b.Logf("heap in use %d KiB, stacks %d KiB (%d KiB of them used at the last GC), goroutines %d, starting stack %d B",
+		rm.heap/1024, rm.stacks/1024, rm.stackUsed/1024, rm.goroutines, rm.startStack)
 	if p := os.Getenv("MQTT_HEAPPROFILE"); p != "" {
 		f, _ := os.Create(p)
 		_ = pprof.WriteHeapProfile(f)
 		f.Close()
 	}
 	perSession := float64(idle-base) * 1024 / float64(sessions)
+	b.ReportMetric(float64(rm.stacks-baseRM.stacks)/float64(sessions), "B-stack/session")
+	b.ReportMetric(float64(rm.stackUsed-baseRM.stackUsed)/float64(sessions), "B-stack-used/session")
+	b.ReportMetric(float64(rm.heap-baseRM.heap)/float64(sessions), "B-heap/session")
+	b.ReportMetric(float64(rm.goroutines-baseRM.goroutines)/float64(sessions), "goroutines/session")
 
 	// Publishing phase: every session publishes; count what arrives.
 	_, _ = io.WriteString(stdin, "PUBLISH\n")
 	expect("PUBLISHING")
 	time.Sleep(time.Second) // ramp up
-	n0, t0 := up.n.Load(), time.Now()
+	n0, t0, c0 := up.n.Load(), time.Now(), cpuTime()
 	time.Sleep(5 * time.Second)
-	n1, t1 := up.n.Load(), time.Now()
+	n1, t1, c1 := up.n.Load(), time.Now(), cpuTime()
 	_, _ = io.WriteString(stdin, "STOP\n")
 	rate := float64(n1-n0) / t1.Sub(t0).Seconds()
+	if n1 > n0 {
+		// CPU time of this process per message: less sensitive than
+		// msg/s to what else runs on the machine.
+		b.ReportMetric(float64(c1-c0)/float64(n1-n0), "ns-cpu/msg")
+	}
 
 	b.ReportMetric(float64(sessions), "sessions")
 	b.ReportMetric(perSession, "B-rss/idle-session")
@@ -153,13 +203,15 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 
 // TestMQTTLoadGenerator is the load-generator process of
 // BenchmarkMQTTListenerSessions; it does nothing unless started by it.
-// It speaks just enough MQTT 3.1.1: CONNECT, CONNACK, QoS 0 PUBLISH.
+// It speaks just enough MQTT 3.1.1: CONNECT, CONNACK, QoS 0 PUBLISH; with
+// MQTT_LOADGEN_RAW set it only opens the TCP connections.
 func TestMQTTLoadGenerator(t *testing.T) {
 	addr := os.Getenv("MQTT_LOADGEN_ADDR")
 	if addr == "" {
 		return // runs only as BenchmarkMQTTListenerSessions' load generator: not a test of its own
 	}
 	sessions, _ := strconv.Atoi(os.Getenv("MQTT_LOADGEN_SESSIONS"))
+	raw := os.Getenv("MQTT_LOADGEN_RAW") != "" // only connect TCP (BenchmarkIdleSessionFloor)
 	raddr, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +230,10 @@ func TestMQTTLoadGenerator(t *testing.T) {
 			c, err := d.Dial("tcp", raddr.String())
 			if err != nil {
 				errs <- err
+				return
+			}
+			if raw {
+				conns[i] = c
 				return
 			}
 			id := strconv.Itoa(i)
@@ -239,39 +295,4 @@ func TestMQTTLoadGenerator(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
-	return append(b, s...)
-}
-
-func appendRemaining(b []byte, n int) []byte {
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
-func connectPacket(clientID, user, pass string) []byte {
-	var v []byte
-	v = appendString(v, "MQTT")
-	v = append(v, 4, 0xC2, 0, 60) // level 4; username, password, clean session; keepalive 60s
-	v = appendString(v, clientID)
-	v = appendString(v, user)
-	v = appendString(v, pass)
-	return append(appendRemaining([]byte{0x10}, len(v)), v...)
-}
-
-func publishPacket(topic string, payload []byte) []byte {
-	v := appendString(nil, topic)
-	v = append(v, payload...)
-	return append(appendRemaining([]byte{0x30}, len(v)), v...)
 }

@@ -1,0 +1,51 @@
+package modbus
+
+import (
+	"net"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/conntest"
+	"github.com/iotgw/gateway/internal/tcpkeepalive"
+	"github.com/iotgw/gateway/internal/testenv"
+)
+
+// TestTCPKeepAlive30s reads the keepalive options back from the live
+// connection to a simonvetter server, by name ("localhost") and by
+// address: 30 s idle, 30 s between probes, where the client library alone
+// gives Go's 15 s.
+func TestTCPKeepAlive30s(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		testenv.Skip(t, "the keepalive of the library's socket is set on Linux only")
+	}
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		t.Run(host, func(t *testing.T) {
+			port := testenv.FreePort(t)
+			srv := startEdgeServer(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), &edgeServer{})
+			t.Cleanup(func() { _ = srv.Stop() })
+			c, err := New(WithLogger(quietLogger()), WithDevice(Device{Name: "plc", Address: net.JoinHostPort(host, strconv.Itoa(port)),
+				Interval: 20 * time.Millisecond, Ranges: []Range{{HoldingRegisters, 0, 1}}}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			col := conntest.NewCollector()
+			connect(t, c, col)
+			waitLatest(t, col, "a frame", func(m map[string]gateway.Frame) bool { return len(m) > 0 })
+			server := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+			ss, err := tcpkeepalive.Sockets(func(_, peer netip.AddrPort) bool { return peer == server })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ss) != 1 {
+				t.Fatalf("%d client sockets to %s, want 1: %+v", len(ss), server, ss)
+			}
+			if s := ss[0]; !s.Enabled || s.Idle != 30*time.Second || s.Interval != 30*time.Second || s.Count != 9 {
+				t.Fatalf("keepalive %+v, want on, 30 s idle, 30 s interval, 9 probes", s)
+			}
+		})
+	}
+}

@@ -1,0 +1,41 @@
+package mqtt
+
+import "encoding/binary"
+
+// Just enough MQTT 3.1.1 encoding for raw-socket tests and the load
+// generator.
+
+func appendString(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+func appendRemaining(b []byte, n int) []byte {
+	for {
+		d := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			d |= 0x80
+		}
+		b = append(b, d)
+		if n == 0 {
+			return b
+		}
+	}
+}
+
+func connectPacket(clientID, user, pass string) []byte {
+	var v []byte
+	v = appendString(v, "MQTT")
+	v = append(v, 4, 0xC2, 0, 60) // level 4; username, password, clean session; keepalive 60s
+	v = appendString(v, clientID)
+	v = appendString(v, user)
+	v = appendString(v, pass)
+	return append(appendRemaining([]byte{0x10}, len(v)), v...)
+}
+
+func publishPacket(topic string, payload []byte) []byte {
+	v := appendString(nil, topic)
+	v = append(v, payload...)
+	return append(appendRemaining([]byte{0x30}, len(v)), v...)
+}
