@@ -46,6 +46,13 @@ type LiveWrapper interface {
 	WrapLive(name string, s Sink) Sink
 }
 
+// DrainReporter is implemented by a Drainer that reports its state; the
+// report appears in Stats.Drain and on /statz. It must be safe for
+// concurrent use and marshal to JSON.
+type DrainReporter interface {
+	DrainStatus() any
+}
+
 // WithDrainer replaces the gateway's built-in replay of the Store with d.
 // It needs ModeEdge and a Store. Default: a Store that implements Drainer
 // itself is used as the Drainer (the "sqlite" store with a recovery

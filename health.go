@@ -43,6 +43,9 @@ type Stats struct {
 	SinkQueueDepth int               `json:"sink_queue_depth"`
 	Connectors     []ComponentStatus `json:"connectors"`
 	Sinks          []ComponentStatus `json:"sinks"`
+	// Drain is the Drainer's own report when it is a DrainReporter (the
+	// resume EdgeStore: state, transitions, drain counters, probes).
+	Drain any `json:"drain,omitempty"`
 }
 
 // Stats returns a snapshot of the counters.
@@ -61,6 +64,9 @@ func (g *Gateway) Stats() Stats {
 	st.Lost = g.stats.lostAtShutdown.Load()
 	st.Reloads = g.stats.reloads.Load()
 	st.ReloadErrors = g.stats.reloadErrors.Load()
+	if r, ok := g.s.drainer.(DrainReporter); ok {
+		st.Drain = r.DrainStatus()
+	}
 	g.mu.Lock()
 	if g.reloadErr != nil {
 		st.LastReloadErr = g.reloadErr.Error()

@@ -261,14 +261,16 @@ func (d *Drainer) Kick() {
 
 // DrainStats counts a Drainer's work.
 type DrainStats struct {
-	Sent, Failed, Acked uint64
+	Sent   uint64 `json:"sent"`
+	Failed uint64 `json:"failed"`
+	Acked  uint64 `json:"acked"`
 	// Orphaned counts records dropped because their sink is gone from the
 	// gateway's configuration.
-	Orphaned uint64
+	Orphaned uint64 `json:"orphaned"`
 	// Refused counts live messages refused while Offline (and spilled by
 	// the gateway).
-	Refused  uint64
-	InFlight int64
+	Refused  uint64 `json:"refused"`
+	InFlight int64  `json:"in_flight"`
 }
 
 // Stats returns the drainer's counters.

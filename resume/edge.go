@@ -3,6 +3,7 @@ package resume
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/iotgw/gateway"
 )
@@ -100,3 +101,41 @@ func (e *EdgeStore) Machine() *Machine { return e.machine }
 
 // Monitor returns the probe monitor, nil without probes.
 func (e *EdgeStore) Monitor() *Monitor { return e.monitor }
+
+// EdgeStatus is the report of a Drainer or EdgeStore in the gateway's
+// Stats.Drain and on /statz.
+type EdgeStatus struct {
+	// State and Since are the state machine's (empty without one).
+	State       string            `json:"state,omitempty"`
+	Since       time.Time         `json:"since,omitzero"`
+	Transitions map[string]uint64 `json:"transitions,omitempty"`
+	Drain       DrainStats        `json:"drain"`
+	Probes      []ProbeStats      `json:"probes,omitempty"`
+}
+
+var (
+	_ gateway.DrainReporter = (*Drainer)(nil)
+	_ gateway.DrainReporter = (*EdgeStore)(nil)
+)
+
+// DrainStatus implements gateway.DrainReporter.
+func (d *Drainer) DrainStatus() any { return d.status() }
+
+func (d *Drainer) status() EdgeStatus {
+	st := EdgeStatus{Drain: d.Stats()}
+	if m := d.cfg.Machine; m != nil {
+		s, since := m.State()
+		st.State, st.Since, st.Transitions = s.String(), since, m.Transitions()
+	}
+	return st
+}
+
+// DrainStatus implements gateway.DrainReporter: the drainer's report with
+// the probes' records.
+func (e *EdgeStore) DrainStatus() any {
+	st := e.drainer.status()
+	if e.monitor != nil {
+		st.Probes = e.monitor.Stats()
+	}
+	return st
+}

@@ -2,6 +2,7 @@ package resume
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -191,6 +192,14 @@ func TestEdgeStoreGatesLiveTraffic(t *testing.T) {
 		}
 	}
 	waitState(Offline)
+	// The gateway's Stats (and /statz) carry the EdgeStore's report.
+	rep, ok := g.Stats().Drain.(EdgeStatus)
+	if !ok || rep.State != "offline" || len(rep.Probes) != 1 || rep.Probes[0].Up || rep.Transitions["online->offline"]+rep.Transitions["degraded->offline"] == 0 {
+		t.Fatalf("Stats.Drain = %#v, want the offline report with one probe down", g.Stats().Drain)
+	}
+	if js, err := json.Marshal(g.Stats()); err != nil || !strings.Contains(string(js), `"drain":{"state":"offline"`) {
+		t.Fatalf("stats JSON %s (err %v): want the drain report", js, err)
+	}
 	inject(51, 50)
 	waitUntil(t, "offline messages refused and spilled", func() bool { return es.Drainer().Stats().Refused > 0 })
 	if got := sink.count(); got != 50 {

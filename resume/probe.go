@@ -142,13 +142,14 @@ func listenICMP(ip net.IP) (*icmp.PacketConn, net.Addr, error) {
 
 // ProbeStats is the running record of one probe.
 type ProbeStats struct {
-	Name     string
-	Up       bool
-	LastErr  string
-	LastRTT  time.Duration
-	MeanRTT  time.Duration // exponentially weighted, alpha 1/8 (as TCP's SRTT)
-	Jitter   time.Duration // mean deviation, gain 1/16 (RFC 3550)
-	OK, Fail uint64
+	Name    string        `json:"name"`
+	Up      bool          `json:"up"`
+	LastErr string        `json:"last_error,omitempty"`
+	LastRTT time.Duration `json:"last_rtt_ns"`
+	MeanRTT time.Duration `json:"mean_rtt_ns"` // exponentially weighted, alpha 1/8 (as TCP's SRTT)
+	Jitter  time.Duration `json:"jitter_ns"`   // mean deviation, gain 1/16 (RFC 3550)
+	OK      uint64        `json:"ok"`
+	Fail    uint64        `json:"fail"`
 }
 
 // MonitorConfig configures a Monitor.
