@@ -36,16 +36,7 @@ func TestTCPKeepAlive30s(t *testing.T) {
 			connect(t, c, col)
 			waitLatest(t, col, "a frame", func(m map[string]gateway.Frame) bool { return len(m) > 0 })
 			server := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-			ss, err := tcpkeepalive.Sockets(func(_, peer netip.AddrPort) bool { return peer == server })
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(ss) != 1 {
-				t.Fatalf("%d client sockets to %s, want 1: %+v", len(ss), server, ss)
-			}
-			if s := ss[0]; !s.Enabled || s.Idle != 30*time.Second || s.Interval != 30*time.Second || s.Count != 9 {
-				t.Fatalf("keepalive %+v, want on, 30 s idle, 30 s interval, 9 probes", s)
-			}
+			tcpkeepalive.Require(t, "client socket to "+server.String(), 1, func(_, peer netip.AddrPort) bool { return peer == server })
 		})
 	}
 }

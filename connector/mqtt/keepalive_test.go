@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"runtime"
 	"testing"
 	"time"
 
@@ -13,25 +12,6 @@ import (
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	"github.com/iotgw/gateway/internal/testenv"
 )
-
-// wantKeepAlive30s reads back the keepalive of the one socket of this
-// process that match selects: on, 30 s idle, 30 s between probes.
-func wantKeepAlive30s(t *testing.T, what string, match func(local, peer netip.AddrPort) bool) {
-	t.Helper()
-	if runtime.GOOS != "linux" {
-		testenv.Skip(t, "reads socket options through /proc/self/fd (Linux)")
-	}
-	ss, err := tcpkeepalive.Sockets(match)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ss) != 1 {
-		t.Fatalf("%s: %d sockets, want 1: %+v", what, len(ss), ss)
-	}
-	if s := ss[0]; !s.Enabled || s.Idle != 30*time.Second || s.Interval != 30*time.Second || s.Count != 9 {
-		t.Fatalf("%s: keepalive %+v, want on, 30 s idle, 30 s interval, 9 probes", what, s)
-	}
-}
 
 // TestListenerTCPKeepAlive30s: the session socket of a mosquitto_sub
 // device connected to the listener.
@@ -47,7 +27,7 @@ func TestListenerTCPKeepAlive30s(t *testing.T) {
 	defer func() { cancel(); _ = sub.Wait() }()
 	conntest.Eventually(t, 10*time.Second, "session up", func() bool { return l.Sessions() == 1 })
 	ln := l.Addr().(*net.TCPAddr).AddrPort()
-	wantKeepAlive30s(t, "listener session", func(local, _ netip.AddrPort) bool { return local == ln })
+	tcpkeepalive.Require(t, "listener session", 1, func(local, _ netip.AddrPort) bool { return local == ln })
 }
 
 // TestClientTCPKeepAlive30s: the client's connection to mosquitto.
@@ -55,5 +35,5 @@ func TestClientTCPKeepAlive30s(t *testing.T) {
 	b := startBroker(t)
 	startClient(t, conntest.NewCollector(), WithBroker("tcp://"+b.addr()), WithTopics(0, "sensors/{device}/#"))
 	broker := netip.MustParseAddrPort(b.addr())
-	wantKeepAlive30s(t, "client connection", func(_, peer netip.AddrPort) bool { return peer == broker })
+	tcpkeepalive.Require(t, "client connection", 1, func(_, peer netip.AddrPort) bool { return peer == broker })
 }

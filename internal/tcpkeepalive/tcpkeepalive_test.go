@@ -80,7 +80,7 @@ func TestSetConnectedTo(t *testing.T) {
 		t.Fatalf("SetConnectedTo = %d, %v; want 1 socket", n, err)
 	}
 	after := one(t, peerIs(ln.Addr()))
-	if !after.Enabled || after.Idle != Period || after.Interval != Period || after.Count != Count {
+	if !after.Standard() {
 		t.Fatalf("after SetConnectedTo: %+v, want %v / %v / %d", after, Period, Period, Count)
 	}
 	// The accepted end (peer: the client) was not touched.

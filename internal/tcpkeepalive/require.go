@@ -1,0 +1,38 @@
+package tcpkeepalive
+
+import (
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/iotgw/gateway/internal/testenv"
+)
+
+// Standard reports whether s has the keepalive every device connection
+// should: on, Period idle and between probes, Count probes.
+func (s Socket) Standard() bool {
+	return s.Enabled && s.Idle == Period && s.Interval == Period && s.Count == Count
+}
+
+// Require reads back the keepalive of this process's sockets that match
+// selects and fails tb unless there are want of them (at least one when
+// want is 0) and every one is Standard. It needs Linux: elsewhere it
+// skips (and fails when CI=true).
+func Require(tb testing.TB, what string, want int, match func(local, peer netip.AddrPort) bool) {
+	tb.Helper()
+	if runtime.GOOS != "linux" {
+		testenv.Skip(tb, "reads socket options through /proc/self/fd (Linux)")
+	}
+	ss, err := Sockets(match)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(ss) == 0 || (want > 0 && len(ss) != want) {
+		tb.Fatalf("%s: %d sockets, want %d: %+v", what, len(ss), max(want, 1), ss)
+	}
+	for _, s := range ss {
+		if !s.Standard() {
+			tb.Fatalf("%s: keepalive %+v, want on, %v idle, %v between probes, %d probes", what, s, Period, Period, Count)
+		}
+	}
+}
