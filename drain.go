@@ -119,7 +119,8 @@ func (t drainTarget) Frames(ctx context.Context, recs []Record) {
 }
 
 // backlogSink publishes stored records to a sink run's current
-// implementation, starting it first, and counts what went out.
+// implementation, starting it first, and counts what went out: the
+// built-in replay and a Drainer's target both publish through it.
 type backlogSink struct{ sr *sinkRun }
 
 func (b backlogSink) Publish(ctx context.Context, msgs []*Message) error {

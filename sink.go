@@ -318,16 +318,8 @@ func (g *Gateway) replayOnce(ctx context.Context, bo *backoff.Backoff) (more boo
 	}
 	more = len(recs) == g.s.batchSize
 	for name, msgs := range bySink {
-		sr := sinks[name]
 		rs := held[name]
-		err := sr.ensureStarted()
-		if err == nil {
-			err = sr.current().sink.Publish(ctx, msgs)
-		}
-		if err != nil {
-			if sr.healthy.Swap(false) {
-				g.log.Warn("sink publish failed during replay", "sink", name, "err", err)
-			}
+		if err := (backlogSink{sinks[name]}).Publish(ctx, msgs); err != nil {
 			if retryIn == 0 {
 				retryIn = bo.Next()
 			}
@@ -341,16 +333,11 @@ func (g *Gateway) replayOnce(ctx context.Context, bo *backoff.Backoff) (more boo
 			continue
 		}
 		bo.Up()
-		if !sr.healthy.Swap(true) {
-			g.log.Info("sink recovered", "sink", name)
-		}
 		seqs := make([]uint64, len(rs))
 		for i, r := range rs {
 			seqs[i] = r.Seq
 		}
 		g.ackStored(seqs...)
-		g.stats.replayed.Add(uint64(len(msgs)))
-		sr.out.Add(uint64(len(msgs)))
 	}
 	return more, retryIn
 }
