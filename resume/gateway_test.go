@@ -36,6 +36,42 @@ func (s *recordingSink) Publish(ctx context.Context, msgs []*gateway.Message) er
 func (s *recordingSink) set(fail bool) { s.mu.Lock(); s.fail = fail; s.mu.Unlock() }
 func (s *recordingSink) count() int    { s.mu.Lock(); defer s.mu.Unlock(); return len(s.ids) }
 
+// runGateway runs g until the test ends.
+func runGateway(t *testing.T, g *gateway.Gateway) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// injectIDs hands g n one-byte frames of device "d" with the ids
+// idOf(from) to idOf(from+n-1).
+func injectIDs(t *testing.T, g *gateway.Gateway, from, n uint64) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		f := gateway.AcquireFrame()
+		f.Device, f.Topic, f.ID = "d", "t", idOf(i)
+		f.Payload = append(f.Payload, 'x')
+		if err := g.Inject(context.Background(), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// spyRegistry has the "sqlite" store kind and keeps what it built.
+func spyRegistry(t *testing.T) (*gateway.Registry, *gateway.Store) {
+	reg := gateway.NewRegistry()
+	built := new(gateway.Store)
+	if err := reg.AddStore("sqlite", func(spec gateway.Section) (gateway.Store, error) {
+		st, err := buildSQLite(spec)
+		*built = st
+		return st, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return reg, built
+}
+
 // TestGatewayEdgeModeFromYAML builds an edge gateway whose store comes from
 // `store: {sqlite: {path: ...}}`: frames are durable before Deliver
 // returns, survive an outage of the sink, and leave the store once
@@ -56,10 +92,7 @@ func TestGatewayEdgeModeFromYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runGateway(t, g)
 	// A second handle on the same file shows what is durable.
 	peek, err := OpenSQLiteStore(SQLiteConfig{Path: path, Logger: quietLogger()})
 	if err != nil {
@@ -160,21 +193,8 @@ func TestEdgeStoreGatesLiveTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	inject := func(from, n uint64) {
-		for i := from; i < from+n; i++ {
-			f := gateway.AcquireFrame()
-			f.Device, f.Topic, f.ID = "d", "t", idOf(i)
-			f.Payload = append(f.Payload, 'x')
-			if err := g.Inject(context.Background(), f); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	inject(1, 50)
+	runGateway(t, g)
+	injectIDs(t, g, 1, 50)
 	waitUntil(t, "first 50 delivered", func() bool { return sink.count() == 50 })
 	probe.down.Store(true)
 	waitState := func(want State) {
@@ -200,7 +220,7 @@ func TestEdgeStoreGatesLiveTraffic(t *testing.T) {
 	if js, err := json.Marshal(g.Stats()); err != nil || !strings.Contains(string(js), `"drain":{"state":"offline"`) {
 		t.Fatalf("stats JSON %s (err %v): want the drain report", js, err)
 	}
-	inject(51, 50)
+	injectIDs(t, g, 51, 50)
 	waitUntil(t, "offline messages refused and spilled", func() bool { return es.Drainer().Stats().Refused > 0 })
 	if got := sink.count(); got != 50 {
 		t.Fatalf("the sink took %d messages while Offline, want 50", got)
@@ -231,36 +251,19 @@ func TestEdgeStoreFromYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := gateway.NewRegistry()
-	var built gateway.Store
-	if err := reg.AddStore("sqlite", func(spec gateway.Section) (gateway.Store, error) {
-		st, err := buildSQLite(spec)
-		built = st
-		return st, err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	reg, built := spyRegistry(t)
 	sink := &recordingSink{ids: map[gateway.MessageID]int{}}
 	sink.set(true)
 	g, err := gateway.New(gateway.WithConfig(cfg), gateway.WithRegistry(reg), gateway.WithSink("up", sink), gateway.WithLogger(quietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	es, ok := built.(*EdgeStore)
+	es, ok := (*built).(*EdgeStore)
 	if !ok {
-		t.Fatalf("the drain section built a %T, want *EdgeStore", built)
+		t.Fatalf("the drain section built a %T, want *EdgeStore", *built)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	for i := uint64(1); i <= 30; i++ {
-		f := gateway.AcquireFrame()
-		f.Device, f.Topic, f.ID = "d", "t", idOf(i)
-		if err := g.Inject(context.Background(), f); err != nil {
-			t.Fatal(err)
-		}
-	}
+	runGateway(t, g)
+	injectIDs(t, g, 1, 30)
 	waitUntil(t, "spilled", func() bool { return g.Stats().Spilled > 0 })
 	sink.set(false)
 	waitUntil(t, "all delivered", func() bool { return sink.count() == 30 })
@@ -302,19 +305,13 @@ func TestEdgeStoreYAMLProbes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := gateway.NewRegistry()
-	var built gateway.Store
-	_ = reg.AddStore("sqlite", func(spec gateway.Section) (gateway.Store, error) {
-		st, err := buildSQLite(spec)
-		built = st
-		return st, err
-	})
+	reg, built := spyRegistry(t)
 	if _, err := gateway.New(gateway.WithConfig(cfg), gateway.WithRegistry(reg), gateway.WithSink("up", &recordingSink{}), gateway.WithLogger(quietLogger())); err != nil {
 		t.Fatal(err)
 	}
-	es, ok := built.(*EdgeStore)
+	es, ok := (*built).(*EdgeStore)
 	if !ok || es.Monitor() == nil || es.Machine() == nil {
-		t.Fatalf("built %T without a monitor and machine", built)
+		t.Fatalf("built %T without a monitor and machine", *built)
 	}
 	defer es.Close()
 	var names []string
