@@ -123,6 +123,25 @@ func serveEcho(t testing.TB, l *Listener) {
 }
 
 // echoOnce writes msg on c and expects it back within two seconds.
+// acceptAll hands every association l accepts to the returned channel
+// (room for 4) until the test ends.
+func acceptAll(t testing.TB, l *Listener) <-chan net.Conn {
+	accepted := make(chan net.Conn, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() { _ = l.Close(); <-done })
+	return accepted
+}
+
 func echoOnce(t testing.TB, c net.Conn, msg string) {
 	t.Helper()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))

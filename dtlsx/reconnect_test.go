@@ -12,19 +12,7 @@ import (
 func TestSamePortReconnect(t *testing.T) {
 	pki := newPKI(t)
 	l := listen(t, WithCertificate(pki.server))
-	accepted := make(chan net.Conn, 4)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	t.Cleanup(func() { _ = l.Close(); <-done })
+	accepted := acceptAll(t, l)
 	opts := []Option{WithRootCAs(pki.pool), WithServerName("gw.test")}
 
 	pcA, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -128,19 +116,7 @@ func (b *beforeWrite) WriteTo(p []byte, addr net.Addr) (int, error) {
 func TestReconnectOutlivesReplacedAssociation(t *testing.T) {
 	pki := newPKI(t)
 	l := listen(t, WithCertificate(pki.server))
-	accepted := make(chan net.Conn, 4)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	t.Cleanup(func() { _ = l.Close(); <-done })
+	accepted := acceptAll(t, l)
 	opts := []Option{WithRootCAs(pki.pool), WithServerName("gw.test")}
 	pcA, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
