@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -22,10 +21,8 @@ import (
 // child process, so its CPU time and allocations are measured apart from
 // the clients'.
 type serverProcess struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Reader
-	addr  *net.UDPAddr
+	*childProcess
+	addr *net.UDPAddr
 }
 
 // serverUsage is what the child reports: process CPU time and heap
@@ -37,22 +34,7 @@ type serverUsage struct {
 
 func startServerProcess(t testing.TB, kind, impl string) *serverProcess {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHandshakeServerProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "DTLSX_BENCH_SERVER="+kind+"/"+impl)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &serverProcess{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
-	t.Cleanup(func() { _ = p.stdin.Close(); _ = p.cmd.Wait() })
+	p := &serverProcess{childProcess: startChildProcess(t, "TestHandshakeServerProcess", "DTLSX_BENCH_SERVER="+kind+"/"+impl)}
 	line, err := p.line("ADDR ")
 	if err != nil {
 		t.Fatalf("server process: %v", err)

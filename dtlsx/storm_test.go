@@ -60,22 +60,23 @@ func udpRcvbufErrors() int64 {
 	return -1
 }
 
-// stormDevices are the storm's n devices, run in a child process (this
-// test binary, see TestStormDevicesProcess) as real devices are on other
-// machines: the gateway's process and Go scheduler are its own, and what
-// the two share is the machine's cores.
-type stormDevices struct {
+// childProcess is this test binary re-executed to run one side of a test
+// (the storm's devices or bystanders, the benchmark's server) in a process
+// of its own, as real devices are on other machines: each process has its
+// own Go scheduler, and what they share is the machine's cores. It is
+// driven line by line over stdin and stdout.
+type childProcess struct {
 	stdin io.WriteCloser
 	out   *bufio.Reader
 }
 
-func startStormDevices(t testing.TB, addr *net.UDPAddr, n int) *stormDevices {
-	return startStormHelper(t, "TestStormDevicesProcess", fmt.Sprintf("DTLSX_STORM_DEVICES=%d@%s", n, addr))
+func startStormDevices(t testing.TB, addr *net.UDPAddr, n int) *childProcess {
+	return startChildProcess(t, "TestStormDevicesProcess", fmt.Sprintf("DTLSX_STORM_DEVICES=%d@%s", n, addr))
 }
 
-// startStormHelper re-executes this test binary running only test, with
+// startChildProcess re-executes this test binary running only test, with
 // env added, and talks to it line by line over its stdin and stdout.
-func startStormHelper(t testing.TB, test, env string) *stormDevices {
+func startChildProcess(t testing.TB, test, env string) *childProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
 	cmd.Env = append(os.Environ(), env)
@@ -92,10 +93,10 @@ func startStormHelper(t testing.TB, test, env string) *stormDevices {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Wait() })
-	return &stormDevices{stdin: stdin, out: bufio.NewReader(stdout)}
+	return &childProcess{stdin: stdin, out: bufio.NewReader(stdout)}
 }
 
-func (d *stormDevices) command(t testing.TB, cmd string) string {
+func (d *childProcess) command(t testing.TB, cmd string) string {
 	t.Helper()
 	if _, err := io.WriteString(d.stdin, cmd+"\n"); err != nil {
 		t.Fatalf("devices process: %v", err)
@@ -109,7 +110,7 @@ func (d *stormDevices) command(t testing.TB, cmd string) string {
 
 // dial has every device handshake (128 at a time) and returns how many
 // failed and how long all took.
-func (d *stormDevices) dial(t testing.TB) (failed int, took time.Duration) {
+func (d *childProcess) dial(t testing.TB) (failed int, took time.Duration) {
 	start := time.Now()
 	line := d.command(t, "dial")
 	took = time.Since(start)
@@ -119,7 +120,7 @@ func (d *stormDevices) dial(t testing.TB) (failed int, took time.Duration) {
 	return failed, took
 }
 
-func (d *stormDevices) closeAll(t testing.TB) {
+func (d *childProcess) closeAll(t testing.TB) {
 	if line := d.command(t, "close"); line != "CLOSED" {
 		t.Fatalf("devices process: %q", line)
 	}
@@ -351,7 +352,7 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 	defer cache2.Close()
 	// Bystanders are devices too: they run in a process of their own.
 	const bystanders = 4
-	watch := startStormHelper(t, "TestStormBystandersProcess", fmt.Sprintf("DTLSX_STORM_BYSTANDERS=%d@%s", bystanders, addr))
+	watch := startChildProcess(t, "TestStormBystandersProcess", fmt.Sprintf("DTLSX_STORM_BYSTANDERS=%d@%s", bystanders, addr))
 	if line := watch.command(t, "connect"); line != "CONNECTED" {
 		t.Fatalf("bystanders: %q", line)
 	}
