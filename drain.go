@@ -55,8 +55,9 @@ type DrainReporter interface {
 
 // WithDrainer replaces the gateway's built-in replay of the Store with d.
 // It needs ModeEdge and a Store. Default: a Store that implements Drainer
-// itself is used as the Drainer (the "sqlite" store with a recovery
-// section does); otherwise the built-in replay.
+// itself is used as the Drainer (the resume package's EdgeStore, which the
+// "sqlite" store kind builds when its section has a drain block, does);
+// otherwise the built-in replay.
 func WithDrainer(d Drainer) Option {
 	return func(s *settings) error {
 		if d == nil {
