@@ -597,12 +597,8 @@ func (cr *connRun) supervise() {
 		}
 		d := bo.Next()
 		g.log.Warn("connector failed to start; retrying", "connector", cr.nc.name, "err", err, "retry_in", d.Round(time.Millisecond))
-		t := time.NewTimer(d)
-		select {
-		case <-cr.ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(cr.ctx, d) {
 			return
-		case <-t.C:
 		}
 	}
 	<-cr.ctx.Done()

@@ -249,12 +249,8 @@ func (g *Gateway) replayLoop(ctx context.Context) {
 		if wait <= 0 {
 			wait = replayIdle
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
 		wait = 0
 		for {

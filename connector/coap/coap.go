@@ -439,12 +439,8 @@ func (c *Connector) observe(ctx context.Context, o Observe, up gateway.Uplink) {
 		wait := bo.Next()
 		c.s.logger.Warn("coap: observation ended; re-registering", "device", o.Device, "address", o.Address,
 			"path", o.Path, "err", err, "retry_in", wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
 	}
 }

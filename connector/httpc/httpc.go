@@ -396,12 +396,8 @@ func (c *Connector) poll(ctx context.Context, p Poll, up gateway.Uplink) {
 			}
 			bo.Up()
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -236,7 +236,7 @@ func (d *deviceRun) run(ctx context.Context, up gateway.Uplink) {
 		wait := bo.Next()
 		d.log().Warn("modbus device connection lost; reconnecting", "device", d.dev.Name,
 			"address", d.dev.Address, "err", err, "retry_in", wait.Round(time.Millisecond))
-		if !sleepCtx(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return
 		}
 	}
@@ -337,7 +337,7 @@ func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gatew
 	cctx, cancel := context.WithTimeout(ctx, d.cycleBudget())
 	defer cancel()
 	for i, b := range d.blocks {
-		if i > 0 && d.c.s.pause > 0 && !sleepCtx(cctx, d.c.s.pause) {
+		if i > 0 && d.c.s.pause > 0 && !backoff.Sleep(cctx, d.c.s.pause) {
 			break
 		}
 		f := gateway.AcquireFrame()
@@ -552,15 +552,4 @@ func appendPacked(dst []byte, bits []bool) []byte {
 		dst = append(dst, b)
 	}
 	return dst
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

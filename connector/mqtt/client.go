@@ -146,12 +146,8 @@ func (c *Client) run(ctx context.Context, up gateway.Uplink) {
 		c.stats.Total.Error()
 		wait := bo.Next()
 		c.log().Warn("mqtt broker connection lost; reconnecting", "broker", c.s.broker, "err", err, "retry_in", wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -4,6 +4,7 @@
 package backoff
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -67,4 +68,17 @@ func (b *Backoff) Next() time.Duration {
 	}
 	b.attempt++
 	return time.Duration(rand.Int64N(int64(ceil) + 1))
+}
+
+// Sleep waits d or until ctx ends, whichever comes first, and reports
+// whether the whole delay passed (false: ctx ended).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -1,6 +1,7 @@
 package backoff
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -37,5 +38,20 @@ func TestResetOnlyAfterStablePeriod(t *testing.T) {
 	b.Next()
 	if b.Attempt() != 1 {
 		t.Fatalf("attempt after stable uptime = %d, want 1", b.Attempt())
+	}
+}
+
+func TestSleep(t *testing.T) {
+	if !Sleep(context.Background(), time.Millisecond) {
+		t.Fatal("Sleep with a live context reported it was cut")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if Sleep(ctx, time.Hour) {
+		t.Fatal("Sleep with an ended context reported the whole delay")
+	}
+	if time.Since(start) > time.Minute {
+		t.Fatal("Sleep waited past its context")
 	}
 }
