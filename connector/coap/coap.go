@@ -17,6 +17,7 @@ import (
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/limitread"
+	"github.com/iotgw/gateway/internal/waitctx"
 	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -233,14 +234,10 @@ func (c *Connector) Disconnect(ctx context.Context) error {
 	for _, p := range peers {
 		_ = p.Close()
 	}
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("coap: disconnect: %w", ctx.Err())
+	if err := waitctx.Wait(ctx, &c.wg); err != nil {
+		return fmt.Errorf("coap: disconnect: %w", err)
 	}
+	return nil
 }
 
 // ParsePath splits a request path "/<prefix>/<device>/<topic...>" into

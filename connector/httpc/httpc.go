@@ -19,6 +19,7 @@ import (
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/limitread"
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
+	"github.com/iotgw/gateway/internal/waitctx"
 )
 
 // Stats are the connector's counters; see Connector.Stats.
@@ -156,12 +157,8 @@ func (c *Connector) Disconnect(ctx context.Context) error {
 			_ = srv.Close()
 		}
 	}
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("httpc: disconnect: %w", ctx.Err())
+	if werr := waitctx.Wait(ctx, &c.wg); werr != nil {
+		return fmt.Errorf("httpc: disconnect: %w", werr)
 	}
 	if err != nil {
 		return fmt.Errorf("httpc: disconnect: %w", err)

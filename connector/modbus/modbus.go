@@ -16,6 +16,7 @@ import (
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
+	"github.com/iotgw/gateway/internal/waitctx"
 	mb "github.com/simonvetter/modbus"
 )
 
@@ -198,14 +199,10 @@ func (c *Connector) Disconnect(ctx context.Context) error {
 		return nil
 	}
 	cancel()
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("modbus: disconnect: %w", ctx.Err())
+	if err := waitctx.Wait(ctx, &c.wg); err != nil {
+		return fmt.Errorf("modbus: disconnect: %w", err)
 	}
+	return nil
 }
 
 func (d *deviceRun) log() *slog.Logger { return d.c.s.logger }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/waitctx"
 )
 
 // FrameSize is the length of a simulated frame.
@@ -149,14 +150,10 @@ func (c *Connector) Disconnect(ctx context.Context) error {
 		return nil
 	}
 	cancel()
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("sim: disconnect: %w", ctx.Err())
+	if err := waitctx.Wait(ctx, &c.wg); err != nil {
+		return fmt.Errorf("sim: disconnect: %w", err)
 	}
+	return nil
 }
 
 // Write records a downlink command for a simulated device.
