@@ -41,6 +41,7 @@ type Config struct {
 	MaxSessions    int                `yaml:"max_sessions"`
 	TLS            *TLSConfig         `yaml:"tls"`
 	DeliverTimeout time.Duration      `yaml:"deliver_timeout"`
+	ConnectTimeout time.Duration      `yaml:"connect_timeout"`
 
 	// both modes
 	CommandTopic string `yaml:"command_topic"`
@@ -145,6 +146,11 @@ func (cfg Config) listener(spec gateway.Section) (gateway.DeviceConnector, error
 			return nil, err
 		}
 	}
+	if cfg.ConnectTimeout != 0 {
+		if err := add("connect_timeout", WithConnectTimeout(cfg.ConnectTimeout)); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.CommandTopic != "" || cfg.CommandQoS != nil {
 		t, q := DefaultCommandTopic, byte(1)
 		if cfg.CommandTopic != "" {
@@ -166,7 +172,7 @@ func (cfg Config) listener(spec gateway.Section) (gateway.DeviceConnector, error
 
 func (cfg Config) client(spec gateway.Section) (gateway.DeviceConnector, error) {
 	for field, set := range map[string]bool{"address": cfg.Address != "", "anonymous": cfg.Anonymous, "devices": cfg.Devices != nil,
-		"acl": cfg.ACL != nil, "max_sessions": cfg.MaxSessions != 0, "tls": cfg.TLS != nil} {
+		"acl": cfg.ACL != nil, "max_sessions": cfg.MaxSessions != 0, "connect_timeout": cfg.ConnectTimeout != 0, "tls": cfg.TLS != nil} {
 		if set {
 			return nil, spec.Errorf(field, "only for mode: listener")
 		}

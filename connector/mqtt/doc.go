@@ -27,11 +27,18 @@
 //
 // # Sessions and memory
 //
-// Listener sessions are kept small for gateways with many devices: 256 B
-// socket buffers, 32 pending outbound packets, 64 in-flight messages (see
-// WithSessionLimits). An idle session still costs about 25 KiB, most of it
-// the two goroutine stacks (16 KiB and 4 KiB) of the embedded broker's read
-// and write loops. Session sockets have TCP keepalive probes after
+// Listener sessions are kept small for gateways with many devices. The
+// connector runs its own session loop on the embedded broker's exported
+// API: one goroutine per session reads packets through a 256 B buffer and
+// hands them to the broker, and the broker's write loop starts only once a
+// session subscribes. An idle session that publishes costs about 8 KiB;
+// one that also holds a subscription about 17 KiB (a second goroutine and
+// the broker's topic index). See WithSessionLimits for buffers, pending
+// outbound packets (32) and in-flight messages (64), and WithConnectTimeout
+// for how long a connection may take to send CONNECT (10 s). A device that
+// drops its connection without DISCONNECT has its will published like any
+// PUBLISH it sends (publish ACL applies; the MQTT 5 will delay is not
+// honoured). Session sockets have TCP keepalive probes after
 // 30 s idle, 30 s apart (not with WithNetListener, whose listener is the
 // caller's); MQTT keepalive is the device's choice. The client mode uses a
 // 30 s MQTT keepalive, the same TCP keepalive, and reconnects with exponential backoff and full

@@ -10,13 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -47,10 +47,9 @@ type Listener struct {
 	stats connstats.Table
 
 	mu       sync.Mutex
-	srv      *mochi.Server
-	ln       net.Listener
-	cancel   context.CancelFunc
+	run      *listenerRun
 	sessions sync.Map // *mochi.Client -> *session
+	active   atomic.Int64
 }
 
 type session struct {
@@ -58,6 +57,8 @@ type session struct {
 	publish   []string
 	subscribe []string
 	stats     *connstats.Counters
+	takenOver atomic.Bool // another connection took the client id over
+	writer    atomic.Bool // the broker's write loop runs
 }
 
 var (
@@ -87,10 +88,10 @@ func NewListener(opts ...ListenerOption) (*Listener, error) {
 func (l *Listener) Addr() net.Addr {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.ln == nil {
+	if l.run == nil {
 		return nil
 	}
-	return l.ln.Addr()
+	return l.run.ln.Addr()
 }
 
 // Stats returns the connector's and each device's counters. Reconnects
@@ -109,7 +110,7 @@ func (l *Listener) Sessions() int {
 func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.srv != nil {
+	if l.run != nil {
 		return errors.New("mqtt listener: already connected")
 	}
 	ln := l.s.listener
@@ -132,30 +133,31 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 	caps.ReceiveMaximum = 64
 	caps.RetainAvailable = 0
 	srv := mochi.New(&mochi.Options{
-		Capabilities:             caps,
-		ClientNetReadBufferSize:  l.s.readBuffer,
+		Capabilities: caps,
+		// The session loop reads through its own buffer (session.go);
+		// the broker's per-client reader is never used.
+		ClientNetReadBufferSize:  16,
 		ClientNetWriteBufferSize: l.s.readBuffer,
 		Logger:                   slog.New(warnOnly{l.s.logger.Handler()}),
 		InlineClient:             true,
 		SysTopicResendInterval:   3600,
 	})
 	runCtx, cancel := context.WithCancel(context.Background())
-	if err := srv.AddHook(&listenerHook{l: l, up: up, ctx: runCtx}, nil); err != nil {
-		cancel()
-		_ = ln.Close()
-		return fmt.Errorf("mqtt listener: %w", err)
-	}
-	if err := srv.AddListener(listeners.NewNet("devices", ln)); err != nil {
+	run := &listenerRun{srv: srv, ln: ln, cancel: cancel, hook: &listenerHook{l: l, up: up, ctx: runCtx}}
+	if err := srv.AddHook(run.hook, nil); err != nil {
 		cancel()
 		_ = ln.Close()
 		return fmt.Errorf("mqtt listener: %w", err)
 	}
 	if err := srv.Serve(); err != nil {
 		cancel()
+		_ = ln.Close()
 		_ = srv.Close()
 		return fmt.Errorf("mqtt listener: %w", err)
 	}
-	l.srv, l.ln, l.cancel = srv, ln, cancel
+	run.wg.Add(1)
+	go l.acceptLoop(run)
+	l.run = run
 	return nil
 }
 
@@ -168,29 +170,28 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 // table's read lock twice). The broker is closed once no session is left.
 func (l *Listener) Disconnect(ctx context.Context) error {
 	l.mu.Lock()
-	srv, ln, cancel := l.srv, l.ln, l.cancel
-	l.srv, l.ln, l.cancel = nil, nil, nil
+	run := l.run
+	l.run = nil
 	l.mu.Unlock()
-	if srv == nil {
+	if run == nil {
 		return nil
 	}
-	cancel()       // ends deliveries in flight
-	_ = ln.Close() // no new sessions
+	run.cancel()       // ends deliveries in flight
+	_ = run.ln.Close() // no new sessions
 	done := make(chan struct{})
-	go func() { srv.Listeners.ClientsWg.Wait(); close(done) }()
+	go func() { run.wg.Wait(); close(done) }()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		// Again on every tick: a connection accepted just before the
 		// listener closed joins the table a moment later.
-		for _, cl := range srv.Clients.GetAll() {
-			if !cl.Net.Inline {
-				cl.Stop(packets.ErrServerShuttingDown)
-			}
-		}
+		l.sessions.Range(func(k, _ any) bool {
+			k.(*mochi.Client).Stop(packets.ErrServerShuttingDown)
+			return true
+		})
 		select {
 		case <-done:
-			_ = srv.Close()
+			_ = run.srv.Close()
 			return nil
 		case <-ctx.Done():
 			return fmt.Errorf("mqtt listener: disconnect: %w", ctx.Err())
@@ -206,11 +207,12 @@ func (l *Listener) Disconnect(ctx context.Context) error {
 // the device.
 func (l *Listener) Write(_ context.Context, f *gateway.Frame) error {
 	l.mu.Lock()
-	srv := l.srv
+	run := l.run
 	l.mu.Unlock()
-	if srv == nil {
+	if run == nil {
 		return fmt.Errorf("mqtt listener: write %s: %w", f.Device, gateway.ErrClosed)
 	}
+	srv := run.srv
 	topic := commandTopic(l.s.commandTopic, f.Device, f.Topic)
 	if f.Device == "" || !validPublishTopic(topic) {
 		return fmt.Errorf("mqtt listener: write %s: invalid command topic %q", f.Device, topic)
@@ -221,7 +223,8 @@ func (l *Listener) Write(_ context.Context, f *gateway.Frame) error {
 	return nil
 }
 
-// listenerHook enforces auth and ACLs and turns PUBLISHes into frames.
+// listenerHook enforces the ACLs and turns PUBLISHes into frames; the
+// session loop (session.go) authenticates devices.
 type listenerHook struct {
 	mochi.HookBase
 	l   *Listener
@@ -233,8 +236,7 @@ func (h *listenerHook) ID() string { return "iotgw-devices" }
 
 func (h *listenerHook) Provides(b byte) bool {
 	switch b {
-	case mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablished,
-		mochi.OnDisconnect, mochi.OnPublish:
+	case mochi.OnACLCheck, mochi.OnPublish:
 		return true
 	}
 	return false
@@ -268,44 +270,6 @@ func (h *listenerHook) identify(cl *mochi.Client, pk packets.Packet) (*session, 
 		return &session{device: cl.ID, publish: expand(s.publish, cl.ID), subscribe: expand(s.subscribe, cl.ID)}, true
 	}
 	return nil, false
-}
-
-func (h *listenerHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
-	_, ok := h.identify(cl, pk)
-	if !ok {
-		h.l.stats.Total.Error()
-		h.l.s.logger.Warn("mqtt device refused: bad credentials", "client_id", cl.ID,
-			"username", string(pk.Connect.Username), "remote", cl.Net.Remote)
-	}
-	return ok
-}
-
-func (h *listenerHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
-	ss, ok := h.identify(cl, pk)
-	if !ok {
-		return // cannot happen: authenticated moments ago
-	}
-	first := false
-	ss.stats, first = h.l.stats.DeviceFirst(ss.device)
-	if !first {
-		ss.stats.Reconnect()
-		h.l.stats.Total.Reconnect()
-	}
-	h.l.sessions.Store(cl, ss)
-}
-
-func (h *listenerHook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
-	v, ok := h.l.sessions.LoadAndDelete(cl)
-	if !ok || err == nil {
-		return
-	}
-	ss := v.(*session)
-	var code packets.Code
-	if errors.As(err, &code) && (code.Code == packets.ErrMalformedPacket.Code || code.Code == packets.ErrProtocolViolation.Code) {
-		ss.stats.Malformed()
-		h.l.stats.Total.Malformed()
-		h.l.s.logger.Warn("mqtt device sent a malformed packet; session closed", "device", ss.device, "err", err)
-	}
 }
 
 func (h *listenerHook) session(cl *mochi.Client) *session {

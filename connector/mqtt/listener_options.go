@@ -27,6 +27,7 @@ type listenerSettings struct {
 	commandTopic   string
 	commandQoS     byte
 	deliverTimeout time.Duration
+	connectTimeout time.Duration
 	logger         *slog.Logger
 }
 
@@ -44,6 +45,7 @@ func defaultListenerSettings() listenerSettings {
 		commandTopic:   DefaultCommandTopic,
 		commandQoS:     1,
 		deliverTimeout: 5 * time.Second,
+		connectTimeout: 10 * time.Second,
 		logger:         slog.Default(),
 	}
 }
@@ -190,6 +192,19 @@ func WithDeliverTimeout(d time.Duration) ListenerOption {
 			return fmt.Errorf("deliver timeout must be positive")
 		}
 		s.deliverTimeout = d
+		return nil
+	}
+}
+
+// WithConnectTimeout bounds the time from accepting a connection to a
+// complete CONNECT packet, TLS handshake included. A connection that takes
+// longer is closed. Default 10s.
+func WithConnectTimeout(d time.Duration) ListenerOption {
+	return func(s *listenerSettings) error {
+		if d <= 0 {
+			return fmt.Errorf("connect timeout must be positive")
+		}
+		s.connectTimeout = d
 		return nil
 	}
 }

@@ -39,3 +39,40 @@ func publishPacket(topic string, payload []byte) []byte {
 	v = append(v, payload...)
 	return append(appendRemaining([]byte{0x30}, len(v)), v...)
 }
+
+func subscribePacket(id uint16, filter string, qos byte) []byte {
+	v := binary.BigEndian.AppendUint16(nil, id)
+	v = appendString(v, filter)
+	v = append(v, qos)
+	return append(appendRemaining([]byte{0x82}, len(v)), v...)
+}
+
+// connectOpts are the CONNECT fields the session tests vary.
+type connectOpts struct {
+	clientID, user, pass string
+	persistent           bool   // clean session off
+	keepalive            uint16 // seconds
+	willTopic, willMsg   string
+}
+
+func (o connectOpts) packet() []byte {
+	var v []byte
+	v = appendString(v, "MQTT")
+	flags := byte(0xC0)
+	if !o.persistent {
+		flags |= 0x02
+	}
+	if o.willTopic != "" {
+		flags |= 0x04 // will flag, QoS 0, no retain
+	}
+	v = append(v, 4, flags)
+	v = binary.BigEndian.AppendUint16(v, o.keepalive)
+	v = appendString(v, o.clientID)
+	if o.willTopic != "" {
+		v = appendString(v, o.willTopic)
+		v = appendString(v, o.willMsg)
+	}
+	v = appendString(v, o.user)
+	v = appendString(v, o.pass)
+	return append(appendRemaining([]byte{0x10}, len(v)), v...)
+}

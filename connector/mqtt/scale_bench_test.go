@@ -102,7 +102,8 @@ func readRuntimeMetrics() runtimeMetrics {
 // (allocated and in use), heap and goroutines per session. b.N is not
 // used: one iteration is the whole scenario. MQTT_READ_BUFFER sets the
 // session read buffer (WithSessionLimits); MQTT_HEAPPROFILE names a file
-// for a heap profile taken with all sessions idle.
+// for a heap profile taken with all sessions idle; MQTT_SUBSCRIBE=1 has
+// every session subscribe to its command topic after connecting.
 //
 //	go test -run '^$' -bench BenchmarkMQTTListenerSessions -benchtime 1x ./connector/mqtt
 func BenchmarkMQTTListenerSessions(b *testing.B) {
@@ -204,7 +205,8 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 // TestMQTTLoadGenerator is the load-generator process of
 // BenchmarkMQTTListenerSessions; it does nothing unless started by it.
 // It speaks just enough MQTT 3.1.1: CONNECT, CONNACK, QoS 0 PUBLISH; with
-// MQTT_LOADGEN_RAW set it only opens the TCP connections.
+// MQTT_LOADGEN_RAW set it only opens the TCP connections; with
+// MQTT_SUBSCRIBE set every session also subscribes to its command topic.
 func TestMQTTLoadGenerator(t *testing.T) {
 	addr := os.Getenv("MQTT_LOADGEN_ADDR")
 	if addr == "" {
@@ -212,6 +214,7 @@ func TestMQTTLoadGenerator(t *testing.T) {
 	}
 	sessions, _ := strconv.Atoi(os.Getenv("MQTT_LOADGEN_SESSIONS"))
 	raw := os.Getenv("MQTT_LOADGEN_RAW") != "" // only connect TCP (BenchmarkIdleSessionFloor)
+	subscribe := os.Getenv("MQTT_SUBSCRIBE") != ""
 	raddr, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -245,6 +248,18 @@ func TestMQTTLoadGenerator(t *testing.T) {
 			if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
 				errs <- fmt.Errorf("session %d: connack %x %v", i, ack, err)
 				return
+			}
+			if subscribe {
+				// Like a device waiting for commands: one subscription.
+				if _, err := c.Write(subscribePacket(1, "devices/d"+id+"/cmd/#", 1)); err != nil {
+					errs <- err
+					return
+				}
+				suback := make([]byte, 5)
+				if _, err := io.ReadFull(c, suback); err != nil || suback[0] != 0x90 || suback[4] != 1 {
+					errs <- fmt.Errorf("session %d: suback %x %v", i, suback, err)
+					return
+				}
 			}
 			conns[i] = c
 		}()

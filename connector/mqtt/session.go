@@ -1,0 +1,476 @@
+package mqtt
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// The Listener runs its own session loop on top of the embedded broker.
+// The broker keeps what it is good at: topic matching, subscriptions,
+// in-flight tracking and persistent sessions, reached through its
+// exported API (NewClient, InjectPacket, SendConnack, Clients, Topics).
+// The connection side is the connector's:
+//
+//   - one goroutine per session reads packets and hands each to the
+//     broker; it blocks in Read with a few hundred bytes of stack, so the
+//     runtime shrinks its stack back to the 2 KiB minimum while the device
+//     is idle, however deep the processing of the last packet went;
+//   - the broker's write loop (a second goroutine) starts only once the
+//     session subscribes to something, because only subscriptions make the
+//     broker queue packets for it; acknowledgements and pings are written
+//     by the reading goroutine;
+//   - the CONNECT packet has to arrive within WithConnectTimeout.
+
+// listenerID names the device listener inside the embedded broker.
+const listenerID = "devices"
+
+// packetReader reads MQTT control packets from a connection through a
+// small buffer owned by the session. Each packet's body is a new slice:
+// the broker keeps strings and slices that point into it (topics, filters,
+// client ids, payloads queued for subscribers), so bodies are never
+// reused.
+type packetReader struct {
+	conn net.Conn
+	buf  []byte
+	r, w int
+	// max is the largest packet accepted, fixed header included; 0 means
+	// no limit.
+	max uint32
+	// idle is how long a read may wait for the device; 0 means forever.
+	idle time.Duration
+}
+
+func newPacketReader(conn net.Conn, size int, max uint32, idle time.Duration) *packetReader {
+	return &packetReader{conn: conn, buf: make([]byte, size), max: max, idle: idle}
+}
+
+// fill reads more bytes into the buffer, waiting at most p.idle.
+func (p *packetReader) fill() error {
+	if p.r == p.w {
+		p.r, p.w = 0, 0
+	} else if p.w == len(p.buf) {
+		p.w = copy(p.buf, p.buf[p.r:p.w])
+		p.r = 0
+	}
+	var deadline time.Time
+	if p.idle > 0 {
+		deadline = time.Now().Add(p.idle)
+	}
+	// Read and write deadline alike, as the broker does: a device that
+	// stops reading is cut off as surely as one that stops sending.
+	if err := p.conn.SetDeadline(deadline); err != nil {
+		return err
+	}
+	n, err := p.conn.Read(p.buf[p.w:])
+	p.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// next returns the first byte of the next packet's fixed header and the
+// packet's body (everything after the remaining length).
+func (p *packetReader) next() (first byte, body []byte, err error) {
+	var n, used int
+	for {
+		var done bool
+		n, used, done, err = parseRemainingLength(p.buf[p.r:p.w])
+		if err != nil {
+			return 0, nil, err
+		}
+		if done {
+			break
+		}
+		if err := p.fill(); err != nil {
+			return 0, nil, err
+		}
+	}
+	if p.max > 0 && uint64(1+used+n) > uint64(p.max) {
+		return 0, nil, fmt.Errorf("%d byte packet: %w", 1+used+n, packets.ErrPacketTooLarge)
+	}
+	first = p.buf[p.r]
+	p.r += used
+	body = make([]byte, n)
+	k := copy(body, p.buf[p.r:p.w])
+	p.r += k
+	if k < n {
+		// The rest goes straight into the body, not through the buffer.
+		if err := p.conn.SetDeadline(p.deadline()); err != nil {
+			return 0, nil, err
+		}
+		if _, err := io.ReadFull(p.conn, body[k:]); err != nil {
+			return 0, nil, fmt.Errorf("packet body: %w", err)
+		}
+	}
+	return first, body, nil
+}
+
+func (p *packetReader) deadline() time.Time {
+	if p.idle == 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(p.idle)
+}
+
+// parseRemainingLength reads a fixed header from b: the first byte and the
+// remaining length (MQTT's variable byte integer, at most 4 bytes). It
+// returns the length, the header's size and done=false if b ends inside
+// the header.
+func parseRemainingLength(b []byte) (n, used int, done bool, err error) {
+	mult := 1
+	for i := 1; i < len(b); i++ {
+		if i > 4 {
+			return 0, 0, false, packets.ErrMalformedVariableByteInteger
+		}
+		n += int(b[i]&0x7f) * mult
+		if b[i]&0x80 == 0 {
+			return n, i + 1, true, nil
+		}
+		mult *= 128
+	}
+	if len(b) > 5 {
+		return 0, 0, false, packets.ErrMalformedVariableByteInteger
+	}
+	return 0, 0, false, nil
+}
+
+// decodePacket decodes a packet a device sent. Types only a server sends
+// are protocol violations.
+func decodePacket(pk *packets.Packet, first byte, body []byte) error {
+	if err := pk.FixedHeader.Decode(first); err != nil {
+		return err
+	}
+	pk.FixedHeader.Remaining = len(body)
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubrel:
+		err = pk.PubrelDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
+	case packets.Subscribe:
+		err = pk.SubscribeDecode(body)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeDecode(body)
+	case packets.Pingreq:
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	case packets.Auth:
+		err = pk.AuthDecode(body)
+	default:
+		return fmt.Errorf("packet type %d from a device: %w", pk.FixedHeader.Type, packets.ErrProtocolViolation)
+	}
+	if err != nil {
+		return fmt.Errorf("packet type %d: %w", pk.FixedHeader.Type, err)
+	}
+	return nil
+}
+
+// listenerRun is one Connect..Disconnect of a Listener.
+type listenerRun struct {
+	srv    *mochi.Server
+	hook   *listenerHook
+	ln     net.Listener
+	cancel func()
+	wg     sync.WaitGroup // the accept loop, sessions and write loops
+	// swap orders session takeover against the end of the session taken
+	// over.
+	swap sync.Mutex
+}
+
+// acceptLoop serves connections until the listener closes.
+func (l *Listener) acceptLoop(run *listenerRun) {
+	defer run.wg.Done()
+	var delay time.Duration
+	for {
+		conn, err := run.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait and retry.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.s.logger.Warn("mqtt listener: accept failed; retrying", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		run.wg.Add(1)
+		go l.serve(run, conn)
+	}
+}
+
+// serve runs one device connection from CONNECT to its end.
+func (l *Listener) serve(run *listenerRun, conn net.Conn) {
+	defer run.wg.Done()
+	rd := newPacketReader(conn, l.s.readBuffer, l.s.maxPacket, l.s.connectTimeout)
+	cl, ss, present := l.establish(run, rd)
+	if cl == nil {
+		_ = conn.Close()
+		return
+	}
+	err := run.srv.SendConnack(cl, packets.CodeSuccess, present, nil)
+	if err == nil && present {
+		err = cl.ResendInflightMessages(true)
+	}
+	if err == nil {
+		if cl.State.Subscriptions.Len() > 0 {
+			l.startWriter(run, cl, ss)
+		}
+		err = l.readLoop(run, cl, ss, rd)
+	}
+	l.endSession(run, cl, ss, err)
+}
+
+// readLoop hands packets to the broker until the session ends. It keeps
+// its own frame small: the packet is decoded and processed in handle, so
+// an idle session blocks in Read with a shallow stack.
+func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd *packetReader) error {
+	for !cl.Closed() {
+		first, body, err := rd.next()
+		if err != nil {
+			return err
+		}
+		if err := l.handle(run, cl, ss, first, body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+//go:noinline
+func (l *Listener) handle(run *listenerRun, cl *mochi.Client, ss *session, first byte, body []byte) error {
+	pk := packets.Packet{ProtocolVersion: cl.Properties.ProtocolVersion}
+	if err := decodePacket(&pk, first, body); err != nil {
+		return err
+	}
+	if err := run.srv.InjectPacket(cl, pk); err != nil {
+		var code packets.Code
+		if errors.As(err, &code) && cl.Properties.ProtocolVersion == 5 && code.Code >= packets.ErrUnspecifiedError.Code {
+			_ = run.srv.DisconnectClient(cl, code)
+		}
+		return err
+	}
+	if pk.FixedHeader.Type == packets.Subscribe && cl.State.Subscriptions.Len() > 0 {
+		l.startWriter(run, cl, ss)
+	}
+	return nil
+}
+
+// startWriter starts the broker's write loop for the session once: from
+// now on the broker may queue packets for it. The loop ends when the
+// session stops.
+func (l *Listener) startWriter(run *listenerRun, cl *mochi.Client, ss *session) {
+	if !ss.writer.CompareAndSwap(false, true) {
+		return
+	}
+	run.wg.Add(1)
+	go func() {
+		defer run.wg.Done()
+		cl.WriteLoop()
+	}()
+}
+
+// establish reads and checks CONNECT, authenticates the device and
+// registers the session with the broker, taking over an older session of
+// the same client id. It answers refusals itself and returns a nil client
+// for them; present tells whether a persistent session was resumed.
+//
+//go:noinline
+func (l *Listener) establish(run *listenerRun, rd *packetReader) (*mochi.Client, *session, bool) {
+	srv := run.srv
+	remote := rd.conn.RemoteAddr().String()
+	first, body, err := rd.next()
+	if err != nil {
+		if !errors.Is(err, io.EOF) && !isTimeout(err) {
+			l.stats.Total.Malformed()
+			l.s.logger.Warn("mqtt connection closed before CONNECT", "remote", remote, "err", err)
+		}
+		return nil, nil, false
+	}
+	var pk packets.Packet
+	if err := decodePacket(&pk, first, body); err != nil || pk.FixedHeader.Type != packets.Connect {
+		if err == nil {
+			err = packets.ErrProtocolViolationRequireFirstConnect
+		}
+		l.stats.Total.Malformed()
+		l.s.logger.Warn("mqtt connection refused: bad CONNECT", "remote", remote, "err", err)
+		return nil, nil, false
+	}
+	cl := srv.NewClient(rd.conn, listenerID, "", false)
+	cl.ParseConnect(listenerID, pk)
+	refuse := func(code packets.Code) (*mochi.Client, *session, bool) {
+		_ = srv.SendConnack(cl, code, false, nil)
+		cl.Stop(code)
+		return nil, nil, false
+	}
+	if code := validateConnect(srv, cl, pk); code != packets.CodeSuccess {
+		l.stats.Total.Malformed()
+		l.s.logger.Warn("mqtt connection refused: invalid CONNECT", "remote", remote, "client_id", cl.ID, "err", code)
+		return refuse(code)
+	}
+	ss, ok := run.hook.identify(cl, pk)
+	if !ok {
+		l.stats.Total.Error()
+		l.s.logger.Warn("mqtt device refused: bad credentials", "client_id", cl.ID,
+			"username", string(pk.Connect.Username), "remote", remote)
+		return refuse(packets.ErrBadUsernameOrPassword)
+	}
+	if l.active.Add(1) > int64(l.s.maxSessions) {
+		l.active.Add(-1)
+		l.stats.Total.Error()
+		l.s.logger.Warn("mqtt device refused: session limit reached", "device", ss.device, "limit", l.s.maxSessions)
+		if cl.Properties.ProtocolVersion < 5 {
+			return refuse(packets.ErrServerUnavailable)
+		}
+		return refuse(packets.ErrServerBusy)
+	}
+	atomic.AddInt64(&srv.Info.ClientsConnected, 1)
+	rd.idle = time.Duration(cl.State.Keepalive) * 1500 * time.Millisecond // [MQTT-3.1.2-24]
+
+	run.swap.Lock()
+	present := l.takeOver(run, cl, pk.Connect.Clean)
+	srv.Clients.Add(cl)
+	var first1 bool
+	ss.stats, first1 = l.stats.DeviceFirst(ss.device)
+	if !first1 {
+		ss.stats.Reconnect()
+		l.stats.Total.Reconnect()
+	}
+	l.sessions.Store(cl, ss)
+	run.swap.Unlock()
+	return cl, ss, present
+}
+
+// validateConnect checks what the broker checks of a CONNECT beyond its
+// encoding, against the listener's capabilities.
+func validateConnect(srv *mochi.Server, cl *mochi.Client, pk packets.Packet) packets.Code {
+	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
+		return code
+	}
+	caps := srv.Options.Capabilities
+	switch {
+	case cl.Properties.ProtocolVersion < 5 && !pk.Connect.Clean && pk.Connect.ClientIdentifier == "":
+		return packets.ErrClientIdentifierNotValid // [MQTT-3.1.3-8]
+	case cl.Properties.ProtocolVersion < caps.MinimumProtocolVersion:
+		return packets.ErrUnsupportedProtocolVersion
+	case cl.Properties.Will.Qos > caps.MaximumQos:
+		return packets.ErrQosNotSupported
+	case cl.Properties.Will.Retain && caps.RetainAvailable == 0:
+		return packets.ErrRetainNotSupported
+	}
+	return packets.CodeSuccess
+}
+
+// takeOver ends an older session with the same client id and, unless the
+// new one starts clean, moves its subscriptions and in-flight messages to
+// cl. It reports whether a session was resumed. Called under run.swap.
+func (l *Listener) takeOver(run *listenerRun, cl *mochi.Client, clean bool) bool {
+	srv := run.srv
+	old, ok := srv.Clients.Get(cl.ID)
+	if !ok {
+		return false
+	}
+	if v, ok := l.sessions.Load(old); ok {
+		v.(*session).takenOver.Store(true)
+	}
+	if old.Properties.ProtocolVersion == 5 {
+		_ = srv.DisconnectClient(old, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+	} else {
+		old.Stop(packets.ErrSessionTakenOver) // MQTT 3 servers send no DISCONNECT
+	}
+	if clean || (old.Properties.Clean && old.Properties.ProtocolVersion < 5) {
+		srv.UnsubscribeClient(old) // [MQTT-3.1.2-4]
+		old.ClearInflights()
+		return false
+	}
+	if old.State.Inflight.Len() > 0 {
+		cl.State.Inflight = old.State.Inflight.Clone()
+		cl.State.Inflight.ResetReceiveQuota(int32(srv.Options.Capabilities.ReceiveMaximum))
+		cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))
+	}
+	// The topic index keys subscriptions by client id, which both
+	// sessions share: only the session's own list moves.
+	for filter, sub := range old.State.Subscriptions.GetAll() {
+		cl.State.Subscriptions.Add(filter, sub)
+		old.State.Subscriptions.Delete(filter)
+	}
+	old.ClearInflights()
+	return true
+}
+
+// endSession publishes the will if the device left without DISCONNECT,
+// counts a malformed ending, and drops the session from the broker unless
+// it persists or was taken over.
+func (l *Listener) endSession(run *listenerRun, cl *mochi.Client, ss *session, err error) {
+	srv := run.srv
+	cl.Stop(err)
+	if err != nil {
+		l.sendWill(run, cl)
+	} else {
+		cl.Properties.Will = mochi.Will{} // [MQTT-3.1.2-10]
+	}
+	var code packets.Code
+	if err != nil && errors.As(err, &code) && (code.Code == packets.ErrMalformedPacket.Code || code.Code == packets.ErrProtocolViolation.Code) {
+		ss.stats.Malformed()
+		l.stats.Total.Malformed()
+		l.s.logger.Warn("mqtt device sent a malformed packet; session closed", "device", ss.device, "err", err)
+	}
+	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+	run.swap.Lock()
+	l.sessions.Delete(cl)
+	if expire && !ss.takenOver.Load() {
+		cl.ClearInflights()
+		srv.UnsubscribeClient(cl)
+		srv.Clients.Delete(cl.ID) // [MQTT-4.1.0-2]
+	}
+	run.swap.Unlock()
+	atomic.AddInt64(&srv.Info.ClientsConnected, -1)
+	l.active.Add(-1)
+}
+
+// sendWill publishes the device's will as if the device had sent it at
+// QoS 0: the publish ACL applies, it becomes a frame like any PUBLISH, and
+// subscribed devices receive it. The MQTT 5 will delay is not honoured:
+// the will goes out when the session ends.
+func (l *Listener) sendWill(run *listenerRun, cl *mochi.Client) {
+	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 0 {
+		return
+	}
+	w := cl.Properties.Will
+	atomic.StoreUint32(&cl.Properties.Will.Flag, 0) // [MQTT-3.1.2-10]
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   w.TopicName,
+		Payload:     w.Payload,
+		Properties:  packets.Properties{User: w.User},
+	}
+	if err := run.srv.InjectPacket(cl, pk); err != nil {
+		l.s.logger.Warn("mqtt will not published", "client_id", cl.ID, "topic", w.TopicName, "err", err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
