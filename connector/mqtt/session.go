@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,20 +103,38 @@ func (p *packetReader) next() (first byte, body []byte, err error) {
 	}
 	first = p.buf[p.r]
 	p.r += used
-	body = make([]byte, n)
-	k := copy(body, p.buf[p.r:p.w])
-	p.r += k
-	if k < n {
-		// The rest goes straight into the body, not through the buffer.
+	k := min(n, p.w-p.r)
+	if k == n {
+		body = make([]byte, n)
+		copy(body, p.buf[p.r:p.w])
+		p.r += n
+		return first, body, nil
+	}
+	// The rest goes straight into the body, not through the buffer. The
+	// body grows as bytes arrive, so a header announcing a large packet
+	// commits no more memory than the device actually sends.
+	body = make([]byte, k, min(n, max(2*k, bodyStep)))
+	copy(body, p.buf[p.r:p.w])
+	p.r = p.w
+	for len(body) < n {
+		if len(body) == cap(body) {
+			body = slices.Grow(body, min(n-len(body), len(body)))
+		}
 		if err := p.conn.SetDeadline(p.deadline()); err != nil {
 			return 0, nil, err
 		}
-		if _, err := io.ReadFull(p.conn, body[k:]); err != nil {
-			return 0, nil, fmt.Errorf("packet body: %w", err)
+		m, err := p.conn.Read(body[len(body):min(n, cap(body))])
+		body = body[:len(body)+m]
+		if err != nil && len(body) < n {
+			return 0, nil, fmt.Errorf("packet body (%d of %d bytes): %w", len(body), n, err)
 		}
 	}
 	return first, body, nil
 }
+
+// bodyStep is the first allocation for a packet body that is still
+// arriving.
+const bodyStep = 4 << 10
 
 func (p *packetReader) deadline() time.Time {
 	if p.idle == 0 {
@@ -253,6 +272,11 @@ func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd 
 		if err := l.handle(run, cl, ss, first, body); err != nil {
 			return err
 		}
+	}
+	// Stopped while processing: by the device's DISCONNECT (a clean end),
+	// or by the listener, for example after a refused QoS 1 frame.
+	if cause := cl.StopCause(); cause != nil && !errors.Is(cause, packets.CodeDisconnect) {
+		return cause
 	}
 	return nil
 }
@@ -452,10 +476,11 @@ func (l *Listener) endSession(run *listenerRun, cl *mochi.Client, ss *session, e
 // sendWill publishes the device's will as if the device had sent it at
 // QoS 0: the publish ACL applies, it becomes a frame like any PUBLISH, and
 // subscribed devices receive it. The MQTT 5 will delay is not honoured:
-// the will goes out when the session ends.
+// the will goes out when the session ends. Sessions ended by the
+// listener's Disconnect send no will.
 func (l *Listener) sendWill(run *listenerRun, cl *mochi.Client) {
-	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 0 {
-		return
+	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 0 || run.hook.ctx.Err() != nil {
+		return // no will, or the listener is shutting down
 	}
 	w := cl.Properties.Will
 	atomic.StoreUint32(&cl.Properties.Will.Flag, 0) // [MQTT-3.1.2-10]
