@@ -166,13 +166,20 @@ func parseRemainingLength(b []byte) (n, used int, done bool, err error) {
 }
 
 // decodePacket decodes a packet a device sent. Types only a server sends
-// are protocol violations.
-func decodePacket(pk *packets.Packet, first byte, body []byte) error {
+// are protocol violations. The broker's decoders index past the end of
+// some malformed packets (an MQTT 5 SUBSCRIBE whose last filter lacks its
+// options byte, in v2.7.9); such a fault is a malformed packet of that
+// session, not the end of the gateway.
+func decodePacket(pk *packets.Packet, first byte, body []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("packet type %d: decoder fault (%v): %w", pk.FixedHeader.Type, r, packets.ErrMalformedPacket)
+		}
+	}()
 	if err := pk.FixedHeader.Decode(first); err != nil {
 		return err
 	}
 	pk.FixedHeader.Remaining = len(body)
-	var err error
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(body)
@@ -287,7 +294,7 @@ func (l *Listener) handle(run *listenerRun, cl *mochi.Client, ss *session, first
 	if err := decodePacket(&pk, first, body); err != nil {
 		return err
 	}
-	if err := run.srv.InjectPacket(cl, pk); err != nil {
+	if err := l.inject(run, cl, pk); err != nil {
 		var code packets.Code
 		if errors.As(err, &code) && cl.Properties.ProtocolVersion == 5 && code.Code >= packets.ErrUnspecifiedError.Code {
 			_ = run.srv.DisconnectClient(cl, code)
@@ -298,6 +305,20 @@ func (l *Listener) handle(run *listenerRun, cl *mochi.Client, ss *session, first
 		l.startWriter(run, cl, ss)
 	}
 	return nil
+}
+
+// inject hands a decoded packet to the broker. A panic inside the broker
+// ends this session (counted as malformed and logged as an error) instead
+// of the gateway.
+func (l *Listener) inject(run *listenerRun, cl *mochi.Client, pk packets.Packet) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.s.logger.Error("mqtt broker fault while processing a packet; session closed",
+				"client_id", cl.ID, "type", pk.FixedHeader.Type, "panic", r)
+			err = fmt.Errorf("broker fault on packet type %d (%v): %w", pk.FixedHeader.Type, r, packets.ErrMalformedPacket)
+		}
+	}()
+	return run.srv.InjectPacket(cl, pk)
 }
 
 // startWriter starts the broker's write loop for the session once: from
@@ -490,7 +511,7 @@ func (l *Listener) sendWill(run *listenerRun, cl *mochi.Client) {
 		Payload:     w.Payload,
 		Properties:  packets.Properties{User: w.User},
 	}
-	if err := run.srv.InjectPacket(cl, pk); err != nil {
+	if err := l.inject(run, cl, pk); err != nil {
 		l.s.logger.Warn("mqtt will not published", "client_id", cl.ID, "topic", w.TopicName, "err", err)
 	}
 }

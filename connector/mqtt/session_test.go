@@ -304,3 +304,42 @@ func FuzzSessionPackets(f *testing.F) {
 		}
 	})
 }
+
+// TestListenerDecoderFault: an MQTT 5 SUBSCRIBE whose filter lacks its
+// options byte makes the broker's decoder index past the packet. The
+// session ends, counted as malformed; the gateway and other devices go on.
+func TestListenerDecoderFault(t *testing.T) {
+	col := conntest.NewCollector()
+	l, h, p := startListener(t, col, devices...)
+	addr := net.JoinHostPort(h, p)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// MQTT 5 CONNECT: clean start, username and password, no properties.
+	var v []byte
+	v = appendString(v, "MQTT")
+	v = append(v, 5, 0xC2, 0, 60, 0)
+	v = appendString(v, "v5dev")
+	v = appendString(v, "dev2")
+	v = appendString(v, "pw2")
+	if _, err := c.Write(append(appendRemaining([]byte{0x10}, len(v)), v...)); err != nil {
+		t.Fatal(err)
+	}
+	if first, body, err := readPacket(c, 5*time.Second); err != nil || first != 0x20 || len(body) < 2 || body[1] != 0 {
+		t.Fatalf("connack %x %x: %v", first, body, err)
+	}
+	// SUBSCRIBE id 1, no properties, filter "a" and no options byte.
+	if _, err := c.Write([]byte{0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, 'a'}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := readPacket(c, 5*time.Second); err == nil || isTimeout(err) {
+		t.Fatalf("session still open after a faulty SUBSCRIBE: %v", err)
+	}
+	conntest.Eventually(t, 5*time.Second, "malformed counted", func() bool { return l.Stats().Devices["boiler-2"].Malformed == 1 })
+	if out, err := mosq(t, "mosquitto_pub", "-h", h, "-p", p, "-u", "dev1", "-P", "pw1", "-q", "1", "-t", "devices/dev1/ok", "-m", "fine"); err != nil {
+		t.Fatalf("good device after the fault: %v %s", err, out)
+	}
+	col.WaitFor(t, 5*time.Second, "good frame", func(fs []gateway.Frame) bool { return len(fs) == 1 })
+}
