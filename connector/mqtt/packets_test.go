@@ -1,6 +1,10 @@
 package mqtt
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/iotgw/gateway/internal/mqttwire"
+)
 
 // Just enough MQTT 3.1.1 encoding for raw-socket tests and the load
 // generator.
@@ -10,20 +14,6 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendRemaining(b []byte, n int) []byte {
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
 func connectPacket(clientID, user, pass string) []byte {
 	var v []byte
 	v = appendString(v, "MQTT")
@@ -31,20 +21,20 @@ func connectPacket(clientID, user, pass string) []byte {
 	v = appendString(v, clientID)
 	v = appendString(v, user)
 	v = appendString(v, pass)
-	return append(appendRemaining([]byte{0x10}, len(v)), v...)
+	return mqttwire.AppendPacket(nil, 0x10, v)
 }
 
 func publishPacket(topic string, payload []byte) []byte {
 	v := appendString(nil, topic)
 	v = append(v, payload...)
-	return append(appendRemaining([]byte{0x30}, len(v)), v...)
+	return mqttwire.AppendPacket(nil, 0x30, v)
 }
 
 func subscribePacket(id uint16, filter string, qos byte) []byte {
 	v := binary.BigEndian.AppendUint16(nil, id)
 	v = appendString(v, filter)
 	v = append(v, qos)
-	return append(appendRemaining([]byte{0x82}, len(v)), v...)
+	return mqttwire.AppendPacket(nil, 0x82, v)
 }
 
 // connectOpts are the CONNECT fields the session tests vary.
@@ -74,5 +64,5 @@ func (o connectOpts) packet() []byte {
 	}
 	v = appendString(v, o.user)
 	v = appendString(v, o.pass)
-	return append(appendRemaining([]byte{0x10}, len(v)), v...)
+	return mqttwire.AppendPacket(nil, 0x10, v)
 }

@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/iotgw/gateway/internal/mqttwire"
 )
 
 // The Listener runs its own session loop on top of the embedded broker.
@@ -32,184 +33,6 @@ import (
 
 // listenerID names the device listener inside the embedded broker.
 const listenerID = "devices"
-
-// packetReader reads MQTT control packets from a connection through a
-// small buffer owned by the session. Each packet's body is a new slice:
-// the broker keeps strings and slices that point into it (topics, filters,
-// client ids, payloads queued for subscribers), so bodies are never
-// reused.
-type packetReader struct {
-	conn net.Conn
-	buf  []byte
-	r, w int
-	// max is the largest packet accepted, fixed header included; 0 means
-	// no limit.
-	max uint32
-	// idle is how long a read may wait for the device; 0 means forever.
-	idle time.Duration
-}
-
-func newPacketReader(conn net.Conn, size int, max uint32, idle time.Duration) *packetReader {
-	return &packetReader{conn: conn, buf: make([]byte, size), max: max, idle: idle}
-}
-
-// fill reads more bytes into the buffer, waiting at most p.idle.
-func (p *packetReader) fill() error {
-	if p.r == p.w {
-		p.r, p.w = 0, 0
-	} else if p.w == len(p.buf) {
-		p.w = copy(p.buf, p.buf[p.r:p.w])
-		p.r = 0
-	}
-	var deadline time.Time
-	if p.idle > 0 {
-		deadline = time.Now().Add(p.idle)
-	}
-	// Read and write deadline alike, as the broker does: a device that
-	// stops reading is cut off as surely as one that stops sending.
-	if err := p.conn.SetDeadline(deadline); err != nil {
-		return err
-	}
-	n, err := p.conn.Read(p.buf[p.w:])
-	p.w += n
-	if n > 0 {
-		return nil
-	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
-}
-
-// next returns the first byte of the next packet's fixed header and the
-// packet's body (everything after the remaining length).
-func (p *packetReader) next() (first byte, body []byte, err error) {
-	var n, used int
-	for {
-		var done bool
-		n, used, done, err = parseRemainingLength(p.buf[p.r:p.w])
-		if err != nil {
-			return 0, nil, err
-		}
-		if done {
-			break
-		}
-		if err := p.fill(); err != nil {
-			return 0, nil, err
-		}
-	}
-	if p.max > 0 && uint64(1+used+n) > uint64(p.max) {
-		return 0, nil, fmt.Errorf("%d byte packet: %w", 1+used+n, packets.ErrPacketTooLarge)
-	}
-	first = p.buf[p.r]
-	p.r += used
-	k := min(n, p.w-p.r)
-	if k == n {
-		body = make([]byte, n)
-		copy(body, p.buf[p.r:p.w])
-		p.r += n
-		return first, body, nil
-	}
-	// The rest goes straight into the body, not through the buffer. The
-	// body grows as bytes arrive, so a header announcing a large packet
-	// commits no more memory than the device actually sends.
-	body = make([]byte, k, min(n, max(2*k, bodyStep)))
-	copy(body, p.buf[p.r:p.w])
-	p.r = p.w
-	for len(body) < n {
-		if len(body) == cap(body) {
-			body = slices.Grow(body, min(n-len(body), len(body)))
-		}
-		if err := p.conn.SetDeadline(p.deadline()); err != nil {
-			return 0, nil, err
-		}
-		m, err := p.conn.Read(body[len(body):min(n, cap(body))])
-		body = body[:len(body)+m]
-		if err != nil && len(body) < n {
-			return 0, nil, fmt.Errorf("packet body (%d of %d bytes): %w", len(body), n, err)
-		}
-	}
-	return first, body, nil
-}
-
-// bodyStep is the first allocation for a packet body that is still
-// arriving.
-const bodyStep = 4 << 10
-
-func (p *packetReader) deadline() time.Time {
-	if p.idle == 0 {
-		return time.Time{}
-	}
-	return time.Now().Add(p.idle)
-}
-
-// parseRemainingLength reads a fixed header from b: the first byte and the
-// remaining length (MQTT's variable byte integer, at most 4 bytes). It
-// returns the length, the header's size and done=false if b ends inside
-// the header.
-func parseRemainingLength(b []byte) (n, used int, done bool, err error) {
-	mult := 1
-	for i := 1; i < len(b); i++ {
-		if i > 4 {
-			return 0, 0, false, packets.ErrMalformedVariableByteInteger
-		}
-		n += int(b[i]&0x7f) * mult
-		if b[i]&0x80 == 0 {
-			return n, i + 1, true, nil
-		}
-		mult *= 128
-	}
-	if len(b) > 5 {
-		return 0, 0, false, packets.ErrMalformedVariableByteInteger
-	}
-	return 0, 0, false, nil
-}
-
-// decodePacket decodes a packet a device sent. Types only a server sends
-// are protocol violations. The broker's decoders index past the end of
-// some malformed packets (an MQTT 5 SUBSCRIBE whose last filter lacks its
-// options byte, in v2.7.9); such a fault is a malformed packet of that
-// session, not the end of the gateway.
-func decodePacket(pk *packets.Packet, first byte, body []byte) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("packet type %d: decoder fault (%v): %w", pk.FixedHeader.Type, r, packets.ErrMalformedPacket)
-		}
-	}()
-	if err := pk.FixedHeader.Decode(first); err != nil {
-		return err
-	}
-	pk.FixedHeader.Remaining = len(body)
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Subscribe:
-		err = pk.SubscribeDecode(body)
-	case packets.Unsubscribe:
-		err = pk.UnsubscribeDecode(body)
-	case packets.Pingreq:
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	case packets.Auth:
-		err = pk.AuthDecode(body)
-	default:
-		return fmt.Errorf("packet type %d from a device: %w", pk.FixedHeader.Type, packets.ErrProtocolViolation)
-	}
-	if err != nil {
-		return fmt.Errorf("packet type %d: %w", pk.FixedHeader.Type, err)
-	}
-	return nil
-}
 
 // listenerRun is one Connect..Disconnect of a Listener.
 type listenerRun struct {
@@ -248,8 +71,9 @@ func (l *Listener) acceptLoop(run *listenerRun) {
 // serve runs one device connection from CONNECT to its end.
 func (l *Listener) serve(run *listenerRun, conn net.Conn) {
 	defer run.wg.Done()
-	rd := newPacketReader(conn, l.s.readBuffer, l.s.maxPacket, l.s.connectTimeout)
-	cl, ss, present := l.establish(run, rd)
+	rd := mqttwire.NewReader(conn, l.s.readBuffer, l.s.maxPacket)
+	rd.Idle = l.s.connectTimeout
+	cl, ss, present := l.establish(run, conn, rd)
 	if cl == nil {
 		_ = conn.Close()
 		return
@@ -270,9 +94,9 @@ func (l *Listener) serve(run *listenerRun, conn net.Conn) {
 // readLoop hands packets to the broker until the session ends. It keeps
 // its own frame small: the packet is decoded and processed in handle, so
 // an idle session blocks in Read with a shallow stack.
-func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd *packetReader) error {
+func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd *mqttwire.Reader) error {
 	for !cl.Closed() {
-		first, body, err := rd.next()
+		first, body, err := rd.Next()
 		if err != nil {
 			return err
 		}
@@ -291,7 +115,7 @@ func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd 
 //go:noinline
 func (l *Listener) handle(run *listenerRun, cl *mochi.Client, ss *session, first byte, body []byte) error {
 	pk := packets.Packet{ProtocolVersion: cl.Properties.ProtocolVersion}
-	if err := decodePacket(&pk, first, body); err != nil {
+	if err := mqttwire.Decode(&pk, first, body); err != nil {
 		return err
 	}
 	if err := l.inject(run, cl, pk); err != nil {
@@ -341,10 +165,10 @@ func (l *Listener) startWriter(run *listenerRun, cl *mochi.Client, ss *session) 
 // for them; present tells whether a persistent session was resumed.
 //
 //go:noinline
-func (l *Listener) establish(run *listenerRun, rd *packetReader) (*mochi.Client, *session, bool) {
+func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reader) (*mochi.Client, *session, bool) {
 	srv := run.srv
-	remote := rd.conn.RemoteAddr().String()
-	first, body, err := rd.next()
+	remote := conn.RemoteAddr().String()
+	first, body, err := rd.Next()
 	if err != nil {
 		if !errors.Is(err, io.EOF) && !isTimeout(err) {
 			l.stats.Total.Malformed()
@@ -353,7 +177,7 @@ func (l *Listener) establish(run *listenerRun, rd *packetReader) (*mochi.Client,
 		return nil, nil, false
 	}
 	var pk packets.Packet
-	if err := decodePacket(&pk, first, body); err != nil || pk.FixedHeader.Type != packets.Connect {
+	if err := mqttwire.Decode(&pk, first, body); err != nil || pk.FixedHeader.Type != packets.Connect {
 		if err == nil {
 			err = packets.ErrProtocolViolationRequireFirstConnect
 		}
@@ -361,7 +185,7 @@ func (l *Listener) establish(run *listenerRun, rd *packetReader) (*mochi.Client,
 		l.s.logger.Warn("mqtt connection refused: bad CONNECT", "remote", remote, "err", err)
 		return nil, nil, false
 	}
-	cl := srv.NewClient(rd.conn, listenerID, "", false)
+	cl := srv.NewClient(conn, listenerID, "", false)
 	cl.ParseConnect(listenerID, pk)
 	refuse := func(code packets.Code) (*mochi.Client, *session, bool) {
 		_ = srv.SendConnack(cl, code, false, nil)
@@ -390,7 +214,10 @@ func (l *Listener) establish(run *listenerRun, rd *packetReader) (*mochi.Client,
 		return refuse(packets.ErrServerBusy)
 	}
 	atomic.AddInt64(&srv.Info.ClientsConnected, 1)
-	rd.idle = time.Duration(cl.State.Keepalive) * 1500 * time.Millisecond // [MQTT-3.1.2-24]
+	rd.Idle = time.Duration(cl.State.Keepalive) * 1500 * time.Millisecond // [MQTT-3.1.2-24]
+	if rd.Idle == 0 {
+		_ = conn.SetDeadline(time.Time{}) // no keepalive: no deadline after CONNECT's
+	}
 
 	run.swap.Lock()
 	present := l.takeOver(run, cl, pk.Connect.Clean)

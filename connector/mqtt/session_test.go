@@ -6,12 +6,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/conntest"
+	"github.com/iotgw/gateway/internal/mqttwire"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -37,8 +37,9 @@ func rawSession(t *testing.T, addr string, o connectOpts) (net.Conn, bool, byte)
 
 // readPacket reads one packet and returns its first byte and body.
 func readPacket(c net.Conn, wait time.Duration) (byte, []byte, error) {
-	rd := newPacketReader(readDeadline{c}, 256, 0, wait)
-	return rd.next()
+	rd := mqttwire.NewReader(readDeadline{c}, 256, 0)
+	rd.Idle = wait
+	return rd.Next()
 }
 
 // readDeadline leaves the write deadline of a test's connection alone.
@@ -234,77 +235,6 @@ func TestListenerLargePackets(t *testing.T) {
 	}
 }
 
-func TestParseRemainingLength(t *testing.T) {
-	for _, tc := range []struct {
-		in         []byte
-		n, used    int
-		done, fail bool
-	}{
-		{in: []byte{0x30}, done: false},
-		{in: []byte{0x30, 0}, n: 0, used: 2, done: true},
-		{in: []byte{0x30, 0x7f}, n: 127, used: 2, done: true},
-		{in: []byte{0x30, 0x80, 0x01}, n: 128, used: 3, done: true},
-		{in: []byte{0x30, 0x80}, done: false},
-		{in: []byte{0x30, 0xff, 0xff, 0xff, 0x7f}, n: 268435455, used: 5, done: true},
-		{in: []byte{0x30, 0xff, 0xff, 0xff, 0xff}, done: false},
-		{in: []byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x01}, fail: true},
-	} {
-		n, used, done, err := parseRemainingLength(tc.in)
-		if (err != nil) != tc.fail || done != tc.done || n != tc.n || used != tc.used {
-			t.Errorf("%x: got %d %d %v %v, want %d %d %v fail=%v", tc.in, n, used, done, err, tc.n, tc.used, tc.done, tc.fail)
-		}
-	}
-}
-
-// byteConn is a net.Conn that reads from a byte slice in chunks.
-type byteConn struct {
-	net.Conn
-	data  []byte
-	chunk int
-}
-
-func (c *byteConn) Read(b []byte) (int, error) {
-	if len(c.data) == 0 {
-		return 0, io.EOF
-	}
-	n := min(len(b), c.chunk, len(c.data))
-	copy(b, c.data[:n])
-	c.data = c.data[n:]
-	return n, nil
-}
-func (c *byteConn) SetDeadline(time.Time) error { return nil }
-
-// FuzzSessionPackets feeds arbitrary bytes, in arbitrary chunk sizes,
-// through the session reader and the packet decoder: no panic, and every
-// packet returned is within the size limit and consumes exactly what its
-// header announced.
-func FuzzSessionPackets(f *testing.F) {
-	f.Add(connectPacket("c", "u", "p"), uint8(7))
-	f.Add(append(publishPacket("a/b", []byte("hello")), subscribePacket(1, "a/#", 1)...), uint8(1))
-	f.Add([]byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x01}, uint8(3))
-	f.Add([]byte{0x82, 0x04, 0x00, 0x01, 0x00, 0x10}, uint8(200))
-	f.Add([]byte{0x10, 0x0c, 0, 4, 'M', 'Q', 'T', 'T', 5, 2, 0, 60, 0xff, 0xff}, uint8(2))
-	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
-		rd := newPacketReader(&byteConn{data: data, chunk: 1 + int(chunk)}, 16, 4096, 0)
-		for range 64 {
-			first, body, err := rd.next()
-			if err != nil {
-				if strings.Contains(err.Error(), "too large") && len(body) != 0 {
-					t.Fatal("body returned with a size error")
-				}
-				return
-			}
-			if len(body)+2 > 4096 {
-				t.Fatalf("%d byte body past the limit", len(body))
-			}
-			for _, v := range []byte{3, 4, 5} {
-				pk := packets.Packet{ProtocolVersion: v}
-				_ = decodePacket(&pk, first, body)
-			}
-		}
-	})
-}
-
 // TestListenerDecoderFault: an MQTT 5 SUBSCRIBE whose filter lacks its
 // options byte makes the broker's decoder index past the packet. The
 // session ends, counted as malformed; the gateway and other devices go on.
@@ -324,7 +254,7 @@ func TestListenerDecoderFault(t *testing.T) {
 	v = appendString(v, "v5dev")
 	v = appendString(v, "dev2")
 	v = appendString(v, "pw2")
-	if _, err := c.Write(append(appendRemaining([]byte{0x10}, len(v)), v...)); err != nil {
+	if _, err := c.Write(mqttwire.AppendPacket(nil, 0x10, v)); err != nil {
 		t.Fatal(err)
 	}
 	if first, body, err := readPacket(c, 5*time.Second); err != nil || first != 0x20 || len(body) < 2 || body[1] != 0 {

@@ -7,6 +7,6 @@ fuzz ./connector/modbus FuzzParseWrite
 fuzz ./connector/modbus FuzzPlan
 fuzz ./connector/mqtt FuzzTopicPattern
 fuzz ./connector/mqtt FuzzFilterCovers
-fuzz ./connector/mqtt FuzzSessionPackets
+fuzz ./internal/mqttwire FuzzReader
 fuzz ./connector/httpc FuzzIngest
 fuzz ./connector/coap FuzzParsePath

@@ -27,6 +27,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/mqttwire"
+	"github.com/iotgw/gateway/internal/tcpkeepalive"
 )
 
 // Config configures the embedded broker.
@@ -37,6 +39,10 @@ type Config struct {
 	// TopicPrefix starts every published topic. Default "gw".
 	TopicPrefix string `yaml:"topic_prefix"`
 }
+
+// maxPacket bounds a client's packet (1 MiB): the local broker's clients
+// subscribe and publish small messages.
+const maxPacket = 1 << 20
 
 // Broker is the embedded broker and a gateway.Sink publishing into it.
 type Broker struct {
@@ -100,15 +106,24 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return fmt.Errorf("localbroker: %w", err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{Type: "tcp", ID: "upstream", Address: b.cfg.Address})
-	if err := srv.AddListener(tcp); err != nil {
+	lc := net.ListenConfig{KeepAliveConfig: tcpkeepalive.Config()}
+	ln, err := lc.Listen(ctx, "tcp", b.cfg.Address)
+	if err != nil {
+		return fmt.Errorf("localbroker: listen %s: %w", b.cfg.Address, err)
+	}
+	// The broker reads its clients' connections itself, and some malformed
+	// packets crash its decoders (mochi-mqtt v2.7.9): the guard hands it
+	// only packets that decode and closes a connection at the first that
+	// does not.
+	if err := srv.AddListener(listeners.NewNet("upstream", mqttwire.Guard(ln, maxPacket))); err != nil {
+		_ = ln.Close()
 		return fmt.Errorf("localbroker: listen %s: %w", b.cfg.Address, err)
 	}
 	if err := srv.Serve(); err != nil {
 		_ = srv.Close()
 		return fmt.Errorf("localbroker: serve: %w", err)
 	}
-	b.srv, b.addr = srv, tcp.Address()
+	b.srv, b.addr = srv, ln.Addr().String()
 	return nil
 }
 

@@ -139,3 +139,45 @@ func TestInlineSubscribeAndRegistryErrors(t *testing.T) {
 		t.Fatal("bad address accepted")
 	}
 }
+
+// TestMalformedClientCannotCrashBroker: an MQTT 5 SUBSCRIBE whose filter
+// lacks its options byte crashed the broker's decoder (and the process).
+// Through the guard, only that client's connection ends; the broker keeps
+// serving.
+func TestMalformedClientCannotCrashBroker(t *testing.T) {
+	b := New(Config{Address: "127.0.0.1:0"})
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", b.Addr(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c
+	}
+	bad := dial()
+	defer bad.Close()
+	// MQTT 5 CONNECT (clean start, no properties, client id "x"), then the
+	// SUBSCRIBE: packet id 1, no properties, filter "a", no options byte.
+	connect5 := []byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 5, 2, 0, 30, 0, 0, 1, 'x'}
+	if _, err := bad.Write(append(connect5, 0x82, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, 'a')); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(bad)
+	if err != nil || len(rest) == 0 || rest[0] != 0x20 {
+		t.Fatalf("bad client got %x, %v: want its CONNACK, then the end of the stream", rest, err)
+	}
+	// The broker still answers a well-formed client.
+	good := dial()
+	defer good.Close()
+	if _, err := good.Write([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, 't'}); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(good, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("connack %x: %v", ack, err)
+	}
+}
