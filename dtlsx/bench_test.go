@@ -103,6 +103,10 @@ var benchServers = []benchServer{
 	{name: "dtlsx", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
 		return startDtlsx(b, cert, psk)
 	}},
+	// Resumptions through pion's handshake instead of the listener's own.
+	{name: "dtlsx-pionresume", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
+		return startDtlsx(b, cert, psk, WithFastResumption(false))
+	}},
 	// Every core may run handshake steps: what the handshake workers'
 	// default (GOMAXPROCS-1) costs in throughput.
 	{name: "dtlsx-allcores", processOnly: true, start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
