@@ -2,7 +2,6 @@ package dtlsx
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -137,6 +136,7 @@ type fastResume struct {
 	seq0, seq1     uint64 // next record sequence numbers in epochs 0 and 1
 	lastSent       time.Time
 	peerGap        time.Duration // after a resend triggered by the client
+	deadline       time.Time     // the whole handshake's (WithHandshakeTimeout)
 	early          []*datagram
 }
 
@@ -146,25 +146,36 @@ type fastResume struct {
 // without declined when the handshake ended (counted, association closed).
 func (a *association) resumeFast(session dtls.Session) (conn *dtls.Conn, declined bool) {
 	l := a.l
-	a.deadline.set(time.Now().Add(l.s.timeout))
-	d, err := a.nextDatagram()
-	if err != nil {
-		a.deadline.set(time.Time{})
-		return nil, true
+	deadline := time.Now().Add(l.s.timeout)
+	var d *datagram
+	select {
+	case d = <-a.inbox:
+	default:
+		// The router delivers the hello right after it starts this
+		// goroutine; wait for it (bounded) if it is not there yet.
+		wait := time.NewTimer(l.s.timeout)
+		select {
+		case d = <-a.inbox:
+		case <-a.closed:
+		case <-wait.C:
+		}
+		wait.Stop()
+		if d == nil {
+			return nil, true // pion's handshake meets the same end
+		}
 	}
 	if err := a.acquireCPU(); err != nil {
 		a.pushback = append(a.pushback, d)
-		a.deadline.set(time.Time{})
 		return nil, true
 	}
 	f := l.newFastResume(a, session, d.buf[:d.n])
 	if f == nil {
 		a.pushback = append(a.pushback, d)
-		a.deadline.set(time.Time{})
 		return nil, true
 	}
+	f.deadline = deadline
 	l.putDatagram(d)
-	conn, err = f.run()
+	conn, err := f.run()
 	a.handshaking.Store(false)
 	a.releaseCPU()
 	if err != nil {
@@ -310,7 +321,8 @@ func (f *fastResume) run() (*dtls.Conn, error) {
 	if interval <= 0 {
 		interval = time.Second
 	}
-	timer := time.NewTimer(interval)
+	// One timer for both the retransmissions and the handshake deadline.
+	timer := time.NewTimer(min(interval, time.Until(f.deadline)))
 	defer timer.Stop()
 	for {
 		select {
@@ -337,13 +349,15 @@ func (f *fastResume) run() (*dtls.Conn, error) {
 			l.putDatagram(d)
 			return f.establish(finSeq)
 		case <-timer.C:
+			left := time.Until(f.deadline)
+			if left <= 0 {
+				return nil, errFastTimeout
+			}
 			f.send(f.flight())
 			interval = min(2*interval, time.Minute)
-			timer.Reset(interval)
+			timer.Reset(min(interval, left))
 		case <-a.closed:
 			return nil, net.ErrClosed
-		case <-a.deadline.done():
-			return nil, errFastTimeout
 		}
 	}
 }
@@ -488,15 +502,14 @@ func (f *fastResume) establish(finSeq uint64) (*dtls.Conn, error) {
 	a.pushback = append(a.pushback, f.early...)
 	f.early = nil
 	a.handshaking.Store(false)
-	a.deadline.set(time.Time{})
 	opts := append(slices.Clip(l.resumeOpts), dtls.WithLoggerFactory(a))
 	conn, err := dtls.ResumeWithOptions(st, a, a.udpAddr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dtlsx: resume: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(l.ctx, l.s.timeout)
-	defer cancel()
-	if err := conn.HandshakeContext(ctx); err != nil {
+	// With a resumed state pion's handshake is already finished: this
+	// starts the Conn's reader and returns.
+	if err := conn.HandshakeContext(l.ctx); err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("dtlsx: resumed conn: %w", err)
 	}
