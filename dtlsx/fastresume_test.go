@@ -425,3 +425,21 @@ func TestFastResumptionEMSMismatch(t *testing.T) {
 		}
 	})
 }
+
+// TestFastResumptionFinishedNeverComes: without the client's Finished the
+// listener retransmits its flight on its timer (same messages, fresh
+// record numbers) and, at the handshake timeout, gives up and counts it.
+func TestFastResumptionFinishedNeverComes(t *testing.T) {
+	l := certListener(t, WithFlightInterval(100*time.Millisecond), WithHandshakeTimeout(time.Second))
+	r := newRawResumption(t, l, cachedSession(t, l, dtls.RequireExtendedMasterSecret), true)
+	r.send(r.hello)
+	sh1, sf1, seq1 := r.flight()
+	sh2, sf2, seq2 := r.flight() // unprompted: the retransmission timer
+	if !bytes.Equal(sh1, sh2) || !bytes.Equal(sf1, sf2) || seq2[0] <= seq1[0] {
+		t.Fatalf("retransmitted flight differs or reuses record numbers %v %v", seq1, seq2)
+	}
+	s := waitStats(t, l, func(s Stats) bool { return s.HandshakeTimeouts == 1 && s.Associations == 0 })
+	if s.ResumedFast != 0 || s.DecryptFailures != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
