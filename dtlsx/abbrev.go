@@ -320,15 +320,16 @@ func (s *fastSuite) newAEAD(key []byte) (cipher.AEAD, error) {
 // seed1 + seed2), mac being the suite's HMAC keyed with the secret.
 func prf(mac hash.Hash, label string, seed1, seed2, out []byte) {
 	var abuf, chunk [sha512.Size]byte
+	lb := []byte(label) // once: each conversion handed to the hash escapes
 	mac.Reset()
-	mac.Write([]byte(label))
+	mac.Write(lb)
 	mac.Write(seed1)
 	mac.Write(seed2)
 	a := mac.Sum(abuf[:0]) // A(1)
 	for len(out) > 0 {
 		mac.Reset()
 		mac.Write(a)
-		mac.Write([]byte(label))
+		mac.Write(lb)
 		mac.Write(seed1)
 		mac.Write(seed2)
 		out = out[copy(out, mac.Sum(chunk[:0])):]
