@@ -31,7 +31,12 @@ type association struct {
 	once     sync.Once
 	deadline readDeadline
 
-	offered   []byte       // session id of the first ClientHello
+	offered []byte // session id of the first ClientHello
+	// pushback holds datagrams read before pion's Conn existed that are
+	// pion's to read first (the ClientHello the fast path declined, or
+	// records behind the client's Finished). Written by the handshake
+	// goroutine before it starts pion, then read only by pion's reader.
+	pushback  []*datagram
 	replaces  *association // established association at the same address
 	reconnect bool         // replaces was set at creation (immutable)
 
@@ -57,13 +62,16 @@ type association struct {
 
 var _ net.PacketConn = (*association)(nil)
 
-// handshake runs pion's server handshake and publishes the result.
+// handshake runs the server handshake and publishes the result: the
+// listener's own abbreviated handshake for a session it can resume (see
+// resumeFast), pion's handshake for everything else.
 func (a *association) handshake() {
 	l := a.l
 	defer l.wg.Done()
 	a.handshaking.Store(true)
 	store := dtls.SessionStore(l.cache)
 	skipCookie := false
+	var session dtls.Session
 	if len(a.offered) > 0 {
 		// A session we can resume: answer without the cookie round trip
 		// (RFC 6347 4.2.1 allows it for resumption), and pin the session
@@ -72,6 +80,19 @@ func (a *association) handshake() {
 		if s, src := l.cache.lookup(a.offered); src != 0 && bytes.Equal(s.ID, a.offered) {
 			store = &pinnedStore{SessionCache: l.cache, session: s}
 			skipCookie = true
+			session = s
+		}
+	}
+	if skipCookie && l.s.fastResume {
+		conn, declined := a.resumeFast(session)
+		if !declined {
+			if conn != nil {
+				l.counters.resumed.Add(1)
+				l.counters.cookieSkipped.Add(1)
+				l.counters.resumedFast.Add(1)
+				a.publish(conn)
+			}
+			return
 		}
 	}
 	a.needsSlot = l.needsSlots && !skipCookie
@@ -137,6 +158,13 @@ func (a *association) handshake() {
 	default:
 		l.counters.full.Add(1)
 	}
+	a.publish(conn)
+}
+
+// publish makes an established association the address's one and hands
+// its connection to Accept.
+func (a *association) publish(conn *dtls.Conn) {
+	l := a.l
 	old := a.promote()
 	if old != nil {
 		l.counters.reconnects.Add(1)
@@ -296,6 +324,11 @@ func (a *association) releaseCPU() {
 // nextDatagram waits for the association's next datagram. While it holds
 // a CPU token it waits at most cpuGrace with it, then gives it back.
 func (a *association) nextDatagram() (*datagram, error) {
+	if len(a.pushback) > 0 {
+		d := a.pushback[0]
+		a.pushback = a.pushback[1:]
+		return d, nil
+	}
 	if a.holdsCPU.Load() {
 		grace := time.NewTimer(cpuGrace)
 		select {

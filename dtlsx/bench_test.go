@@ -103,6 +103,10 @@ var benchServers = []benchServer{
 	{name: "dtlsx", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
 		return startDtlsx(b, cert, psk)
 	}},
+	// Resumptions through pion's handshake instead of the listener's own.
+	{name: "dtlsx-pionresume", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
+		return startDtlsx(b, cert, psk, WithFastResumption(false))
+	}},
 	// Every core may run handshake steps: what the handshake workers'
 	// default (GOMAXPROCS-1) costs in throughput.
 	{name: "dtlsx-allcores", processOnly: true, start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
@@ -296,5 +300,28 @@ func BenchmarkRecordEcho(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkResumeImport is the price of handing a resumption the listener
+// negotiated to pion: gob-encoding the state and pion's
+// State.UnmarshalBinary, which decodes it with a new gob decoder (type
+// description included) and derives the record keys again.
+func BenchmarkResumeImport(b *testing.B) {
+	enc, err := newStateEncoder()
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := &fastResume{
+		a:       &association{l: &Listener{stateEncoder: enc}},
+		session: dtls.Session{ID: make([]byte, 32), Secret: make([]byte, masterSecretLen), CipherSuiteID: dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+		seq1:    1,
+	}
+	f.hello.random = make([]byte, randomLen)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := f.state(0); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -30,6 +30,13 @@
 //   - Resumptions it can serve skip the HelloVerifyRequest round trip
 //     (RFC 6347 4.2.1 allows it); every other ClientHello must return a
 //     cookie first.
+//   - It runs those abbreviated handshakes itself (WithFastResumption, on
+//     by default): ServerHello, ChangeCipherSpec and Finished in one
+//     datagram, the client's Finished checked in constant time, then the
+//     established state handed to pion (dtls.ResumeWithOptions), which
+//     carries the records from there. AEAD suites (GCM, CCM, CCM_8,
+//     ChaCha20-Poly1305), extended_master_secret and connection ids
+//     included; anything else goes through pion's handshake unchanged.
 //   - PSK identities from a PSKTable (memory or file), SQLiteStore or a
 //     PSKFunc; the server can send an identity hint. A device with the
 //     wrong key gets a bad_record_mac alert as soon as its Finished fails

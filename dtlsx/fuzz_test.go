@@ -61,3 +61,59 @@ func FuzzParsePSKTable(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseClientHello(f *testing.F) {
+	s := testSession(3, "dev")
+	f.Add(resumeHello(s, true, 0)[recordHeaderLen:])
+	f.Add(rawClientHello(nil)[recordHeaderLen:])
+	f.Add(withExtendedMasterSecret(rawClientHello(bytes.Repeat([]byte{9}, 32)))[recordHeaderLen:])
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		h, err := parseClientHello(msg)
+		if err != nil {
+			return
+		}
+		if len(h.random) != randomLen || len(h.sessionID) > 32 || len(h.suites)%2 != 0 || len(h.suites) == 0 {
+			t.Fatalf("bad hello %+v from %x", h, msg)
+		}
+		if !bytes.Equal(h.msg, msg) {
+			t.Fatal("msg is not the parsed message")
+		}
+		// The answer to whatever parsed must be a well-formed ServerHello.
+		sh := appendServerHello(nil, &h, make([]byte, randomLen), 0xc02b, h.ems, h.cid)
+		if n := int(sh[1])<<16 | int(sh[2])<<8 | int(sh[3]); n != len(sh)-handshakeHeaderLen {
+			t.Fatalf("ServerHello length %d, %d bytes", n, len(sh)-handshakeHeaderLen)
+		}
+	})
+}
+
+// FuzzOpenRecord feeds datagrams to the record splitter and the record
+// opener of the listener's resumption path: garbage is refused, never a
+// panic, and only what the key sealed opens.
+func FuzzOpenRecord(f *testing.F) {
+	suite, _ := fastSuiteFor(0xc02b)
+	keys, err := deriveKeys(suite, suite.newPRF(make([]byte, masterSecretLen)), make([]byte, randomLen), make([]byte, randomLen))
+	if err != nil {
+		f.Fatal(err)
+	}
+	client := &recordKeys{suite: suite, seal: keys.open, open: keys.seal, sealIV: keys.openIV, openIV: keys.sealIV}
+	f.Add(client.appendSealed(nil, contentHandshake, 1, 0, nil, []byte("finished")), 0)
+	f.Add(client.appendSealed(nil, contentApplicationData, 1, 5, []byte{1, 2, 3, 4}, []byte("data")), 4)
+	f.Add([]byte{25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4, 0, 0}, 4)
+	f.Fuzz(func(t *testing.T, b []byte, cidLen int) {
+		if cidLen < 0 || cidLen > 255 {
+			return
+		}
+		for len(b) > 0 {
+			rec, rest, err := splitRecord(b, cidLen)
+			if err != nil {
+				return
+			}
+			if len(rec) == 0 || len(rec)+len(rest) != len(b) {
+				t.Fatalf("split %d + %d of %d bytes", len(rec), len(rest), len(b))
+			}
+			_, _, _, _ = keys.openRecord(rec, cidLen)
+			b = rest
+		}
+	})
+}

@@ -31,6 +31,7 @@ type Stats struct {
 	HandshakesFull    uint64 // certificate handshakes with key exchange
 	HandshakesPSK     uint64 // full PSK handshakes
 	HandshakesResumed uint64 // abbreviated handshakes from the session cache
+	ResumedFast       uint64 // of those, run by the listener itself instead of pion (WithFastResumption)
 	CookieSkipped     uint64 // resumptions answered without HelloVerifyRequest
 	HandshakeFailures uint64 // bad credentials, alerts, protocol errors
 	HandshakeTimeouts uint64
@@ -46,7 +47,7 @@ type Stats struct {
 
 type listenerCounters struct {
 	full, psk, resumed, cookieSkipped, failures, timeouts, admissionWaits   atomic.Uint64
-	decryptFailures                                                         atomic.Uint64
+	decryptFailures, resumedFast                                            atomic.Uint64
 	rateLimited, pendingLimited, malformed, unknown, inboxDrops, reconnects atomic.Uint64
 }
 
@@ -66,20 +67,22 @@ type listenerCounters struct {
 // server first, or translate that error, since go-coap only recognises its
 // own closed-listener error.
 type Listener struct {
-	s          settings
-	pc         net.PacketConn
-	udp        *net.UDPConn
-	base       []dtls.ServerOption
-	cache      *SessionCache
-	fullSlots  chan struct{}
-	cpuSlots   chan struct{} // handshake steps running at once
-	accepted   chan *dtls.Conn
-	ctx        context.Context
-	cancel     context.CancelFunc
-	pool       sync.Pool
-	wg         sync.WaitGroup
-	counters   listenerCounters
-	needsSlots bool
+	s            settings
+	pc           net.PacketConn
+	udp          *net.UDPConn
+	base         []dtls.ServerOption
+	resumeOpts   []dtls.Option // pion options of a Conn the fast path resumes
+	stateEncoder *stateEncoder
+	cache        *SessionCache
+	fullSlots    chan struct{}
+	cpuSlots     chan struct{} // handshake steps running at once
+	accepted     chan *dtls.Conn
+	ctx          context.Context
+	cancel       context.CancelFunc
+	pool         sync.Pool
+	wg           sync.WaitGroup
+	counters     listenerCounters
+	needsSlots   bool
 
 	mu      sync.Mutex
 	closed  bool
@@ -131,6 +134,7 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		s:          s,
 		pc:         pc,
 		base:       base,
+		resumeOpts: s.resumeOptions(),
 		cache:      cache,
 		fullSlots:  make(chan struct{}, s.maxFull),
 		cpuSlots:   make(chan struct{}, s.handshakeWorkers()),
@@ -139,6 +143,9 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		byCID:      make(map[string]*association),
 		needsSlots: len(s.certs) > 0,
 		sources:    newSourceLimiter(s.sourceRate, s.sourceBurst),
+	}
+	if l.stateEncoder, err = newStateEncoder(); err != nil {
+		return nil, err
 	}
 	l.udp, _ = pc.(*net.UDPConn)
 	if l.udp != nil {
@@ -185,7 +192,7 @@ func (l *Listener) Stats() Stats {
 	l.mu.Unlock()
 	return Stats{
 		Associations: n, HandshakesFull: k.full.Load(), HandshakesPSK: k.psk.Load(),
-		HandshakesResumed: k.resumed.Load(), CookieSkipped: k.cookieSkipped.Load(),
+		HandshakesResumed: k.resumed.Load(), ResumedFast: k.resumedFast.Load(), CookieSkipped: k.cookieSkipped.Load(),
 		HandshakeFailures: k.failures.Load(), HandshakeTimeouts: k.timeouts.Load(),
 		DecryptFailures: k.decryptFailures.Load(),
 		AdmissionWaits:  k.admissionWaits.Load(), RateLimited: k.rateLimited.Load(),

@@ -57,8 +57,8 @@ func TestOpenSSLClientCertificateAndResumption(t *testing.T) {
 		t.Fatalf("second handshake not resumed:\n%s", out)
 	}
 	st := l.Stats()
-	if st.HandshakesFull != 1 || st.HandshakesResumed != 1 || st.CookieSkipped != 1 {
-		t.Fatalf("stats = %+v, want 1 full + 1 resumed without the cookie round trip", st)
+	if st.HandshakesFull != 1 || st.HandshakesResumed != 1 || st.CookieSkipped != 1 || st.ResumedFast != 1 {
+		t.Fatalf("stats = %+v, want 1 full + 1 resumed by the listener without the cookie round trip", st)
 	}
 }
 
@@ -73,14 +73,20 @@ func TestOpenSSLClientPSK(t *testing.T) {
 	serveEcho(t, l)
 	for _, cipher := range []string{"PSK-AES128-CCM8:@SECLEVEL=0", "PSK-AES128-GCM-SHA256"} {
 		t.Run(cipher, func(t *testing.T) {
-			out := sClient(t, l.Addr().String(), "-psk_identity", "sensor-7", "-psk", hex.EncodeToString(key), "-cipher", cipher)
-			if !strings.Contains(out, "PSK") || !strings.Contains(out, "gw-hint") {
-				t.Fatalf("no PSK suite or hint in output:\n%s", out)
+			sess := filepath.Join(t.TempDir(), "sess.pem")
+			psk := []string{"-psk_identity", "sensor-7", "-psk", hex.EncodeToString(key), "-cipher", cipher}
+			out := sClient(t, l.Addr().String(), append(psk, "-sess_out", sess)...)
+			if !strings.Contains(out, "PSK") || !strings.Contains(out, "gw-hint") || !strings.Contains(out, "New, TLSv1.2") {
+				t.Fatalf("no new PSK session with the hint in output:\n%s", out)
+			}
+			out = sClient(t, l.Addr().String(), append(psk, "-sess_in", sess)...)
+			if !strings.Contains(out, "Reused, TLSv1.2") {
+				t.Fatalf("PSK session not resumed:\n%s", out)
 			}
 		})
 	}
-	if st := l.Stats(); st.HandshakesPSK != 2 {
-		t.Fatalf("stats = %+v, want 2 PSK handshakes", st)
+	if st := l.Stats(); st.HandshakesPSK != 2 || st.HandshakesResumed != 2 || st.ResumedFast != 2 {
+		t.Fatalf("stats = %+v, want 2 PSK handshakes, both resumed by the listener", st)
 	}
 }
 
@@ -231,8 +237,8 @@ func TestOpenSSLResumeAfterRestart(t *testing.T) {
 	if !strings.Contains(out, "Reused, TLSv1.2") {
 		t.Fatalf("second process did not resume:\n%s", out)
 	}
-	if st.HandshakesResumed != 1 || cs.StoreHits != 1 {
-		t.Fatalf("second process: listener %+v cache %+v, want 1 resumption served from the store", st, cs)
+	if st.HandshakesResumed != 1 || st.ResumedFast != 1 || cs.StoreHits != 1 {
+		t.Fatalf("second process: listener %+v cache %+v, want 1 resumption served from the store by the listener", st, cs)
 	}
 }
 

@@ -330,6 +330,9 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 			}
 			opts = append(opts, WithHandshakeWorkers(w))
 		}
+		if os.Getenv("DTLSX_STORM_FAST") == "0" { // compare with pion's resumption
+			opts = append(opts, WithFastResumption(false))
+		}
 		l, err := Listen("udp", addr, opts...)
 		if err != nil {
 			t.Fatal(err)
@@ -390,7 +393,8 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 
 // TestReconnectStorm restarts a gateway under n devices (40 here; set
 // DTLSX_STORM_CLIENTS=5000 for the full run recorded in BENCHMARKS.md)
-// with and without the persisted session store.
+// with and without the persisted session store. DTLSX_STORM_FAST=0 sends
+// the resumptions through pion's handshake instead of the listener's.
 func TestReconnectStorm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("storm in -short mode")
@@ -408,9 +412,9 @@ func TestReconnectStorm(t *testing.T) {
 		name string
 		res  stormResult
 	}{{"without store", cold}, {"with store", warm}} {
-		t.Logf("%s: %d devices established in %v (%.0f/s); failed %d; full %d resumed %d; store hits %d; bystanders: %d round trips, %d failed, p99 %v (before %v); admission waits %d, inbox drops %d, kernel UDP rcvbuf drops %d",
+		t.Logf("%s: %d devices established in %v (%.0f/s); failed %d; full %d resumed %d (by the listener %d); store hits %d; bystanders: %d round trips, %d failed, p99 %v (before %v); admission waits %d, inbox drops %d, kernel UDP rcvbuf drops %d",
 			r.name, n, r.res.elapsed, float64(n)/r.res.elapsed.Seconds(), r.res.failedDials,
-			r.res.server.HandshakesFull, r.res.server.HandshakesResumed, r.res.cache.StoreHits,
+			r.res.server.HandshakesFull, r.res.server.HandshakesResumed, r.res.server.ResumedFast, r.res.cache.StoreHits,
 			r.res.echoes, r.res.echoFails, r.res.echoP99, r.res.echoBefore,
 			r.res.server.AdmissionWaits, r.res.server.InboxDrops, r.res.rcvbufDrops)
 		if r.res.failedDials != 0 || r.res.echoFails != 0 || r.res.echoes == 0 {
@@ -420,6 +424,9 @@ func TestReconnectStorm(t *testing.T) {
 	t.Logf("restart storm speed-up with the persisted store: %.1fx", cold.elapsed.Seconds()/warm.elapsed.Seconds())
 	if warm.server.HandshakesResumed != uint64(n) || warm.cache.StoreHits != uint64(n) {
 		t.Errorf("with store: %d resumed, %d store hits; want %d of each; server %+v", warm.server.HandshakesResumed, warm.cache.StoreHits, n, warm.server)
+	}
+	if wantFast := os.Getenv("DTLSX_STORM_FAST") != "0"; wantFast && warm.server.ResumedFast != uint64(n) {
+		t.Errorf("with store: %d of %d resumptions run by the listener; server %+v", warm.server.ResumedFast, n, warm.server)
 	}
 	if cold.server.HandshakesResumed != 0 || cold.server.HandshakesFull != uint64(n)+4 {
 		t.Errorf("without store: %+v; want %d full handshakes", cold.server, n+4)

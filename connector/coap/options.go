@@ -353,6 +353,10 @@ type DTLSConfig struct {
 	CertFile         string        `yaml:"cert_file"`
 	KeyFile          string        `yaml:"key_file"`
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// FastResumption false sends resumed handshakes through pion's
+	// handshake instead of the listener's own (dtlsx.WithFastResumption;
+	// default true).
+	FastResumption *bool `yaml:"fast_resumption"`
 }
 
 // options turns the block into dtlsx options, reading the files now so a
@@ -390,6 +394,9 @@ func (d *DTLSConfig) options() ([]dtlsx.Option, error) {
 	}
 	if d.HandshakeTimeout > 0 {
 		opts = append(opts, dtlsx.WithHandshakeTimeout(d.HandshakeTimeout))
+	}
+	if d.FastResumption != nil {
+		opts = append(opts, dtlsx.WithFastResumption(*d.FastResumption))
 	}
 	return opts, nil
 }
