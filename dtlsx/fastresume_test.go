@@ -153,6 +153,9 @@ func TestFastResumptionDeclined(t *testing.T) {
 				dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }), dtls.WithPSKIdentityHint([]byte("sensor-7")),
 				dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret)}
 			c := pionClient(t, l, nil, opts...)
+			// Closing before the server has counted the handshake would
+			// race its end with the close_notify.
+			waitStats(t, l, func(s Stats) bool { return s.HandshakesPSK == 1 })
 			_ = c.Close()
 			if tc.revoke {
 				if n, err := l.Cache().Revoke(context.Background(), "psk:sensor-7"); err != nil || n != 1 {

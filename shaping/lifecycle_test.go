@@ -55,9 +55,11 @@ func TestCrashLeftoversCleaned(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		crashed.cfg.Interface = p.A.Link
-		crashed.cfg.Attach = "clsact"
-		if err := crashed.Update(crashed.cfg); err != nil {
+		crashed.mu.Lock() // the sampling goroutine reads cfg
+		cfg := crashed.cfg
+		crashed.mu.Unlock()
+		cfg.Interface, cfg.Attach = p.A.Link, "clsact"
+		if err := crashed.Update(cfg); err != nil {
 			return err
 		}
 		crashed.tc.createdClsact = false // as if the process died
