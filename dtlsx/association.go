@@ -163,7 +163,7 @@ func (a *association) handshake() {
 
 // publish makes an established association the address's one and hands
 // its connection to Accept.
-func (a *association) publish(conn *dtls.Conn) {
+func (a *association) publish(conn net.Conn) {
 	l := a.l
 	old := a.promote()
 	if old != nil {

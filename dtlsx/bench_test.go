@@ -103,6 +103,11 @@ var benchServers = []benchServer{
 	{name: "dtlsx", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
 		return startDtlsx(b, cert, psk)
 	}},
+	// The listener's own resumption, then pion's record layer (a pion
+	// Conn built from the imported state).
+	{name: "dtlsx-pionrecords", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
+		return startDtlsx(b, cert, psk, WithOwnRecords(false))
+	}},
 	// Resumptions through pion's handshake instead of the listener's own.
 	{name: "dtlsx-pionresume", start: func(b testing.TB, cert tls.Certificate, psk PSKProvider) net.Listener {
 		return startDtlsx(b, cert, psk, WithFastResumption(false))

@@ -146,7 +146,7 @@ type fastResume struct {
 // established connection; nil with declined set when pion must run the
 // handshake instead (the first datagram is then pushed back for it); nil
 // without declined when the handshake ended (counted, association closed).
-func (a *association) resumeFast(session dtls.Session) (conn *dtls.Conn, declined bool) {
+func (a *association) resumeFast(session dtls.Session) (conn net.Conn, declined bool) {
 	l := a.l
 	deadline := time.Now().Add(l.s.timeout)
 	var d *datagram
@@ -315,7 +315,7 @@ func (f *fastResume) alert(desc byte, sealed bool) {
 
 // run sends the flight and waits for the client's ChangeCipherSpec and
 // Finished, retransmitting on timeouts and on a repeated ClientHello.
-func (f *fastResume) run() (*dtls.Conn, error) {
+func (f *fastResume) run() (net.Conn, error) {
 	a, l := f.a, f.a.l
 	f.send(f.flight())
 	a.releaseCPU()
@@ -485,12 +485,8 @@ func (f *fastResume) state(finSeq uint64) (*dtls.State, error) {
 
 // establish turns the verified handshake into a pion Conn over the
 // association.
-func (f *fastResume) establish(finSeq uint64) (*dtls.Conn, error) {
+func (f *fastResume) establish(finSeq uint64) (net.Conn, error) {
 	a, l := f.a, f.a.l
-	st, err := f.state(finSeq)
-	if err != nil {
-		return nil, err
-	}
 	if l.s.verifyConnect != nil {
 		check, err := f.state(finSeq) // pion hands the callback a copy too
 		if err != nil {
@@ -504,6 +500,13 @@ func (f *fastResume) establish(finSeq uint64) (*dtls.Conn, error) {
 	a.pushback = append(a.pushback, f.early...)
 	f.early = nil
 	a.handshaking.Store(false)
+	if l.s.ownRecords {
+		return newConn(f, finSeq), nil
+	}
+	st, err := f.state(finSeq)
+	if err != nil {
+		return nil, err
+	}
 	opts := append(slices.Clip(l.resumeOpts), dtls.WithLoggerFactory(a))
 	conn, err := dtls.ResumeWithOptions(st, a, a.udpAddr, opts...)
 	if err != nil {

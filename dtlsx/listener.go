@@ -76,7 +76,7 @@ type Listener struct {
 	cache        *SessionCache
 	fullSlots    chan struct{}
 	cpuSlots     chan struct{} // handshake steps running at once
-	accepted     chan *dtls.Conn
+	accepted     chan net.Conn
 	ctx          context.Context
 	cancel       context.CancelFunc
 	pool         sync.Pool
@@ -138,7 +138,7 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		cache:      cache,
 		fullSlots:  make(chan struct{}, s.maxFull),
 		cpuSlots:   make(chan struct{}, s.handshakeWorkers()),
-		accepted:   make(chan *dtls.Conn, s.backlog),
+		accepted:   make(chan net.Conn, s.backlog),
 		byAddr:     make(map[netip.AddrPort]*association),
 		byCID:      make(map[string]*association),
 		needsSlots: len(s.certs) > 0,
@@ -172,7 +172,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 }
 
 // AcceptWithContext waits for the next established connection or for ctx.
-// The connection is a *dtls.Conn whose handshake has completed.
+// The connection is a *dtls.Conn whose handshake has completed, or, for a
+// session the listener resumed itself (WithFastResumption and
+// WithOwnRecords, both on by default), a *dtlsx.Conn. Both have
+// ConnectionState() (dtls.State, bool).
 func (l *Listener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
 	select {
 	case c := <-l.accepted:
