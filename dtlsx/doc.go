@@ -4,7 +4,7 @@
 // The happy path:
 //
 //	l, err := dtlsx.Listen("udp", ":5684", dtlsx.WithCertificate(cert), dtlsx.WithPSK(psks))
-//	conn, err := l.Accept() // a *dtls.Conn whose handshake has completed
+//	conn, err := l.Accept() // established: a *dtls.Conn, or a *dtlsx.Conn for a resumed session
 //	c, err := dtlsx.Dial(ctx, "udp", "gw:5684", dtlsx.WithClientPSK(id, key))
 //
 // What it adds to pion:
@@ -32,9 +32,12 @@
 //     cookie first.
 //   - It runs those abbreviated handshakes itself (WithFastResumption, on
 //     by default): ServerHello, ChangeCipherSpec and Finished in one
-//     datagram, the client's Finished checked in constant time, then the
-//     established state handed to pion (dtls.ResumeWithOptions), which
-//     carries the records from there. AEAD suites (GCM, CCM, CCM_8,
+//     datagram, the client's Finished checked in constant time. The
+//     resumed connection's records stay in dtlsx too (WithOwnRecords, on
+//     by default: a *dtlsx.Conn with a replay window, connection-id
+//     address updates and close_notify), which spares building a pion
+//     Conn; with it off the state is handed to pion
+//     (dtls.ResumeWithOptions). AEAD suites (GCM, CCM, CCM_8,
 //     ChaCha20-Poly1305), extended_master_secret and connection ids
 //     included; anything else goes through pion's handshake unchanged.
 //   - PSK identities from a PSKTable (memory or file), SQLiteStore or a
