@@ -92,6 +92,8 @@ func TestRegisterDTLSYAML(t *testing.T) {
 		{"connectors:\n  - name: c\n    coap: {dtls: {psk_fle: x}}\n", "connectors[0].coap.dtls.psk_fle: unknown key"},
 		{"connectors:\n  - name: c\n    coap: {address: '127.0.0.1:0', dtls: {psk_file: " + psk + ", fast_resumption: false}}\n", ""},
 		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + psk + ", fast_resumption: sometimes}}\n", "connectors[0].coap.dtls.fast_resumption"},
+		{"connectors:\n  - name: c\n    coap: {address: '127.0.0.1:0', dtls: {psk_file: " + psk + ", own_records: false}}\n", ""},
+		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + psk + ", own_records: 2}}\n", "connectors[0].coap.dtls.own_records"},
 		{"connectors:\n  - name: c\n    coap: {duplicate_cache: 3}\n", "connectors[0].coap.duplicate_cache"},
 		{"connectors:\n  - name: c\n    coap: {fast_path: false}\n", ""},
 	}

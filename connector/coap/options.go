@@ -357,6 +357,10 @@ type DTLSConfig struct {
 	// handshake instead of the listener's own (dtlsx.WithFastResumption;
 	// default true).
 	FastResumption *bool `yaml:"fast_resumption"`
+	// OwnRecords false hands sessions the listener resumed to pion's
+	// record layer instead of dtlsx's own (dtlsx.WithOwnRecords; default
+	// true).
+	OwnRecords *bool `yaml:"own_records"`
 }
 
 // options turns the block into dtlsx options, reading the files now so a
@@ -397,6 +401,9 @@ func (d *DTLSConfig) options() ([]dtlsx.Option, error) {
 	}
 	if d.FastResumption != nil {
 		opts = append(opts, dtlsx.WithFastResumption(*d.FastResumption))
+	}
+	if d.OwnRecords != nil {
+		opts = append(opts, dtlsx.WithOwnRecords(*d.OwnRecords))
 	}
 	return opts, nil
 }
