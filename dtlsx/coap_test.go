@@ -2,6 +2,7 @@ package dtlsx
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway/internal/testenv"
+	"github.com/pion/dtls/v3"
 	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -89,5 +91,39 @@ func TestLibcoapClientsPSK(t *testing.T) {
 	}
 	if st.HandshakesPSK < 4 || st.DecryptFailures < 2 {
 		t.Fatalf("stats = %+v, want >= 4 PSK handshakes and >= 2 decrypt failures", st)
+	}
+}
+
+// TestCoAPOverResumedSession: a device resumes its session (the
+// listener's own handshake and records) and talks CoAP through go-coap's
+// DTLS server, which reads and writes the *dtlsx.Conn like any
+// connection.
+func TestCoAPOverResumedSession(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	var tbl PSKTable
+	_ = tbl.Set([]byte("sensor-7"), key)
+	l := listen(t, WithPSK(&tbl), WithSourceRate(0, 0))
+	serveCoAP(t, l)
+	store := newMapStore()
+	opts := []dtls.ClientOption{dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8), dtls.WithSessionStore(store),
+		dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }), dtls.WithPSKIdentityHint([]byte("sensor-7")),
+		dtls.WithConnectionIDGenerator(dtls.RandomCIDGenerator(4))}
+	for i, want := range []string{"full", "resumed"} {
+		c := pionClient(t, l, nil, opts...)
+		cc := coapdtls.Client(c)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := cc.Post(ctx, "/temp", message.TextPlain, strings.NewReader("abc"))
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: POST: %v", want, err)
+		}
+		body, _ := io.ReadAll(resp.Body())
+		if resp.Code() != codes.Changed || string(body) != "cba" {
+			t.Fatalf("%s: %v %q", want, resp.Code(), body)
+		}
+		_ = cc.Close()
+		if s := l.Stats(); s.ResumedFast != uint64(i) {
+			t.Fatalf("%s: ResumedFast %d, want %d", want, s.ResumedFast, i)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package dtlsx
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -186,6 +187,13 @@ func (c *Conn) ConnectionState() (dtls.State, bool) {
 	}
 	return *st, true
 }
+
+// Handshake and HandshakeContext return nil: the handshake completed
+// before the listener handed the Conn out (as for *dtls.Conn).
+func (c *Conn) Handshake() error { return nil }
+
+// HandshakeContext returns nil; see Handshake.
+func (c *Conn) HandshakeContext(context.Context) error { return nil }
 
 // LocalAddr returns the listener's address.
 func (c *Conn) LocalAddr() net.Addr { return c.a.LocalAddr() }
