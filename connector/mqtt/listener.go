@@ -49,7 +49,6 @@ type Listener struct {
 	mu       sync.Mutex
 	run      *listenerRun
 	sessions sync.Map // *mochi.Client -> *session
-	active   atomic.Int64
 }
 
 type session struct {

@@ -204,8 +204,10 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 			"username", string(pk.Connect.Username), "remote", remote)
 		return refuse(packets.ErrBadUsernameOrPassword)
 	}
-	if l.active.Add(1) > int64(l.s.maxSessions) {
-		l.active.Add(-1)
+	// The broker's connected-clients figure is the session count: only
+	// this loop changes it.
+	if atomic.AddInt64(&srv.Info.ClientsConnected, 1) > int64(l.s.maxSessions) {
+		atomic.AddInt64(&srv.Info.ClientsConnected, -1)
 		l.stats.Total.Error()
 		l.s.logger.Warn("mqtt device refused: session limit reached", "device", ss.device, "limit", l.s.maxSessions)
 		if cl.Properties.ProtocolVersion < 5 {
@@ -213,7 +215,6 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 		}
 		return refuse(packets.ErrServerBusy)
 	}
-	atomic.AddInt64(&srv.Info.ClientsConnected, 1)
 	rd.Idle = time.Duration(cl.State.Keepalive) * 1500 * time.Millisecond // [MQTT-3.1.2-24]
 	if rd.Idle == 0 {
 		_ = conn.SetDeadline(time.Time{}) // no keepalive: no deadline after CONNECT's
@@ -318,7 +319,6 @@ func (l *Listener) endSession(run *listenerRun, cl *mochi.Client, ss *session, e
 	}
 	run.swap.Unlock()
 	atomic.AddInt64(&srv.Info.ClientsConnected, -1)
-	l.active.Add(-1)
 }
 
 // sendWill publishes the device's will as if the device had sent it at
