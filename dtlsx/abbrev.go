@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/crypto/ccm"
@@ -414,28 +415,36 @@ func appendPlainRecord(dst []byte, typ byte, seq uint64, body []byte) []byte {
 // plaintext carries the real type (RFC 9146 4).
 func (k *recordKeys) appendSealed(dst []byte, typ byte, epoch uint16, seq uint64, cid, payload []byte) []byte {
 	es := epochSeq(epoch, seq)
-	inner := payload
+	inner := len(payload)
 	outer := typ
 	if len(cid) > 0 {
-		inner = append(append(make([]byte, 0, len(payload)+1), payload...), typ)
+		inner++ // the real content type follows the payload
 		outer = contentCID
 	}
 	explicit := 0
 	if k.suite.explicit {
 		explicit = 8
 	}
+	dst = slices.Grow(dst, recordHeaderLen+len(cid)+explicit+inner+k.suite.tagLen)
 	dst = append(dst, outer, dtls12Major, dtls12Minr)
 	dst = binary.BigEndian.AppendUint64(dst, es)
 	dst = append(dst, cid...)
-	dst = binary.BigEndian.AppendUint16(dst, uint16(explicit+len(inner)+k.suite.tagLen))
+	dst = binary.BigEndian.AppendUint16(dst, uint16(explicit+inner+k.suite.tagLen))
 	if explicit > 0 {
 		dst = binary.BigEndian.AppendUint64(dst, es)
+	}
+	// The plaintext is laid out where its ciphertext goes and sealed in
+	// place (the AEAD allows exact overlap): no copy of the payload.
+	at := len(dst)
+	dst = append(dst, payload...)
+	if len(cid) > 0 {
+		dst = append(dst, typ)
 	}
 	var nonce [12]byte
 	k.nonce(&nonce, k.sealIV, es)
 	var adBuf [64]byte
-	ad := additionalData(adBuf[:0], typ, es, cid, len(inner))
-	return k.seal.Seal(dst, nonce[:], inner, ad)
+	ad := additionalData(adBuf[:0], typ, es, cid, inner)
+	return k.seal.Seal(dst[:at], nonce[:], dst[at:], ad)
 }
 
 // errRecord wraps every reason a protected record is refused.
@@ -447,6 +456,12 @@ var errRecord = errors.New("protected record refused")
 // returns the real content type, the plaintext (in a new buffer) and the
 // record's sequence number.
 func (k *recordKeys) openRecord(rec []byte, cidLen int) (byte, []byte, uint64, error) {
+	return k.openRecordTo(nil, rec, cidLen)
+}
+
+// openRecordTo is openRecord with the plaintext appended to dst, so a
+// reader that consumes each record before the next can reuse one buffer.
+func (k *recordKeys) openRecordTo(dst, rec []byte, cidLen int) (byte, []byte, uint64, error) {
 	if len(rec) < recordHeaderLen {
 		return 0, nil, 0, fmt.Errorf("record of %d bytes: %w", len(rec), errRecord)
 	}
@@ -484,7 +499,10 @@ func (k *recordKeys) openRecord(rec []byte, cidLen int) (byte, []byte, uint64, e
 	}
 	var adBuf [64]byte
 	ad := additionalData(adBuf[:0], typ, es, cid, len(body)-k.suite.tagLen)
-	pt, err := k.open.Open(make([]byte, 0, len(body)), nonce[:], body, ad)
+	if dst == nil {
+		dst = make([]byte, 0, len(body))
+	}
+	pt, err := k.open.Open(dst, nonce[:], body, ad)
 	if err != nil {
 		return 0, nil, 0, fmt.Errorf("record %d: %v: %w", es&maxSequenceNumber, err, errRecord)
 	}

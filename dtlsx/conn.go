@@ -48,6 +48,7 @@ type Conn struct {
 	replay replayWindow
 	cur    *datagram
 	rest   []byte // records of cur not read yet
+	rbuf   []byte // plaintext of the record being read, reused
 	eof    error  // set once reading has ended
 	once   sync.Once
 }
@@ -103,10 +104,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if binary.BigEndian.Uint16(rec[3:5]) != 1 {
 			continue // epoch 0: a late copy of the handshake
 		}
-		typ, pt, seq, err := c.keys.openRecord(rec, len(c.localCID))
+		typ, pt, seq, err := c.keys.openRecordTo(c.rbuf[:0], rec, len(c.localCID))
 		if err != nil {
 			continue // forged, damaged or not for these keys
 		}
+		c.rbuf = pt[:0]
 		fresh, newest := c.replay.accept(seq)
 		if !fresh {
 			continue
