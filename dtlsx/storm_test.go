@@ -126,22 +126,32 @@ func (d *childProcess) closeAll(t testing.TB) {
 	}
 }
 
-// TestStormDevicesProcess is the device side of TestReconnectStorm, run
-// in a child process: on "dial" every device handshakes (each resumes its
-// own session when it has one), on "close" every connection closes.
-func TestStormDevicesProcess(t *testing.T) {
-	spec := os.Getenv("DTLSX_STORM_DEVICES")
+// stormSpec reads a child process's "n@address" from env; ok is false
+// when the variable is unset (the test binary was not started as that
+// child).
+func stormSpec(t *testing.T, env string) (n int, raddr *net.UDPAddr, ok bool) {
+	spec := os.Getenv(env)
 	if spec == "" {
-		return // helper process for TestReconnectStorm: not a test of its own
+		return 0, nil, false
 	}
 	ns, addr, _ := strings.Cut(spec, "@")
 	n, err := strconv.Atoi(ns)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s=%q: %v", env, spec, err)
 	}
-	raddr, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
+	if raddr, err = net.ResolveUDPAddr("udp", addr); err != nil {
+		t.Fatalf("%s=%q: %v", env, spec, err)
+	}
+	return n, raddr, true
+}
+
+// TestStormDevicesProcess is the device side of TestReconnectStorm, run
+// in a child process: on "dial" every device handshakes (each resumes its
+// own session when it has one), on "close" every connection closes.
+func TestStormDevicesProcess(t *testing.T) {
+	n, raddr, ok := stormSpec(t, "DTLSX_STORM_DEVICES")
+	if !ok {
+		return // helper process for TestReconnectStorm: not a test of its own
 	}
 	if v := os.Getenv("DTLSX_STORM_NICE"); v != "" {
 		// Devices on other machines take none of the gateway's CPU; a
@@ -212,18 +222,9 @@ func TestStormDevicesProcess(t *testing.T) {
 // a message each every 5 ms (2 s deadline). "connect" dials them, "start"
 // starts echoing, "stop" stops and reports the count, failures and p99.
 func TestStormBystandersProcess(t *testing.T) {
-	spec := os.Getenv("DTLSX_STORM_BYSTANDERS")
-	if spec == "" {
+	n, raddr, ok := stormSpec(t, "DTLSX_STORM_BYSTANDERS")
+	if !ok {
 		return // helper process for TestReconnectStorm: not a test of its own
-	}
-	ns, addr, _ := strings.Cut(spec, "@")
-	n, err := strconv.Atoi(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raddr, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
 	}
 	conns := make([]*dtls.Conn, 0, n)
 	defer func() {
