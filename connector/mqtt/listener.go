@@ -183,9 +183,14 @@ func (l *Listener) Disconnect(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		// Again on every tick: a connection accepted just before the
-		// listener closed joins the table a moment later.
+		// listener closed joins a moment later. Sessions stop with their
+		// cause; connections still before CONNECT are closed.
 		l.sessions.Range(func(k, _ any) bool {
 			k.(*mochi.Client).Stop(packets.ErrServerShuttingDown)
+			return true
+		})
+		run.conns.Range(func(k, _ any) bool {
+			_ = k.(net.Conn).Close()
 			return true
 		})
 		select {

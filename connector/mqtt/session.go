@@ -41,6 +41,7 @@ type listenerRun struct {
 	ln     net.Listener
 	cancel func()
 	wg     sync.WaitGroup // the accept loop, sessions and write loops
+	conns  sync.Map       // net.Conn -> struct{}: every connection served, before and after CONNECT
 	// swap orders session takeover against the end of the session taken
 	// over.
 	swap sync.Mutex
@@ -71,6 +72,8 @@ func (l *Listener) acceptLoop(run *listenerRun) {
 // serve runs one device connection from CONNECT to its end.
 func (l *Listener) serve(run *listenerRun, conn net.Conn) {
 	defer run.wg.Done()
+	run.conns.Store(conn, struct{}{})
+	defer run.conns.Delete(conn)
 	rd := mqttwire.NewReader(conn, l.s.readBuffer, l.s.maxPacket)
 	rd.Idle = l.s.connectTimeout
 	cl, ss, present := l.establish(run, conn, rd)

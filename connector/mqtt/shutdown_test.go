@@ -137,3 +137,31 @@ func TestListenerDisconnectBoundedByContext(t *testing.T) {
 	}
 	close(up.release)
 }
+
+// TestListenerDisconnectClosesConnectionsBeforeCONNECT: a connection that
+// has not sent CONNECT yet does not hold Disconnect up until its connect
+// timeout (10 s by default).
+func TestListenerDisconnectClosesConnectionsBeforeCONNECT(t *testing.T) {
+	l, err := NewListener(WithListenAddress("127.0.0.1:0"), WithListenerLogger(conntest.QuietLogger()), devices[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Connect(context.Background(), conntest.NewCollector()); err != nil {
+		t.Fatal(err)
+	}
+	mute, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	time.Sleep(50 * time.Millisecond) // accepted and waiting for CONNECT
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := l.Disconnect(ctx); err != nil {
+		t.Fatalf("Disconnect with a connection before CONNECT: %v", err)
+	}
+	_ = mute.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := mute.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("connection still open after Disconnect: %v", err)
+	}
+}
