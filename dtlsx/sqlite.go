@@ -61,11 +61,18 @@ CREATE TABLE IF NOT EXISTS dtls_psk (
 // Close closes the database.
 func (s *SQLiteStore) Close() error { return s.db.Close() }
 
-// LoadSession implements PersistentStore.
+// LoadSession implements PersistentStore. A load that has started is not
+// interrupted by ctx: it is one primary-key read, which in WAL mode never
+// waits for a writer, and watching ctx would cost database/sql and the
+// driver a goroutine each per lookup, thousands of them in a reconnect
+// storm.
 func (s *SQLiteStore) LoadSession(ctx context.Context, id []byte) (SealedSession, error) {
 	var r SealedSession
+	if err := ctx.Err(); err != nil {
+		return r, fmt.Errorf("dtlsx: load session %x: %w", id, err)
+	}
 	var exp int64
-	err := s.db.QueryRowContext(ctx,
+	err := s.db.QueryRowContext(context.WithoutCancel(ctx),
 		`SELECT id, identity, key_id, sealed, expires FROM dtls_sessions WHERE id = ?`, id).
 		Scan(&r.ID, &r.Identity, &r.KeyID, &r.Sealed, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
