@@ -53,6 +53,15 @@ type association struct {
 	badRecord   atomic.Bool   // ended by an undecryptable record
 	plainSeq    atomic.Uint64 // highest epoch-0 record sequence number written
 
+	// onWorkers is set while the association's handshake advances on the
+	// listener's workers (its first step, and the listener's abbreviated
+	// handshake): deliver then schedules it. sched is its state there.
+	onWorkers atomic.Bool
+	sched     atomic.Int32
+	begun     bool                       // owned by the worker running the step
+	fast      *fastResume                // likewise; set by startFast
+	fastTimer atomic.Pointer[time.Timer] // fast's timer, stopped by Close
+
 	// Owned by pion's reading goroutine.
 	needsSlot bool
 	admitted  bool
@@ -62,12 +71,14 @@ type association struct {
 
 var _ net.PacketConn = (*association)(nil)
 
-// handshake runs the server handshake and publishes the result: the
-// listener's own abbreviated handshake for a session it can resume (see
-// resumeFast), pion's handshake for everything else.
-func (a *association) handshake() {
+// begin runs on a handshake worker (see Listener.runWorker) when the
+// association's first datagram has arrived. It looks the offered session
+// up and either starts the listener's own abbreviated handshake, which
+// then advances on the workers as datagrams and timers arrive (see
+// startFast), or hands the association to pion's handshake on a goroutine
+// of its own.
+func (a *association) begin() {
 	l := a.l
-	defer l.wg.Done()
 	a.handshaking.Store(true)
 	store := dtls.SessionStore(l.cache)
 	skipCookie := false
@@ -83,18 +94,17 @@ func (a *association) handshake() {
 			session = s
 		}
 	}
-	if skipCookie && l.s.fastResume {
-		conn, declined := a.resumeFast(session)
-		if !declined {
-			if conn != nil {
-				l.counters.resumed.Add(1)
-				l.counters.cookieSkipped.Add(1)
-				l.counters.resumedFast.Add(1)
-				a.publish(conn)
-			}
-			return
-		}
+	if skipCookie && l.s.fastResume && a.startFast(session) {
+		return
 	}
+	l.wg.Add(1)
+	go a.pionHandshake(store, skipCookie)
+}
+
+// pionHandshake runs pion's server handshake and publishes the result.
+func (a *association) pionHandshake(store dtls.SessionStore, skipCookie bool) {
+	l := a.l
+	defer l.wg.Done()
 	a.needsSlot = l.needsSlots && !skipCookie
 	// Setting up a pion Conn is not free: it is a handshake step like the
 	// others, and the token carries over to pion's first read and returns
@@ -164,18 +174,51 @@ func (a *association) handshake() {
 // publish makes an established association the address's one and hands
 // its connection to Accept.
 func (a *association) publish(conn net.Conn) {
-	l := a.l
-	old := a.promote()
-	if old != nil {
-		l.counters.reconnects.Add(1)
+	a.promoteAndReplace()
+	a.offer(conn)
+}
+
+// promoteAndReplace promotes a and closes the association it replaces.
+func (a *association) promoteAndReplace() {
+	if old := a.promote(); old != nil {
+		a.l.counters.reconnects.Add(1)
 		old.detached.Store(true)
 		_ = old.Close()
 	}
+}
+
+// offer waits until Accept takes conn, or closes it with the listener.
+func (a *association) offer(conn net.Conn) {
 	select {
-	case l.accepted <- conn:
-	case <-l.ctx.Done():
+	case a.l.accepted <- conn:
+	case <-a.l.ctx.Done():
 		_ = conn.Close()
 	}
+}
+
+func (a *association) isClosed() bool {
+	select {
+	case <-a.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// publishAsync is publish for a handshake worker: when the accept
+// backlog is full it waits on a goroutine of its own, not on the worker.
+func (a *association) publishAsync(conn net.Conn) {
+	a.promoteAndReplace()
+	select {
+	case a.l.accepted <- conn:
+		return
+	default:
+	}
+	a.l.wg.Add(1)
+	go func() {
+		defer a.l.wg.Done()
+		a.offer(conn)
+	}()
 }
 
 // endHandshake releases the pending slot of a failed handshake.
@@ -223,10 +266,36 @@ func (a *association) newCID() []byte {
 func (a *association) deliver(d *datagram) {
 	select {
 	case a.inbox <- d:
+		if a.onWorkers.Load() {
+			a.l.schedule(a)
+		}
 	default:
 		a.l.counters.inboxDrops.Add(1)
 		a.l.putDatagram(d)
 	}
+}
+
+// Scheduling states of an association on the handshake workers.
+const (
+	idle         = iota
+	queued       // in Listener.work
+	running      // a worker is running its step
+	runningAgain // and more arrived meanwhile: run the step once more
+)
+
+// step runs on a handshake worker: the association's first step, or the
+// next step of its abbreviated handshake.
+func (a *association) step() {
+	if f := a.fast; f != nil {
+		f.poll()
+		return
+	}
+	if a.begun {
+		return
+	}
+	a.begun = true
+	a.onWorkers.Store(false)
+	a.begin()
 }
 
 // admit blocks a full handshake's cookie-bearing ClientHello until a slot
@@ -399,6 +468,12 @@ func (a *association) WriteTo(b []byte, addr net.Addr) (int, error) {
 func (a *association) Close() error {
 	a.once.Do(func() {
 		close(a.closed)
+		if t := a.fastTimer.Load(); t != nil {
+			t.Stop()
+		}
+		if a.onWorkers.Load() {
+			a.l.schedule(a) // a worker ends the handshake
+		}
 		a.releaseCPU()
 		a.releaseSlot()
 		a.l.forget(a)

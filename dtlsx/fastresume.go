@@ -13,6 +13,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -120,7 +121,7 @@ var (
 const maxEarlyRecords = 4
 
 // fastResume is one abbreviated handshake in progress. Owned by the
-// association's handshake goroutine.
+// handshake worker running its association's step (one at a time).
 type fastResume struct {
 	a       *association
 	session dtls.Session
@@ -139,45 +140,126 @@ type fastResume struct {
 	lastSent       time.Time
 	peerGap        time.Duration // after a resend triggered by the client
 	deadline       time.Time     // the whole handshake's (WithHandshakeTimeout)
+	interval       time.Duration // the current retransmission interval
+	timer          *time.Timer   // retransmissions and the deadline
+	timerDue       atomic.Bool   // set by timer, taken by poll
+	ended          bool
 	early          []*datagram
 }
 
-// resumeFast runs the abbreviated handshake for session. It returns the
-// established connection; nil with declined set when pion must run the
-// handshake instead (the first datagram is then pushed back for it); nil
-// without declined when the handshake ended (counted, association closed).
-func (a *association) resumeFast(session dtls.Session) (conn net.Conn, declined bool) {
+// startFast starts the listener's abbreviated handshake for session: it
+// answers the ClientHello waiting in the inbox and leaves the rest to
+// poll, which the handshake workers run when a datagram or the
+// retransmission timer arrives. It reports false when pion must run the
+// handshake instead (the ClientHello is then pushed back for it).
+func (a *association) startFast(session dtls.Session) bool {
 	l := a.l
-	deadline := time.Now().Add(l.s.timeout)
 	var d *datagram
 	select {
 	case d = <-a.inbox:
 	default:
-		// The router delivers the hello right after it starts this
-		// goroutine; wait for it (bounded) if it is not there yet.
-		wait := time.NewTimer(l.s.timeout)
-		select {
-		case d = <-a.inbox:
-		case <-a.closed:
-		case <-wait.C:
-		}
-		wait.Stop()
-		if d == nil {
-			return nil, true // pion's handshake meets the same end
-		}
+		return false // closed meanwhile: pion's handshake meets the same end
 	}
 	if err := a.acquireCPU(); err != nil {
 		a.pushback = append(a.pushback, d)
-		return nil, true
+		return false
 	}
 	f := l.newFastResume(a, session, d.buf[:d.n])
 	if f == nil {
+		a.releaseCPU()
 		a.pushback = append(a.pushback, d)
-		return nil, true
+		return false
 	}
-	f.deadline = deadline
 	l.putDatagram(d)
-	conn, err := f.run()
+	f.deadline = time.Now().Add(l.s.timeout)
+	f.interval = l.s.flight
+	if f.interval <= 0 {
+		f.interval = time.Second
+	}
+	f.send(f.flight())
+	a.releaseCPU()
+	a.fast = f
+	// One timer for both the retransmissions and the handshake deadline.
+	f.timer = time.AfterFunc(min(f.interval, time.Until(f.deadline)), func() {
+		f.timerDue.Store(true)
+		l.schedule(a)
+	})
+	a.fastTimer.Store(f.timer)
+	a.onWorkers.Store(true)
+	// Datagrams (or a Close) that came while onWorkers was clear were not
+	// scheduled; run poll for them now.
+	if len(a.inbox) > 0 || a.isClosed() {
+		l.schedule(a)
+	}
+	return true
+}
+
+// poll advances the abbreviated handshake with what arrived: the client's
+// datagrams, the retransmission timer, or the association's Close.
+func (f *fastResume) poll() {
+	a, l := f.a, f.a.l
+	if f.ended {
+		return
+	}
+	if a.isClosed() {
+		f.finish(nil, net.ErrClosed)
+		return
+	}
+	for {
+		var d *datagram
+		select {
+		case d = <-a.inbox:
+		default:
+		}
+		if d == nil {
+			break
+		}
+		if err := a.acquireCPU(); err != nil {
+			l.putDatagram(d)
+			f.finish(nil, err)
+			return
+		}
+		finSeq, rest, done, err := f.handle(d)
+		if err != nil || !done {
+			l.putDatagram(d)
+			a.releaseCPU()
+			if err != nil {
+				f.finish(nil, err)
+				return
+			}
+			continue
+		}
+		if len(rest) > 0 {
+			// Records behind the Finished (application data) are the
+			// connection's.
+			r := l.getDatagram()
+			r.n, r.from = copy(r.buf[:], rest), d.from
+			f.early = append([]*datagram{r}, f.early...)
+		}
+		l.putDatagram(d)
+		conn, err := f.establish(finSeq)
+		f.finish(conn, err)
+		return
+	}
+	if f.timerDue.Swap(false) {
+		left := time.Until(f.deadline)
+		if left <= 0 {
+			f.finish(nil, errFastTimeout)
+			return
+		}
+		f.send(f.flight())
+		f.interval = min(2*f.interval, time.Minute)
+		f.timer.Reset(min(f.interval, left))
+	}
+}
+
+// finish ends the abbreviated handshake: it publishes conn, or counts err
+// and closes the association.
+func (f *fastResume) finish(conn net.Conn, err error) {
+	a, l := f.a, f.a.l
+	f.ended = true
+	f.timer.Stop()
+	a.onWorkers.Store(false)
 	a.handshaking.Store(false)
 	a.releaseCPU()
 	if err != nil {
@@ -193,11 +275,15 @@ func (a *association) resumeFast(session dtls.Session) (conn net.Conn, declined 
 		for _, e := range f.early {
 			l.putDatagram(e)
 		}
+		f.early = nil
 		a.endHandshake()
 		_ = a.Close()
-		return nil, false
+		return
 	}
-	return conn, false
+	l.counters.resumed.Add(1)
+	l.counters.cookieSkipped.Add(1)
+	l.counters.resumedFast.Add(1)
+	a.publishAsync(conn)
 }
 
 // newFastResume checks that datagram is a ClientHello this path serves
@@ -311,57 +397,6 @@ func (f *fastResume) alert(desc byte, sealed bool) {
 		f.seq0++
 	}
 	f.send(b)
-}
-
-// run sends the flight and waits for the client's ChangeCipherSpec and
-// Finished, retransmitting on timeouts and on a repeated ClientHello.
-func (f *fastResume) run() (net.Conn, error) {
-	a, l := f.a, f.a.l
-	f.send(f.flight())
-	a.releaseCPU()
-	interval := l.s.flight
-	if interval <= 0 {
-		interval = time.Second
-	}
-	// One timer for both the retransmissions and the handshake deadline.
-	timer := time.NewTimer(min(interval, time.Until(f.deadline)))
-	defer timer.Stop()
-	for {
-		select {
-		case d := <-a.inbox:
-			if err := a.acquireCPU(); err != nil {
-				l.putDatagram(d)
-				return nil, err
-			}
-			finSeq, rest, done, err := f.handle(d)
-			if err != nil || !done {
-				l.putDatagram(d)
-				if err != nil {
-					return nil, err
-				}
-				a.releaseCPU()
-				continue
-			}
-			if len(rest) > 0 {
-				// Records behind the Finished (application data) are pion's.
-				r := l.getDatagram()
-				r.n, r.from = copy(r.buf[:], rest), d.from
-				f.early = append([]*datagram{r}, f.early...)
-			}
-			l.putDatagram(d)
-			return f.establish(finSeq)
-		case <-timer.C:
-			left := time.Until(f.deadline)
-			if left <= 0 {
-				return nil, errFastTimeout
-			}
-			f.send(f.flight())
-			interval = min(2*interval, time.Minute)
-			timer.Reset(min(interval, left))
-		case <-a.closed:
-			return nil, net.ErrClosed
-		}
-	}
 }
 
 // handle processes one datagram from the client. done reports the

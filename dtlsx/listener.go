@@ -77,6 +77,7 @@ type Listener struct {
 	fullSlots    chan struct{}
 	cpuSlots     chan struct{} // handshake steps running at once
 	accepted     chan net.Conn
+	work         chan *association // associations with a step to run (see schedule)
 	ctx          context.Context
 	cancel       context.CancelFunc
 	pool         sync.Pool
@@ -139,6 +140,7 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		fullSlots:  make(chan struct{}, s.maxFull),
 		cpuSlots:   make(chan struct{}, s.handshakeWorkers()),
 		accepted:   make(chan net.Conn, s.backlog),
+		work:       make(chan *association, s.maxPending),
 		byAddr:     make(map[netip.AddrPort]*association),
 		byCID:      make(map[string]*association),
 		needsSlots: len(s.certs) > 0,
@@ -157,6 +159,10 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.readLoop()
+	for range s.handshakeWorkers() + lookupWorkers {
+		l.wg.Add(1)
+		go l.runWorker()
+	}
 	return l, nil
 }
 
@@ -332,7 +338,7 @@ func (l *Listener) route(d *datagram) {
 			l.putDatagram(d)
 			return
 		}
-		a.deliver(d)
+		a.deliver(d) // schedules its first step
 	case ri.hello && a.established.Load():
 		c := a.candidate
 		if c == nil {
@@ -363,8 +369,9 @@ func (l *Listener) route(d *datagram) {
 	}
 }
 
-// startLocked creates an association and its handshake goroutine, or
-// returns nil (counted) when admission refuses it.
+// startLocked creates an association, or returns nil (counted) when
+// admission refuses it. Its first step runs on a handshake worker once
+// its first datagram is delivered.
 func (l *Listener) startLocked(from netip.AddrPort, offered []byte, replaces *association) *association {
 	if l.closed {
 		return nil
@@ -394,9 +401,79 @@ func (l *Listener) startLocked(from netip.AddrPort, offered []byte, replaces *as
 	} else {
 		replaces.candidate = a
 	}
-	l.wg.Add(1)
-	go a.handshake()
+	a.onWorkers.Store(true)
 	return a
+}
+
+// lookupWorkers is how many handshake workers there are beyond
+// WithHandshakeWorkers: the workers also look sessions up in the
+// persistent store, which waits more than it computes, while CPU-bound
+// steps still take one of the handshake CPU tokens.
+const lookupWorkers = 3
+
+// runWorker runs associations' handshake steps: first steps (session
+// lookup, then the listener's abbreviated handshake or a goroutine for
+// pion's) and the abbreviated handshakes' later steps. Handshakes thus
+// wait in l.work instead of as runnable goroutines, so during a reconnect
+// storm the Go scheduler's run queue holds established traffic and at
+// most this many handshake goroutines.
+func (l *Listener) runWorker() {
+	defer l.wg.Done()
+	for {
+		select {
+		case a := <-l.work:
+			for {
+				a.sched.Store(running)
+				a.step()
+				if a.sched.CompareAndSwap(running, idle) {
+					break
+				}
+				// runningAgain: something arrived during the step.
+			}
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+// schedule queues a's next step on the handshake workers, unless it is
+// queued already or a worker is running it (which then runs it again).
+func (l *Listener) schedule(a *association) {
+	for {
+		switch st := a.sched.Load(); st {
+		case idle:
+			if !a.sched.CompareAndSwap(idle, queued) {
+				continue
+			}
+			select {
+			case l.work <- a:
+			default:
+				// More than maxPending queued: only associations that
+				// outlived their handshake's admission can get here.
+				l.mu.Lock()
+				if l.closed {
+					l.mu.Unlock()
+					return
+				}
+				l.wg.Add(1)
+				l.mu.Unlock()
+				go func() {
+					defer l.wg.Done()
+					select {
+					case l.work <- a:
+					case <-l.ctx.Done():
+					}
+				}()
+			}
+			return
+		case running:
+			if a.sched.CompareAndSwap(running, runningAgain) {
+				return
+			}
+		default: // queued or runningAgain
+			return
+		}
+	}
 }
 
 // forget removes a closed association from the routing tables.
