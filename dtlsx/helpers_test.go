@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
 	"math/big"
 	"net"
 	"os"
@@ -108,9 +107,7 @@ func serveEcho(t testing.TB, l *Listener) {
 				return
 			}
 			conns = append(conns, c)
-			go func() {
-				_, _ = io.Copy(c, c)
-			}()
+			go echoRecords(c)
 		}
 	}()
 	t.Cleanup(func() {
@@ -120,6 +117,22 @@ func serveEcho(t testing.TB, l *Listener) {
 			_ = c.Close()
 		}
 	})
+}
+
+// echoRecords writes every record it reads back to c until c fails. A
+// record is at most maxDatagram bytes; io.Copy's 32 KiB buffer per
+// connection would be most of what a reconnect storm allocates.
+func echoRecords(c net.Conn) {
+	buf := make([]byte, maxDatagram)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		if _, err := c.Write(buf[:n]); err != nil {
+			return
+		}
+	}
 }
 
 // echoOnce writes msg on c and expects it back within two seconds.

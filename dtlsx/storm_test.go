@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,7 +33,8 @@ type stormResult struct {
 	echoP99     time.Duration // bystander latency during the storm
 	echoBefore  time.Duration // bystander p99 before the storm
 	failedDials int
-	rcvbufDrops int64 // kernel UDP receive-buffer overflows during the storm (all sockets)
+	rcvbufDrops int64  // kernel UDP receive-buffer overflows during the storm (all sockets)
+	sched       string // the gateway process's Go scheduler during the storm
 }
 
 // udpRcvbufErrors reads the host's UDP RcvbufErrors counter, or -1.
@@ -79,7 +82,8 @@ func startStormDevices(t testing.TB, addr *net.UDPAddr, n int) *childProcess {
 func startChildProcess(t testing.TB, test, env string) *childProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
-	cmd.Env = append(os.Environ(), env)
+	// GODEBUG (gctrace=1, say) is for the gateway's process only.
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "GODEBUG=") }), env)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -153,6 +157,11 @@ func TestStormDevicesProcess(t *testing.T) {
 	if !ok {
 		return // helper process for TestReconnectStorm: not a test of its own
 	}
+	if os.Getenv("DTLSX_STORM_PIN") != "" {
+		if err := pinThreads(1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if v := os.Getenv("DTLSX_STORM_NICE"); v != "" {
 		// Devices on other machines take none of the gateway's CPU; a
 		// niced device process comes closer to that on one machine.
@@ -225,6 +234,12 @@ func TestStormBystandersProcess(t *testing.T) {
 	n, raddr, ok := stormSpec(t, "DTLSX_STORM_BYSTANDERS")
 	if !ok {
 		return // helper process for TestReconnectStorm: not a test of its own
+	}
+	if os.Getenv("DTLSX_STORM_PIN") != "" {
+		runtime.GOMAXPROCS(1)
+		if err := pinThreads(1, true); err != nil {
+			t.Fatal(err)
+		}
 	}
 	conns := make([]*dtls.Conn, 0, n)
 	defer func() {
@@ -351,6 +366,9 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 	_ = l1.Close()
 	_ = cache1.Close()
 	devices.closeAll(t)
+	// A restarted gateway is a new process: the old one's heap (thousands
+	// of closed connections) is not there to be swept during the storm.
+	runtime.GC()
 
 	l2, cache2 := gateway(addr.String(), persisted)
 	defer cache2.Close()
@@ -374,7 +392,9 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 	_, _, res.echoBefore = echoes()
 	watch.command(t, "start")
 	drops0 := udpRcvbufErrors()
+	probe := startSchedProbe()
 	res.failedDials, res.elapsed = devices.dial(t)
+	res.sched = probe.end()
 	res.rcvbufDrops = udpRcvbufErrors() - drops0
 	res.echoes, res.echoFails, res.echoP99 = echoes()
 	// A device's handshake ends when it sends its last flight; the gateway
@@ -400,6 +420,12 @@ func TestReconnectStorm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("storm in -short mode")
 	}
+	if os.Getenv("DTLSX_STORM_PIN") != "" {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+		if err := pinThreads(0, false); err != nil {
+			t.Fatal(err)
+		}
+	}
 	n := 40
 	if v := os.Getenv("DTLSX_STORM_CLIENTS"); v != "" {
 		var err error
@@ -413,11 +439,11 @@ func TestReconnectStorm(t *testing.T) {
 		name string
 		res  stormResult
 	}{{"without store", cold}, {"with store", warm}} {
-		t.Logf("%s: %d devices established in %v (%.0f/s); failed %d; full %d resumed %d (by the listener %d); store hits %d; bystanders: %d round trips, %d failed, p99 %v (before %v); admission waits %d, inbox drops %d, kernel UDP rcvbuf drops %d",
+		t.Logf("%s: %d devices established in %v (%.0f/s); failed %d; full %d resumed %d (by the listener %d); store hits %d; bystanders: %d round trips, %d failed, p99 %v (before %v); admission waits %d, inbox drops %d, kernel UDP rcvbuf drops %d; gateway %s",
 			r.name, n, r.res.elapsed, float64(n)/r.res.elapsed.Seconds(), r.res.failedDials,
 			r.res.server.HandshakesFull, r.res.server.HandshakesResumed, r.res.server.ResumedFast, r.res.cache.StoreHits,
 			r.res.echoes, r.res.echoFails, r.res.echoP99, r.res.echoBefore,
-			r.res.server.AdmissionWaits, r.res.server.InboxDrops, r.res.rcvbufDrops)
+			r.res.server.AdmissionWaits, r.res.server.InboxDrops, r.res.rcvbufDrops, r.res.sched)
 		if r.res.failedDials != 0 || r.res.echoFails != 0 || r.res.echoes == 0 {
 			t.Errorf("%s: %d dials and %d bystander round trips failed (%d succeeded)", r.name, r.res.failedDials, r.res.echoFails, r.res.echoes)
 		}
