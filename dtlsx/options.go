@@ -188,10 +188,16 @@ func WithMaxFullHandshakes(n int) Option {
 // (parsing a flight and computing the answer: key exchange, signatures,
 // key derivation) at once; the others wait in arrival order. The default,
 // one fewer than GOMAXPROCS (at least 1), keeps a core for established
-// traffic during a reconnect storm: its latency then stays near that of a
-// quiet gateway instead of queueing behind hundreds of handshakes. Higher
-// (up to GOMAXPROCS) finishes a storm sooner on an otherwise idle gateway.
-// Waiting for the peer never holds a worker. Server only.
+// traffic during a reconnect storm. Higher (up to GOMAXPROCS) finishes a
+// storm of full handshakes sooner on an otherwise idle gateway. Waiting
+// for the peer never holds a worker. Server only.
+//
+// The listener runs n+3 worker goroutines: they look up each new
+// association's session (the extra three overlap persistent-store reads)
+// and run the listener's own abbreviated handshakes step by step, so a
+// storm of resumptions queues inside the listener instead of as runnable
+// goroutines ahead of established traffic. pion's full handshakes keep a
+// goroutine of their own per association and take the same tokens.
 func WithHandshakeWorkers(n int) Option {
 	return func(s *settings) error {
 		if n <= 0 {
