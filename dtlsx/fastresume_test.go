@@ -447,3 +447,60 @@ func TestFastResumptionFinishedNeverComes(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// TestFastResumptionFullBacklog: resumptions that finish while the accept
+// backlog is full wait for Accept without holding a handshake worker, so
+// later devices still resume; none of the connections is lost.
+func TestFastResumptionFullBacklog(t *testing.T) {
+	const devices = 10 // more than the listener's 1+3 workers
+	key := []byte("0123456789abcdef")
+	var tbl PSKTable
+	_ = tbl.Set([]byte("sensor-7"), key)
+	l := listen(t, WithPSK(&tbl), WithAcceptBacklog(1), WithHandshakeWorkers(1))
+	t.Cleanup(func() { _ = l.Close() })
+	opts := func(store dtls.SessionStore) []dtls.ClientOption {
+		return []dtls.ClientOption{dtls.WithCipherSuites(dtls.TLS_PSK_WITH_AES_128_CCM_8), dtls.WithSessionStore(store),
+			dtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }), dtls.WithPSKIdentityHint([]byte("sensor-7"))}
+	}
+	stores := make([]*mapStore, devices)
+	for i := range stores {
+		stores[i] = newMapStore()
+		c := make(chan *dtls.Conn, 1)
+		go func() { c <- pionClient(t, l, nil, opts(stores[i])...) }()
+		sc, err := l.AcceptWithContext(ctxT(t, 5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = sc.Close()
+		_ = (<-c).Close()
+	}
+	// Nobody accepts now: the first resumed connection fills the backlog.
+	clients := make(chan *dtls.Conn, devices)
+	for i := range stores {
+		go func() { clients <- pionClient(t, l, nil, opts(stores[i])...) }()
+	}
+	var conns []*dtls.Conn
+	for range devices {
+		select {
+		case c := <-clients:
+			conns = append(conns, c)
+			defer c.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d devices resumed; server %+v", len(conns), devices, l.Stats())
+		}
+	}
+	st := waitStats(t, l, func(s Stats) bool { return s.ResumedFast == devices })
+	if st.HandshakeFailures+st.HandshakeTimeouts != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	for range devices {
+		sc, err := l.AcceptWithContext(ctxT(t, 5*time.Second))
+		if err != nil {
+			t.Fatalf("accept: %v", err)
+		}
+		go echoRecords(sc)
+	}
+	for _, c := range conns {
+		echoOnce(t, c, "after the backlog drained")
+	}
+}
