@@ -225,7 +225,7 @@ func TestHandshakeWorkersNeverStall(t *testing.T) {
 	}
 	// A failed handshake is counted just after its association closes.
 	st := waitStats(t, l, func(s Stats) bool {
-		return s.Associations == 0 && len(l.cpuSlots) == 0 && len(l.fullSlots) == 0 && s.DecryptFailures >= 2*devices
+		return s.Associations == 0 && l.cpu.inUse(l.s.handshakeWorkers()) == 0 && len(l.fullSlots) == 0 && s.DecryptFailures >= 2*devices
 	})
 	if st.HandshakesFull != devices || st.HandshakesResumed != devices || st.DecryptFailures != 2*devices {
 		t.Fatalf("stats %+v: want %d full, %d resumed, %d decrypt failures", st, devices, devices, 2*devices)

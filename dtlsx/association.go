@@ -66,7 +66,9 @@ type association struct {
 	needsSlot bool
 	admitted  bool
 	holdsSlot atomic.Bool
-	holdsCPU  atomic.Bool // a Listener.cpuSlots token (see acquireCPU)
+	holdsCPU  atomic.Bool   // a Listener.cpu token (see acquireCPU)
+	grant     chan struct{} // a token granted to this waiting association
+	waiting   bool          // queued for a token; guarded by l.cpu.mu
 }
 
 var _ net.PacketConn = (*association)(nil)
@@ -111,7 +113,7 @@ func (a *association) pionHandshake(store dtls.SessionStore, skipCookie bool) {
 	// with its answer. The session lookup above runs outside it: a load
 	// from the persistent store waits on the store more than it computes,
 	// and the store's connection pool bounds how many run at once.
-	if err := a.acquireCPU(); err != nil {
+	if err := a.acquireCPU(true); err != nil {
 		a.handshaking.Store(false)
 		a.endHandshake()
 		_ = a.Close()
@@ -313,7 +315,7 @@ func (a *association) admit(d *datagram) error {
 	case a.l.fullSlots <- struct{}{}:
 	default:
 		a.l.counters.admissionWaits.Add(1)
-		a.releaseCPU() // never wait for a slot holding a worker
+		a.releaseCPU() // never wait for a slot holding a token
 		select {
 		case a.l.fullSlots <- struct{}{}:
 		case <-a.closed:
@@ -338,6 +340,16 @@ func (a *association) admit(d *datagram) error {
 	return nil
 }
 
+// needsHello reports whether d is a ClientHello of a full handshake (see
+// acquireCPU).
+func (a *association) needsHello(d *datagram) bool {
+	if a.holdsCPU.Load() || !a.handshaking.Load() {
+		return false // no token to wait for
+	}
+	ri, err := parseRecord(d.buf[:d.n], 0)
+	return err == nil && ri.hello
+}
+
 func (a *association) releaseSlot() {
 	if a.holdsSlot.CompareAndSwap(true, false) {
 		<-a.l.fullSlots
@@ -349,46 +361,6 @@ func (a *association) releaseSlot() {
 // a fragmented flight normally follows at once, and pion may still be
 // preparing its answer on another goroutine.
 const cpuGrace = 20 * time.Millisecond
-
-// acquireCPU takes a handshake CPU token before pion processes a handshake
-// datagram. At most WithHandshakeWorkers associations (default one core
-// fewer than GOMAXPROCS) run handshake steps at once, so established
-// traffic always finds a core instead of queueing in the Go scheduler
-// behind hundreds of handshake goroutines during a reconnect storm. The
-// token is returned when pion answers (WriteTo), when the handshake ends,
-// or after cpuGrace without a datagram.
-func (a *association) acquireCPU() error {
-	if !a.handshaking.Load() || a.holdsCPU.Load() {
-		return nil
-	}
-	select {
-	case a.l.cpuSlots <- struct{}{}:
-	case <-a.closed:
-		return net.ErrClosed
-	case <-a.deadline.done():
-		return os.ErrDeadlineExceeded
-	}
-	a.holdsCPU.Store(true)
-	// The handshake may have ended, or the association closed, while this
-	// waited; both release after clearing their flag, so one side of this
-	// check always gives the token back.
-	select {
-	case <-a.closed:
-		a.releaseCPU()
-		return net.ErrClosed
-	default:
-	}
-	if !a.handshaking.Load() {
-		a.releaseCPU()
-	}
-	return nil
-}
-
-func (a *association) releaseCPU() {
-	if a.holdsCPU.CompareAndSwap(true, false) {
-		<-a.l.cpuSlots
-	}
-}
 
 // nextDatagram waits for the association's next datagram. While it holds
 // a CPU token it waits at most cpuGrace with it, then gives it back.
@@ -434,7 +406,7 @@ func (a *association) ReadFrom(b []byte) (int, net.Addr, error) {
 		a.l.putDatagram(d)
 		return 0, nil, err
 	}
-	if err := a.acquireCPU(); err != nil {
+	if err := a.acquireCPU(a.needsHello(d)); err != nil {
 		a.l.putDatagram(d)
 		return 0, nil, err
 	}

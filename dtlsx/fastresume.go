@@ -160,7 +160,7 @@ func (a *association) startFast(session dtls.Session) bool {
 	default:
 		return false // closed meanwhile: pion's handshake meets the same end
 	}
-	if err := a.acquireCPU(); err != nil {
+	if err := a.acquireCPU(false); err != nil {
 		a.pushback = append(a.pushback, d)
 		return false
 	}
@@ -214,7 +214,7 @@ func (f *fastResume) poll() {
 		if d == nil {
 			break
 		}
-		if err := a.acquireCPU(); err != nil {
+		if err := a.acquireCPU(false); err != nil {
 			l.putDatagram(d)
 			f.finish(nil, err)
 			return

@@ -75,7 +75,7 @@ type Listener struct {
 	stateEncoder *stateEncoder
 	cache        *SessionCache
 	fullSlots    chan struct{}
-	cpuSlots     chan struct{} // handshake steps running at once
+	cpu          *cpuTokens // handshake steps running at once
 	accepted     chan net.Conn
 	work         chan *association // associations with a step to run (see schedule)
 	ctx          context.Context
@@ -138,7 +138,7 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		resumeOpts: s.resumeOptions(),
 		cache:      cache,
 		fullSlots:  make(chan struct{}, s.maxFull),
-		cpuSlots:   make(chan struct{}, s.handshakeWorkers()),
+		cpu:        newCPUTokens(s.handshakeWorkers()),
 		accepted:   make(chan net.Conn, s.backlog),
 		work:       make(chan *association, s.maxPending),
 		byAddr:     make(map[netip.AddrPort]*association),
@@ -389,6 +389,7 @@ func (l *Listener) startLocked(from netip.AddrPort, offered []byte, replaces *as
 		addr:      from,
 		udpAddr:   net.UDPAddrFromAddrPort(from),
 		inbox:     make(chan *datagram, inboxLen),
+		grant:     make(chan struct{}, 1),
 		closed:    make(chan struct{}),
 		offered:   clone(offered),
 		replaces:  replaces,
