@@ -343,6 +343,13 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 			}
 			opts = append(opts, WithHandshakeWorkers(w))
 		}
+		if v := os.Getenv("DTLSX_STORM_MAXFULL"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("DTLSX_STORM_MAXFULL=%q", v)
+			}
+			opts = append(opts, WithMaxFullHandshakes(n))
+		}
 		if os.Getenv("DTLSX_STORM_FAST") == "0" { // compare with pion's resumption
 			opts = append(opts, WithFastResumption(false))
 		}
@@ -411,7 +418,9 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 // TestReconnectStorm restarts a gateway under n devices (40 here; set
 // DTLSX_STORM_CLIENTS=5000 for the full run recorded in BENCHMARKS.md)
 // with and without the persisted session store. DTLSX_STORM_FAST=0 sends
-// the resumptions through pion's handshake instead of the listener's.
+// the resumptions through pion's handshake instead of the listener's;
+// DTLSX_STORM_WORKERS and DTLSX_STORM_MAXFULL set WithHandshakeWorkers
+// and WithMaxFullHandshakes.
 //
 // DTLSX_STORM_PIN=1 (root, two cores) gives the gateway a core of its own,
 // as it has when its devices are other machines: this process runs on CPU
