@@ -225,7 +225,7 @@ func TestHandshakeWorkersNeverStall(t *testing.T) {
 	}
 	// A failed handshake is counted just after its association closes.
 	st := waitStats(t, l, func(s Stats) bool {
-		return s.Associations == 0 && l.cpu.inUse(l.s.handshakeWorkers()) == 0 && len(l.fullSlots) == 0 && s.DecryptFailures >= 2*devices
+		return s.Associations == 0 && cpuAndAdmittedIdle(l) && s.DecryptFailures >= 2*devices
 	})
 	if st.HandshakesFull != devices || st.HandshakesResumed != devices || st.DecryptFailures != 2*devices {
 		t.Fatalf("stats %+v: want %d full, %d resumed, %d decrypt failures", st, devices, devices, 2*devices)
@@ -279,4 +279,11 @@ func TestCookieRequiredForRevokedOrExpiredSession(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cpuAndAdmittedIdle reports that no handshake holds a CPU token or an
+// admission.
+func cpuAndAdmittedIdle(l *Listener) bool {
+	cpu, admitted := l.cpu.held()
+	return cpu == 0 && admitted == 0
 }

@@ -44,8 +44,9 @@ type association struct {
 	candidate *association
 	cids      []string
 
-	established atomic.Bool
-	detached    atomic.Bool // replaced: writes are dropped
+	established   atomic.Bool
+	establishedAt atomic.Int64 // UnixNano, set with established
+	detached      atomic.Bool  // replaced: writes are dropped
 
 	// handshaking is set while pion's handshake runs; undecryptable
 	// records then end it (see onDecryptFailure).
@@ -68,7 +69,9 @@ type association struct {
 	holdsSlot atomic.Bool
 	holdsCPU  atomic.Bool   // a Listener.cpu token (see acquireCPU)
 	grant     chan struct{} // a token granted to this waiting association
-	waiting   bool          // queued for a token; guarded by l.cpu.mu
+	// Guarded by l.cpu.mu.
+	waiting      bool // queued for a token
+	admitWaiting bool // queued for admission
 }
 
 var _ net.PacketConn = (*association)(nil)
@@ -237,6 +240,7 @@ func (a *association) promote() *association {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.pending--
+	a.establishedAt.Store(time.Now().UnixNano())
 	a.established.Store(true)
 	old := a.replaces
 	if old == nil {
@@ -300,46 +304,6 @@ func (a *association) step() {
 	a.begin()
 }
 
-// admit blocks a full handshake's cookie-bearing ClientHello until a slot
-// is free, so at most maxFull expensive handshakes run at once. Resumed
-// and established traffic never comes here.
-func (a *association) admit(d *datagram) error {
-	if !a.needsSlot || a.admitted {
-		return nil
-	}
-	ri, err := parseRecord(d.buf[:d.n], 0)
-	if err != nil || !ri.hello || !ri.hasCookie {
-		return nil
-	}
-	select {
-	case a.l.fullSlots <- struct{}{}:
-	default:
-		a.l.counters.admissionWaits.Add(1)
-		a.releaseCPU() // never wait for a slot holding a token
-		select {
-		case a.l.fullSlots <- struct{}{}:
-		case <-a.closed:
-			return net.ErrClosed
-		case <-a.deadline.done():
-			return os.ErrDeadlineExceeded
-		}
-	}
-	a.admitted = true
-	a.holdsSlot.Store(true)
-	// As in acquireCPU: a handshake that ended, or an association that
-	// closed, while this waited must not keep the slot.
-	select {
-	case <-a.closed:
-		a.releaseSlot()
-		return net.ErrClosed
-	default:
-	}
-	if !a.handshaking.Load() {
-		a.releaseSlot()
-	}
-	return nil
-}
-
 // needsHello reports whether d is a ClientHello of a full handshake (see
 // acquireCPU).
 func (a *association) needsHello(d *datagram) bool {
@@ -348,12 +312,6 @@ func (a *association) needsHello(d *datagram) bool {
 	}
 	ri, err := parseRecord(d.buf[:d.n], 0)
 	return err == nil && ri.hello
-}
-
-func (a *association) releaseSlot() {
-	if a.holdsSlot.CompareAndSwap(true, false) {
-		<-a.l.fullSlots
-	}
 }
 
 // cpuGrace is how long an association keeps its CPU token while pion waits

@@ -4,69 +4,142 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
-// cpuTokens bounds the handshake steps that run at once (see
-// association.acquireCPU). A freed token goes to the first waiting step of
-// a handshake already under way (past its ClientHello, or a resumption),
-// and only then to a full handshake's ClientHello: handshakes in progress
-// and resumptions finish first, and new full handshakes take what CPU
-// they leave.
+// cpuTokens schedules the CPU work of handshakes. It bounds the steps that
+// run at once (see association.acquireCPU) and the full handshakes
+// admitted past their cookie exchange (see association.admit).
+//
+// A freed token goes to the first waiting step of a handshake already
+// under way (past its ClientHello, or a resumption), and only then to a
+// full handshake's ClientHello: handshakes in progress and resumptions
+// finish first, and new full handshakes take what CPU they leave.
+//
+// Both bounds may follow the listener's established traffic (see
+// liveTraffic): tokens and slots are checked against them at every grant,
+// so a change applies from the next one.
 type cpuTokens struct {
-	mu   sync.Mutex
-	free int
-	// Waiting associations, in arrival order; an entry whose waiting flag
-	// is clear was withdrawn (cancelWait) and is skipped.
-	underway, hellos []*association
+	mu       sync.Mutex
+	inUse    int
+	tokens   func() int // the bound on steps now
+	underway []*association
+	hellos   []*association
+
+	admitted int
+	slots    func() int // the bound on admitted full handshakes now
+	admitQ   []*association
+	// In every queue, an entry whose flag (waiting, admitWaiting) is
+	// clear was withdrawn and is skipped.
 }
 
-func newCPUTokens(n int) *cpuTokens { return &cpuTokens{free: n} }
-
-// release returns a token: to the first step waiting, or to the pool.
+// release returns a token and hands out what the bounds allow.
 func (t *cpuTokens) release() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, q := range []*[]*association{&t.underway, &t.hellos} {
-		for len(*q) > 0 {
-			a := (*q)[0]
-			(*q)[0] = nil
-			*q = (*q)[1:]
-			if !a.waiting {
-				continue
-			}
-			a.waiting = false
-			a.holdsCPU.Store(true)
-			a.grant <- struct{}{}
-			return
-		}
-		*q = nil // let the drained backing array go
-	}
-	t.free++
+	t.inUse--
+	t.grantLocked()
 }
 
-// inUse reports how many of n tokens are held, for tests.
-func (t *cpuTokens) inUse(n int) int {
+// grantLocked gives tokens to waiting steps, under way first, and admits
+// waiting full handshakes, while the bounds allow.
+func (t *cpuTokens) grantLocked() {
+	for t.inUse < t.tokens() {
+		a := popWaiting(&t.underway, func(a *association) *bool { return &a.waiting })
+		if a == nil {
+			a = popWaiting(&t.hellos, func(a *association) *bool { return &a.waiting })
+		}
+		if a == nil {
+			break
+		}
+		t.inUse++
+		a.holdsCPU.Store(true)
+		a.grant <- struct{}{}
+	}
+	for t.admitted < t.slots() {
+		a := popWaiting(&t.admitQ, func(a *association) *bool { return &a.admitWaiting })
+		if a == nil {
+			break
+		}
+		t.admitted++
+		a.holdsSlot.Store(true)
+		a.grant <- struct{}{}
+	}
+}
+
+// popWaiting takes the first entry of q whose flag is set, clearing it.
+func popWaiting(q *[]*association, flag func(*association) *bool) *association {
+	for len(*q) > 0 {
+		a := (*q)[0]
+		(*q)[0] = nil
+		*q = (*q)[1:]
+		if f := flag(a); *f {
+			*f = false
+			return a
+		}
+	}
+	*q = nil // let the drained backing array go
+	return nil
+}
+
+// releaseSlot ends a full handshake's admission.
+func (t *cpuTokens) releaseSlot() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return n - t.free
+	t.admitted--
+	t.grantLocked()
+}
+
+// held reports the tokens held and the full handshakes admitted, for
+// tests.
+func (t *cpuTokens) held() (cpu, admitted int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.inUse, t.admitted
+}
+
+// liveTraffic tells whether established sessions carry traffic: a record
+// from a session established for at least liveAge arrived within the last
+// liveWindow. The router notes such records (note); the default bounds of
+// cpuTokens read it.
+type liveTraffic struct {
+	last atomic.Int64 // UnixNano of the last such record
+}
+
+const (
+	liveAge    = time.Second
+	liveWindow = time.Second
+)
+
+// note records a record routed to a, established at establishedAt
+// (UnixNano).
+func (lt *liveTraffic) note(establishedAt, now int64) {
+	if now-establishedAt >= int64(liveAge) {
+		lt.last.Store(now)
+	}
+}
+
+func (lt *liveTraffic) active() bool {
+	last := lt.last.Load()
+	return last != 0 && time.Now().UnixNano()-last < int64(liveWindow)
 }
 
 // acquireCPU takes a handshake CPU token before a handshake step: pion
 // processing a handshake datagram (or setting up its Conn), or a step of
 // the listener's abbreviated handshake. At most WithHandshakeWorkers steps
-// (default one core fewer than GOMAXPROCS) run at once, so established
-// traffic always finds a processor. hello says the step answers a
-// ClientHello of a full handshake, which waits behind the others. The
-// token is returned when pion answers (WriteTo), when the handshake ends,
-// or after cpuGrace without a datagram.
+// run at once, so established traffic always finds a processor. hello
+// says the step answers a ClientHello of a full handshake, which waits
+// behind the others. The token is returned when pion answers (WriteTo),
+// when the handshake ends, or after cpuGrace without a datagram.
 func (a *association) acquireCPU(hello bool) error {
 	if !a.handshaking.Load() || a.holdsCPU.Load() {
 		return nil
 	}
 	t := a.l.cpu
 	t.mu.Lock()
-	if t.free > 0 {
-		t.free--
+	if t.inUse < t.tokens() {
+		t.inUse++
 		a.holdsCPU.Store(true)
 		t.mu.Unlock()
 	} else {
@@ -80,10 +153,10 @@ func (a *association) acquireCPU(hello bool) error {
 		select {
 		case <-a.grant:
 		case <-a.closed:
-			a.cancelWait()
+			a.cancelWait(&a.waiting, a.releaseCPU)
 			return net.ErrClosed
 		case <-a.deadline.done():
-			a.cancelWait()
+			a.cancelWait(&a.waiting, a.releaseCPU)
 			return os.ErrDeadlineExceeded
 		}
 	}
@@ -100,23 +173,79 @@ func (a *association) acquireCPU(hello bool) error {
 	return nil
 }
 
-// cancelWait withdraws a wait that ended without its token or, if the
-// token was granted meanwhile, gives it back.
-func (a *association) cancelWait() {
+// cancelWait withdraws a wait (flag: waiting or admitWaiting) that ended
+// without its grant or, if it was granted meanwhile, gives the grant back
+// with release.
+func (a *association) cancelWait(flag *bool, release func()) {
 	t := a.l.cpu
 	t.mu.Lock()
-	if a.waiting {
-		a.waiting = false
+	if *flag {
+		*flag = false
 		t.mu.Unlock()
 		return
 	}
 	t.mu.Unlock()
-	<-a.grant // granted under t.mu before waiting was cleared
-	a.releaseCPU()
+	<-a.grant // granted under t.mu before the flag was cleared
+	release()
 }
 
 func (a *association) releaseCPU() {
 	if a.holdsCPU.CompareAndSwap(true, false) {
 		a.l.cpu.release()
+	}
+}
+
+// admit waits until a full handshake's cookie-bearing ClientHello may
+// proceed (WithMaxFullHandshakes). Resumed and established traffic, and
+// PSK-only listeners, never come here.
+func (a *association) admit(d *datagram) error {
+	if !a.needsSlot || a.admitted {
+		return nil
+	}
+	ri, err := parseRecord(d.buf[:d.n], 0)
+	if err != nil || !ri.hello || !ri.hasCookie {
+		return nil
+	}
+	t := a.l.cpu
+	t.mu.Lock()
+	if t.admitted < t.slots() {
+		t.admitted++
+		a.holdsSlot.Store(true)
+		t.mu.Unlock()
+	} else {
+		t.mu.Unlock()
+		a.l.counters.admissionWaits.Add(1)
+		a.releaseCPU() // never wait for admission holding a token
+		t.mu.Lock()
+		a.admitWaiting = true
+		t.admitQ = append(t.admitQ, a)
+		t.grantLocked() // a slot may have come free meanwhile
+		t.mu.Unlock()
+		select {
+		case <-a.grant:
+		case <-a.closed:
+			a.cancelWait(&a.admitWaiting, a.releaseSlot)
+			return net.ErrClosed
+		case <-a.deadline.done():
+			a.cancelWait(&a.admitWaiting, a.releaseSlot)
+			return os.ErrDeadlineExceeded
+		}
+	}
+	a.admitted = true
+	// As in acquireCPU: a handshake that ended, or an association that
+	// closed, while this waited must not keep the slot.
+	if a.isClosed() {
+		a.releaseSlot()
+		return net.ErrClosed
+	}
+	if !a.handshaking.Load() {
+		a.releaseSlot()
+	}
+	return nil
+}
+
+func (a *association) releaseSlot() {
+	if a.holdsSlot.CompareAndSwap(true, false) {
+		a.l.cpu.releaseSlot()
 	}
 }

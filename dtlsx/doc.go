@@ -18,9 +18,10 @@
 //     order), a bound on half-open associations, and a per-source-IP rate
 //     of new associations. Resumptions and established traffic never wait
 //     for those slots. Handshake steps (parsing a flight and computing the
-//     answer) run on at most WithHandshakeWorkers associations at once,
-//     by default one fewer than GOMAXPROCS, so established traffic keeps
-//     a core during a reconnect storm.
+//     answer) run on at most WithHandshakeWorkers associations at once.
+//     While established sessions carry traffic, both bounds tighten by
+//     default (one fewer worker than GOMAXPROCS, 4 slots per worker) so
+//     that their records keep a core during a reconnect storm.
 //   - Resumption through a SessionCache: an LRU with TTL in memory in front
 //     of an optional PersistentStore (SQLiteStore by default) shared across
 //     restarts and gateway instances. Stored sessions are sealed with

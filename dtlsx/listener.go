@@ -75,7 +75,8 @@ type Listener struct {
 	stateEncoder *stateEncoder
 	cache        *SessionCache
 	fullSlots    chan struct{}
-	cpu          *cpuTokens // handshake steps running at once
+	cpu          *cpuTokens  // handshake steps and full handshakes running at once
+	live         liveTraffic // established sessions carrying traffic
 	accepted     chan net.Conn
 	work         chan *association // associations with a step to run (see schedule)
 	ctx          context.Context
@@ -138,7 +139,6 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		resumeOpts: s.resumeOptions(),
 		cache:      cache,
 		fullSlots:  make(chan struct{}, s.maxFull),
-		cpu:        newCPUTokens(s.handshakeWorkers()),
 		accepted:   make(chan net.Conn, s.backlog),
 		work:       make(chan *association, s.maxPending),
 		byAddr:     make(map[netip.AddrPort]*association),
@@ -149,6 +149,7 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 	if l.stateEncoder, err = newStateEncoder(); err != nil {
 		return nil, err
 	}
+	l.cpu = newCPUTokens(&l.s, &l.live)
 	l.udp, _ = pc.(*net.UDPConn)
 	if l.udp != nil {
 		// Room for a reconnect storm's burst of ClientHellos; the kernel
@@ -159,7 +160,7 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.readLoop()
-	for range s.handshakeWorkers() + lookupWorkers {
+	for range s.maxHandshakeWorkers() + lookupWorkers {
 		l.wg.Add(1)
 		go l.runWorker()
 	}
@@ -319,6 +320,7 @@ func (l *Listener) route(d *datagram) {
 			l.putDatagram(d)
 			return
 		}
+		l.noteTraffic(a)
 		a.deliver(d)
 		return
 	}
@@ -365,7 +367,15 @@ func (l *Listener) route(d *datagram) {
 		c.deliver(dup)
 	default:
 		l.mu.Unlock()
+		l.noteTraffic(a)
 		a.deliver(d)
+	}
+}
+
+// noteTraffic tells l.live about a record for an established association.
+func (l *Listener) noteTraffic(a *association) {
+	if a.established.Load() {
+		l.live.note(a.establishedAt.Load(), time.Now().UnixNano())
 	}
 }
 
@@ -502,13 +512,44 @@ func (l *Listener) forget(a *association) {
 	a.cids = nil
 }
 
-// handshakeWorkers is WithHandshakeWorkers or, by default, one fewer than
-// GOMAXPROCS (at least 1).
-func (s *settings) handshakeWorkers() int {
+// newCPUTokens builds the handshake scheduler with s's bounds: fixed ones
+// (WithHandshakeWorkers, WithMaxFullHandshakes) or the defaults, which
+// tighten while live reports established traffic.
+func newCPUTokens(s *settings, live *liveTraffic) *cpuTokens {
+	procs := runtime.GOMAXPROCS(0)
+	tokens := func() int {
+		switch {
+		case s.workers > 0:
+			return s.workers
+		case live.active():
+			return max(1, procs-1)
+		default:
+			return procs
+		}
+	}
+	slots := func() int {
+		switch {
+		case s.maxFull > 0:
+			return s.maxFull
+		case live.active():
+			return 4 * tokens()
+		default:
+			return defaultMaxFull
+		}
+	}
+	return &cpuTokens{tokens: tokens, slots: slots}
+}
+
+// defaultMaxFull is the full-handshake bound with no established traffic
+// to protect (see WithMaxFullHandshakes).
+const defaultMaxFull = 64
+
+// maxHandshakeWorkers is the most handshake tokens there can be.
+func (s *settings) maxHandshakeWorkers() int {
 	if s.workers > 0 {
 		return s.workers
 	}
-	return max(1, runtime.GOMAXPROCS(0)-1)
+	return runtime.GOMAXPROCS(0)
 }
 
 // checkServerOptions lets pion validate the configuration once, so a bad

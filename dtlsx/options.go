@@ -45,7 +45,6 @@ type settings struct {
 func defaultSettings() settings {
 	return settings{
 		timeout:     10 * time.Second,
-		maxFull:     64,
 		maxPending:  4096,
 		sourceRate:  100,
 		sourceBurst: 200,
@@ -170,10 +169,23 @@ func WithHandshakeTimeout(d time.Duration) Option {
 }
 
 // WithMaxFullHandshakes bounds concurrent full certificate handshakes past
-// the cookie exchange (default 64). Further ones wait for a slot in arrival
-// order; resumptions, PSK-only listeners and established traffic never wait.
-// Lower protects CPU during reconnect storms; higher cuts waiting on
-// high-latency links, where a slot is held for a round trip. Server only.
+// the cookie exchange. Further ones wait for a slot in arrival order;
+// resumptions, PSK-only listeners and established traffic never wait.
+//
+// By default the bound follows the listener's established traffic. While
+// sessions established for more than a second carry records (within the
+// last second), it is 4 per handshake worker; otherwise it is 64. Each
+// active handshake adds goroutines inside pion, which queue ahead of
+// established records: in a storm of 5,000 full handshakes on one gateway
+// core, 64 slots put the p99 of established round trips at 15-16 ms and
+// 4 slots at 5-6 ms, in about the same time to all established
+// (BENCHMARKS.md). With no established traffic to protect, the larger
+// bound keeps full-handshake throughput at stock pion's.
+//
+// A slot is held for about one round trip to the device, so the
+// full-handshake rate is at most n per round trip: set it for devices
+// behind high-latency links (cellular, 6LoWPAN), where 4 slots and a
+// 200 ms round trip allow 20 full handshakes/s. Server only.
 func WithMaxFullHandshakes(n int) Option {
 	return func(s *settings) error {
 		if n <= 0 {
@@ -186,18 +198,23 @@ func WithMaxFullHandshakes(n int) Option {
 
 // WithHandshakeWorkers bounds how many associations run a handshake step
 // (parsing a flight and computing the answer: key exchange, signatures,
-// key derivation) at once; the others wait in arrival order. The default,
-// one fewer than GOMAXPROCS (at least 1), keeps a core for established
-// traffic during a reconnect storm. Higher (up to GOMAXPROCS) finishes a
-// storm of full handshakes sooner on an otherwise idle gateway. Waiting
-// for the peer never holds a worker. Server only.
+// key derivation) at once; the others wait in arrival order, steps of
+// handshakes under way and resumptions before new full handshakes.
 //
-// The listener runs n+3 worker goroutines: they look up each new
-// association's session (the extra three overlap persistent-store reads)
-// and run the listener's own abbreviated handshakes step by step, so a
-// storm of resumptions queues inside the listener instead of as runnable
-// goroutines ahead of established traffic. pion's full handshakes keep a
-// goroutine of their own per association and take the same tokens.
+// By default the bound follows the listener's established traffic: one
+// fewer than GOMAXPROCS (at least 1) while sessions established for more
+// than a second carry records, keeping a core for them during a reconnect
+// storm; GOMAXPROCS otherwise, so a gateway without established traffic
+// (a cold start) handshakes at full speed. A fixed n applies always.
+// Waiting for the peer never holds a worker. Server only.
+//
+// The listener runs GOMAXPROCS+3 (or n+3) worker goroutines: they look up
+// each new association's session (the extra three overlap
+// persistent-store reads) and run the listener's own abbreviated
+// handshakes step by step, so a storm of resumptions queues inside the
+// listener instead of as runnable goroutines ahead of established
+// traffic. pion's full handshakes keep a goroutine of their own per
+// association and take the same tokens.
 func WithHandshakeWorkers(n int) Option {
 	return func(s *settings) error {
 		if n <= 0 {

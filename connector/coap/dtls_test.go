@@ -94,6 +94,10 @@ func TestRegisterDTLSYAML(t *testing.T) {
 		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + psk + ", fast_resumption: sometimes}}\n", "connectors[0].coap.dtls.fast_resumption"},
 		{"connectors:\n  - name: c\n    coap: {address: '127.0.0.1:0', dtls: {psk_file: " + psk + ", own_records: false}}\n", ""},
 		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + psk + ", own_records: 2}}\n", "connectors[0].coap.dtls.own_records"},
+		{"connectors:\n  - name: c\n    coap: {address: '127.0.0.1:0', dtls: {psk_file: " + psk + ", max_full_handshakes: 64, handshake_workers: 2}}\n", ""},
+		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + psk + ", max_full_handshakes: -1}}\n", "connectors[0].coap.dtls: max_full_handshakes: must be positive"},
+		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + psk + ", handshake_workers: -2}}\n", "connectors[0].coap.dtls: handshake_workers: must be positive"},
+		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + psk + ", handshake_workers: many}}\n", "connectors[0].coap.dtls.handshake_workers"},
 		{"connectors:\n  - name: c\n    coap: {duplicate_cache: 3}\n", "connectors[0].coap.duplicate_cache"},
 		{"connectors:\n  - name: c\n    coap: {fast_path: false}\n", ""},
 	}

@@ -361,6 +361,13 @@ type DTLSConfig struct {
 	// record layer instead of dtlsx's own (dtlsx.WithOwnRecords; default
 	// true).
 	OwnRecords *bool `yaml:"own_records"`
+	// MaxFullHandshakes bounds certificate handshakes past the cookie
+	// exchange (dtlsx.WithMaxFullHandshakes; default 4 per handshake
+	// worker). Raise it for devices behind high-latency links.
+	MaxFullHandshakes int `yaml:"max_full_handshakes"`
+	// HandshakeWorkers bounds handshake steps running at once
+	// (dtlsx.WithHandshakeWorkers; default one fewer than GOMAXPROCS).
+	HandshakeWorkers int `yaml:"handshake_workers"`
 }
 
 // options turns the block into dtlsx options, reading the files now so a
@@ -404,6 +411,18 @@ func (d *DTLSConfig) options() ([]dtlsx.Option, error) {
 	}
 	if d.OwnRecords != nil {
 		opts = append(opts, dtlsx.WithOwnRecords(*d.OwnRecords))
+	}
+	for _, n := range []struct {
+		field string
+		v     int
+		opt   func(int) dtlsx.Option
+	}{{"max_full_handshakes", d.MaxFullHandshakes, dtlsx.WithMaxFullHandshakes}, {"handshake_workers", d.HandshakeWorkers, dtlsx.WithHandshakeWorkers}} {
+		if n.v < 0 {
+			return nil, fmt.Errorf("%s: must be positive", n.field)
+		}
+		if n.v > 0 {
+			opts = append(opts, n.opt(n.v))
+		}
 	}
 	return opts, nil
 }
