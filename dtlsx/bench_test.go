@@ -274,16 +274,7 @@ func BenchmarkRecordEcho(b *testing.B) {
 					return
 				}
 				defer c.Close()
-				buf := make([]byte, 2048)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
+				echoRecords(c)
 			}()
 			defer func() { _ = ln.Close(); wg.Wait() }()
 			c, err := dtls.DialWithOptions("udp", ln.Addr().(*net.UDPAddr), dtls.WithInsecureSkipVerify(true),
