@@ -150,25 +150,40 @@ func (a *association) acquireCPU(hello bool) error {
 			t.underway = append(t.underway, a)
 		}
 		t.mu.Unlock()
-		select {
-		case <-a.grant:
-		case <-a.closed:
-			a.cancelWait(&a.waiting, a.releaseCPU)
-			return net.ErrClosed
-		case <-a.deadline.done():
-			a.cancelWait(&a.waiting, a.releaseCPU)
-			return os.ErrDeadlineExceeded
+		if err := a.awaitGrant(&a.waiting, a.releaseCPU); err != nil {
+			return err
 		}
 	}
-	// The handshake may have ended, or the association closed, while this
-	// waited; both release after clearing their flag, so one side of this
-	// check always gives the token back.
+	return a.keepGrant(a.releaseCPU)
+}
+
+// awaitGrant waits for the grant of a wait queued under flag (waiting or
+// admitWaiting); if the association closes or its deadline passes first,
+// the wait is withdrawn, or a grant that raced it is given back with
+// release.
+func (a *association) awaitGrant(flag *bool, release func()) error {
+	select {
+	case <-a.grant:
+		return nil
+	case <-a.closed:
+		a.cancelWait(flag, release)
+		return net.ErrClosed
+	case <-a.deadline.done():
+		a.cancelWait(flag, release)
+		return os.ErrDeadlineExceeded
+	}
+}
+
+// keepGrant checks a token or slot just obtained: the handshake may have
+// ended, or the association closed, while it waited. Both release after
+// clearing their flag, so one side of this check always gives it back.
+func (a *association) keepGrant(release func()) error {
 	if a.isClosed() {
-		a.releaseCPU()
+		release()
 		return net.ErrClosed
 	}
 	if !a.handshaking.Load() {
-		a.releaseCPU()
+		release()
 	}
 	return nil
 }
@@ -221,27 +236,12 @@ func (a *association) admit(d *datagram) error {
 		t.admitQ = append(t.admitQ, a)
 		t.grantLocked() // a slot may have come free meanwhile
 		t.mu.Unlock()
-		select {
-		case <-a.grant:
-		case <-a.closed:
-			a.cancelWait(&a.admitWaiting, a.releaseSlot)
-			return net.ErrClosed
-		case <-a.deadline.done():
-			a.cancelWait(&a.admitWaiting, a.releaseSlot)
-			return os.ErrDeadlineExceeded
+		if err := a.awaitGrant(&a.admitWaiting, a.releaseSlot); err != nil {
+			return err
 		}
 	}
 	a.admitted = true
-	// As in acquireCPU: a handshake that ended, or an association that
-	// closed, while this waited must not keep the slot.
-	if a.isClosed() {
-		a.releaseSlot()
-		return net.ErrClosed
-	}
-	if !a.handshaking.Load() {
-		a.releaseSlot()
-	}
-	return nil
+	return a.keepGrant(a.releaseSlot)
 }
 
 func (a *association) releaseSlot() {
