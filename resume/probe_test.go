@@ -77,10 +77,12 @@ func TestHeartbeatProbeAgainstResponder(t *testing.T) {
 			t.Fatalf("probe %d: rtt %v err %v", i, rtt, err)
 		}
 	}
+	// Close waits for the responder's loop, which counts a reply only
+	// after writing it: the probe may have read the fifth reply first.
+	r.Close()
 	if a, _ := r.Stats(); a != 5 {
 		t.Fatalf("responder answered %d, want 5", a)
 	}
-	r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if _, err := p.Probe(ctx); err == nil {
