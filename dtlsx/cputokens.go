@@ -3,6 +3,7 @@ package dtlsx
 import (
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,20 +33,94 @@ type cpuTokens struct {
 	admitQ   []*association
 	// In every queue, an entry whose flag (waiting, admitWaiting) is
 	// clear was withdrawn and is skipped.
+
+	pass     *netPass    // nil: tokens never wait for the network poller
+	needPass func() bool // whether a released token waits for a pass now
+	gated    bool        // no token is handed out until the next pass
+	passes   uint64      // passes that reopened the gate, for tests
 }
 
-// release returns a token and hands out what the bounds allow.
+// netPass hands released tokens on only after the Go scheduler has polled
+// the network, when handshake steps could otherwise occupy every
+// processor.
+//
+// The runtime polls the network when a processor finds its run queue
+// empty; a processor that always has runnable goroutines is polled only by
+// sysmon, every 10 ms. During a reconnect storm on a gateway with one
+// processor, established sessions' records would wait in the socket that
+// long between two handshake steps. A goroutine reading a pipe wakes only
+// through the network poller: a release writes a byte into the pipe, and
+// the token is handed on when the reader wakes. The poll that wakes it
+// also wakes the listener's reader if records are waiting, and those run
+// before the next step. With processors to spare, the byte wakes the
+// poller at once.
+type netPass struct {
+	r, w      *os.File
+	requested bool // a byte is in the pipe or being read; guarded by cpuTokens.mu
+}
+
+// startPass opens the pipe of a netPass; passLoop serves it until
+// stopPass.
+func (t *cpuTokens) startPass() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	t.pass = &netPass{r: r, w: w}
+	return nil
+}
+
+// passLoop opens the gate each time the network poller wakes it, until
+// stopPass closes the pipe.
+func (t *cpuTokens) passLoop() {
+	defer t.pass.r.Close()
+	var b [64]byte
+	for {
+		if _, err := t.pass.r.Read(b[:]); err != nil {
+			return
+		}
+		// Whatever the same poll woke (the listener's reader, and then
+		// the records it routes) runs before the step this grant starts.
+		runtime.Gosched()
+		t.mu.Lock()
+		t.pass.requested = false
+		t.gated = false
+		t.passes++
+		t.grantLocked()
+		t.mu.Unlock()
+	}
+}
+
+func (t *cpuTokens) stopPass() {
+	if t.pass != nil {
+		_ = t.pass.w.Close()
+	}
+}
+
+// release returns a token and hands out what the bounds allow, after a
+// pass of the network poller if one is needed now (see netPass).
 func (t *cpuTokens) release() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.inUse--
+	if t.pass != nil && t.needPass() {
+		t.gated = true
+		if t.pass.requested {
+			return
+		}
+		if _, err := t.pass.w.Write([]byte{0}); err == nil {
+			t.pass.requested = true
+			return
+		}
+		t.gated = false // closing: hand the token on now
+	}
 	t.grantLocked()
 }
 
 // grantLocked gives tokens to waiting steps, under way first, and admits
 // waiting full handshakes, while the bounds allow.
 func (t *cpuTokens) grantLocked() {
-	for t.inUse < t.tokens() {
+	for !t.gated && t.inUse < t.tokens() {
 		a := popWaiting(&t.underway, func(a *association) *bool { return &a.waiting })
 		if a == nil {
 			a = popWaiting(&t.hellos, func(a *association) *bool { return &a.waiting })
@@ -138,7 +213,7 @@ func (a *association) acquireCPU(hello bool) error {
 	}
 	t := a.l.cpu
 	t.mu.Lock()
-	if t.inUse < t.tokens() {
+	if !t.gated && t.inUse < t.tokens() {
 		t.inUse++
 		a.holdsCPU.Store(true)
 		t.mu.Unlock()

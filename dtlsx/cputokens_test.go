@@ -100,3 +100,57 @@ func TestCPUTokensFollowEstablishedTraffic(t *testing.T) {
 		t.Fatalf("fixed bounds moved: %d tokens, %d slots", fixed.tokens(), fixed.slots())
 	}
 }
+
+// TestCPUTokensWaitForNetworkPass: while a pass is needed, a released
+// token goes to the next step only once the pipe's reader has woken, and
+// no step takes it meanwhile; when none is needed it goes on at once.
+func TestCPUTokensWaitForNetworkPass(t *testing.T) {
+	ts := fixedBounds(1, 4)
+	need := true
+	ts.needPass = func() bool { return need } // read under ts.mu
+	if err := ts.startPass(); err != nil {
+		t.Fatal(err)
+	}
+	ts.inUse = 1
+	first := newWaiter()
+	first.waiting = true
+	ts.underway = append(ts.underway, first)
+	ts.release()
+	ts.mu.Lock()
+	ts.grantLocked() // as a new step's acquireCPU would try
+	gated, inUse := ts.gated, ts.inUse
+	ts.mu.Unlock()
+	if len(first.grant) != 0 || !gated || inUse != 0 {
+		t.Fatalf("before the pass: grant %d, gated %v, tokens in use %d", len(first.grant), gated, inUse)
+	}
+	done := make(chan struct{})
+	go func() {
+		ts.passLoop()
+		close(done)
+	}()
+	select {
+	case <-first.grant:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no grant after the pass")
+	}
+	ts.mu.Lock()
+	passes := ts.passes
+	need = false
+	second := newWaiter()
+	second.waiting = true
+	ts.underway = append(ts.underway, second)
+	ts.mu.Unlock()
+	if passes != 1 || !first.holdsCPU.Load() {
+		t.Fatalf("%d passes, first holds the token: %v", passes, first.holdsCPU.Load())
+	}
+	ts.release()
+	if len(second.grant) != 1 {
+		t.Fatal("with no pass needed the token did not go on at once")
+	}
+	ts.stopPass()
+	<-done
+	ts.release()
+	if cpu, _ := ts.held(); cpu != 0 {
+		t.Fatalf("%d tokens in use after the last release", cpu)
+	}
+}

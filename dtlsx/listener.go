@@ -150,6 +150,11 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		return nil, err
 	}
 	l.cpu = newCPUTokens(&l.s, &l.live)
+	if !s.noNetPass {
+		if err := l.cpu.startPass(); err != nil {
+			return nil, fmt.Errorf("dtlsx: listener: %w", err)
+		}
+	}
 	l.udp, _ = pc.(*net.UDPConn)
 	if l.udp != nil {
 		// Room for a reconnect storm's burst of ClientHellos; the kernel
@@ -160,6 +165,13 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.readLoop()
+	if l.cpu.pass != nil {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.cpu.passLoop()
+		}()
+	}
 	for range s.maxHandshakeWorkers() + lookupWorkers {
 		l.wg.Add(1)
 		go l.runWorker()
@@ -230,6 +242,7 @@ func (l *Listener) Close() error {
 	l.mu.Unlock()
 	l.cancel()
 	err := l.pc.Close()
+	l.cpu.stopPass()
 	for _, a := range assocs {
 		a.shutdown()
 	}
@@ -537,7 +550,11 @@ func newCPUTokens(s *settings, live *liveTraffic) *cpuTokens {
 			return defaultMaxFull
 		}
 	}
-	return &cpuTokens{tokens: tokens, slots: slots}
+	// Tokens wait for the network poller between steps (see netPass)
+	// while established traffic needs it and handshake steps could hold
+	// every processor.
+	needPass := func() bool { return live.active() && tokens() >= procs }
+	return &cpuTokens{tokens: tokens, slots: slots, needPass: needPass}
 }
 
 // defaultMaxFull is the full-handshake bound with no established traffic

@@ -350,6 +350,9 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 			}
 			opts = append(opts, WithMaxFullHandshakes(n))
 		}
+		if os.Getenv("DTLSX_STORM_NOPASS") != "" { // compare without netPass
+			opts = append(opts, func(s *settings) error { s.noNetPass = true; return nil })
+		}
 		if os.Getenv("DTLSX_STORM_FAST") == "0" { // compare with pion's resumption
 			opts = append(opts, WithFastResumption(false))
 		}
@@ -422,7 +425,7 @@ func runStorm(t testing.TB, n int, persisted bool) stormResult {
 // with and without the persisted session store. DTLSX_STORM_FAST=0 sends
 // the resumptions through pion's handshake instead of the listener's;
 // DTLSX_STORM_WORKERS and DTLSX_STORM_MAXFULL set WithHandshakeWorkers
-// and WithMaxFullHandshakes.
+// and WithMaxFullHandshakes; DTLSX_STORM_NOPASS=1 turns netPass off.
 //
 // DTLSX_STORM_PIN=1 (root, two cores) gives the gateway a core of its own,
 // as it has when its devices are other machines: this process runs on CPU
