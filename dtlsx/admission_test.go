@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -286,4 +287,41 @@ func TestCookieRequiredForRevokedOrExpiredSession(t *testing.T) {
 func cpuAndAdmittedIdle(l *Listener) bool {
 	cpu, admitted := l.cpu.held()
 	return cpu == 0 && admitted == 0
+}
+
+// TestNetPassDuringHandshakes: with a token for every processor and an
+// established session carrying records, released tokens wait for the
+// network poller (netPass); full and resumed handshakes still complete,
+// and the established session keeps echoing between them.
+func TestNetPassDuringHandshakes(t *testing.T) {
+	pki := newPKI(t)
+	l := listen(t, WithCertificate(pki.server), WithHandshakeWorkers(runtime.GOMAXPROCS(0)))
+	serveEcho(t, l)
+	opts := []Option{WithRootCAs(pki.pool), WithServerName("gw.test")}
+	established, err := Dial(ctxT(t, 5*time.Second), "udp", l.Addr().String(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer established.Close()
+	time.Sleep(liveAge + 100*time.Millisecond)
+	echoOnce(t, established, "live")
+	if !l.live.active() {
+		t.Fatal("a session established for a second carried a record, but the listener sees no established traffic")
+	}
+	clientCache, _ := NewSessionCache()
+	for i := range 6 {
+		c, err := Dial(ctxT(t, 5*time.Second), "udp", l.Addr().String(), append(opts, WithSessionCache(clientCache))...)
+		if err != nil {
+			t.Fatalf("handshake %d: %v", i, err)
+		}
+		echoOnce(t, c, "new")
+		echoOnce(t, established, "still live")
+		_ = c.Close()
+	}
+	l.cpu.mu.Lock()
+	passes := l.cpu.passes
+	l.cpu.mu.Unlock()
+	if st := l.Stats(); passes == 0 || st.HandshakesResumed < 5 {
+		t.Fatalf("%d network passes, %d resumptions; want some of each", passes, st.HandshakesResumed)
+	}
 }
