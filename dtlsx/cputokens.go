@@ -59,6 +59,8 @@ type netPass struct {
 	requested bool // a byte is in the pipe or being read; guarded by cpuTokens.mu
 }
 
+var passByte = [1]byte{0}
+
 // startPass opens the pipe of a netPass; passLoop serves it until
 // stopPass.
 func (t *cpuTokens) startPass() error {
@@ -108,7 +110,7 @@ func (t *cpuTokens) release() {
 		if t.pass.requested {
 			return
 		}
-		if _, err := t.pass.w.Write([]byte{0}); err == nil {
+		if _, err := t.pass.w.Write(passByte[:]); err == nil {
 			t.pass.requested = true
 			return
 		}

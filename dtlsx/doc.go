@@ -21,7 +21,10 @@
 //     answer) run on at most WithHandshakeWorkers associations at once.
 //     While established sessions carry traffic, both bounds tighten by
 //     default (one fewer worker than GOMAXPROCS, 4 slots per worker) so
-//     that their records keep a core during a reconnect storm.
+//     that their records keep a core during a reconnect storm. Where the
+//     workers could still hold every processor (GOMAXPROCS 1), a freed
+//     worker waits until the Go scheduler has polled the network, so
+//     records are routed between two handshake steps.
 //   - Resumption through a SessionCache: an LRU with TTL in memory in front
 //     of an optional PersistentStore (SQLiteStore by default) shared across
 //     restarts and gateway instances. Stored sessions are sealed with
@@ -48,4 +51,15 @@
 //   - Counters for every outcome (Listener.Stats, SessionCache.Stats).
 //
 // Closing a Listener closes every association on its socket.
+//
+// # Reconnect storms and the garbage collector
+//
+// During a storm of full handshakes, what still delays established
+// records is the garbage collector: pion allocates about 60 KB per full
+// handshake on the server, and on a single core each GC cycle's marking
+// runs ahead of the network poller. A gateway that expects such storms
+// can trade memory for latency with the runtime's own settings, for
+// example GOGC=400 with GOMEMLIMIT as a cap (BENCHMARKS.md, "Reconnect
+// storm", has the measurements). Resumptions allocate far less and are
+// not affected.
 package dtlsx
