@@ -72,30 +72,42 @@ func (t *cpuTokens) startPass() error {
 	return nil
 }
 
-// passLoop opens the gate each time the network poller wakes it, until
-// stopPass closes the pipe.
+// passLoop opens the gate each time the network poller wakes it. When
+// stopPass closes the pipe (or the pipe fails), tokens go on without
+// passes from then on.
 func (t *cpuTokens) passLoop() {
-	defer t.pass.r.Close()
+	p := t.pass
 	var b [64]byte
 	for {
-		if _, err := t.pass.r.Read(b[:]); err != nil {
-			return
+		if _, err := p.r.Read(b[:]); err != nil {
+			break
 		}
 		// Whatever the same poll woke (the listener's reader, and then
 		// the records it routes) runs before the step this grant starts.
 		runtime.Gosched()
 		t.mu.Lock()
-		t.pass.requested = false
+		p.requested = false
 		t.gated = false
 		t.passes++
 		t.grantLocked()
 		t.mu.Unlock()
 	}
+	t.mu.Lock()
+	t.pass = nil
+	t.gated = false
+	t.grantLocked()
+	t.mu.Unlock()
+	_ = p.r.Close()
+	_ = p.w.Close()
 }
 
+// stopPass ends passLoop.
 func (t *cpuTokens) stopPass() {
-	if t.pass != nil {
-		_ = t.pass.w.Close()
+	t.mu.Lock()
+	p := t.pass
+	t.mu.Unlock()
+	if p != nil {
+		_ = p.w.Close()
 	}
 }
 
@@ -114,7 +126,7 @@ func (t *cpuTokens) release() {
 			t.pass.requested = true
 			return
 		}
-		t.gated = false // closing: hand the token on now
+		t.gated = false // the pipe is closing: hand the token on now
 	}
 	t.grantLocked()
 }

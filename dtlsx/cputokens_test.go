@@ -147,10 +147,21 @@ func TestCPUTokensWaitForNetworkPass(t *testing.T) {
 	if len(second.grant) != 1 {
 		t.Fatal("with no pass needed the token did not go on at once")
 	}
+	// Closing the pipe opens the gate for good.
+	ts.mu.Lock()
+	need = true
+	third := newWaiter()
+	third.waiting = true
+	ts.underway = append(ts.underway, third)
+	ts.mu.Unlock()
+	ts.release()
 	ts.stopPass()
 	<-done
+	if len(third.grant) != 1 {
+		t.Fatal("a step waiting for a pass was not granted when the pipe closed")
+	}
 	ts.release()
-	if cpu, _ := ts.held(); cpu != 0 {
-		t.Fatalf("%d tokens in use after the last release", cpu)
+	if cpu, _ := ts.held(); cpu != 0 || ts.gated {
+		t.Fatalf("%d tokens in use after the last release, gated %v", cpu, ts.gated)
 	}
 }

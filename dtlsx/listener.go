@@ -165,7 +165,7 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.readLoop()
-	if l.cpu.pass != nil {
+	if !s.noNetPass {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
