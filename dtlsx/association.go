@@ -304,14 +304,14 @@ func (a *association) step() {
 	a.begin()
 }
 
-// needsHello reports whether d is a ClientHello of a full handshake (see
-// acquireCPU).
-func (a *association) needsHello(d *datagram) bool {
-	if a.holdsCPU.Load() || !a.handshaking.Load() {
-		return false // no token to wait for
-	}
+// helloOf reports whether d starts with a ClientHello, and whether that
+// hello returns a cookie (see admit and acquireCPU).
+func helloOf(d *datagram) (hello, cookie bool) {
 	ri, err := parseRecord(d.buf[:d.n], 0)
-	return err == nil && ri.hello
+	if err != nil {
+		return false, false
+	}
+	return ri.hello, ri.hello && ri.hasCookie
 }
 
 // cpuGrace is how long an association keeps its CPU token while pion waits
@@ -360,11 +360,15 @@ func (a *association) ReadFrom(b []byte) (int, net.Addr, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := a.admit(d); err != nil {
+	var hello, cookie bool
+	if a.handshaking.Load() {
+		hello, cookie = helloOf(d)
+	}
+	if err := a.admit(cookie); err != nil {
 		a.l.putDatagram(d)
 		return 0, nil, err
 	}
-	if err := a.acquireCPU(a.needsHello(d)); err != nil {
+	if err := a.acquireCPU(hello); err != nil {
 		a.l.putDatagram(d)
 		return 0, nil, err
 	}

@@ -299,15 +299,11 @@ func (a *association) releaseCPU() {
 	}
 }
 
-// admit waits until a full handshake's cookie-bearing ClientHello may
-// proceed (WithMaxFullHandshakes). Resumed and established traffic, and
-// PSK-only listeners, never come here.
-func (a *association) admit(d *datagram) error {
-	if !a.needsSlot || a.admitted {
-		return nil
-	}
-	ri, err := parseRecord(d.buf[:d.n], 0)
-	if err != nil || !ri.hello || !ri.hasCookie {
+// admit waits until a full handshake's cookie-bearing ClientHello
+// (cookieHello) may proceed (WithMaxFullHandshakes). Resumed and
+// established traffic, and PSK-only listeners, never wait here.
+func (a *association) admit(cookieHello bool) error {
+	if !a.needsSlot || a.admitted || !cookieHello {
 		return nil
 	}
 	t := a.l.cpu

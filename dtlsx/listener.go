@@ -74,7 +74,6 @@ type Listener struct {
 	resumeOpts   []dtls.Option // pion options of a Conn the fast path resumes
 	stateEncoder *stateEncoder
 	cache        *SessionCache
-	fullSlots    chan struct{}
 	cpu          *cpuTokens  // handshake steps and full handshakes running at once
 	live         liveTraffic // established sessions carrying traffic
 	accepted     chan net.Conn
@@ -138,7 +137,6 @@ func NewListener(pc net.PacketConn, opts ...Option) (*Listener, error) {
 		base:       base,
 		resumeOpts: s.resumeOptions(),
 		cache:      cache,
-		fullSlots:  make(chan struct{}, s.maxFull),
 		accepted:   make(chan net.Conn, s.backlog),
 		work:       make(chan *association, s.maxPending),
 		byAddr:     make(map[netip.AddrPort]*association),
