@@ -178,9 +178,9 @@ func WithHandshakeTimeout(d time.Duration) Option {
 // last second), it is 4 per handshake worker; otherwise it is 64. Each
 // active handshake adds goroutines inside pion, which queue ahead of
 // established records: in a storm of 5,000 full handshakes on one gateway
-// core, 64 slots put the p99 of established round trips at 15-16 ms and
-// 4 slots at 5-6 ms, in about the same time to all established
-// (BENCHMARKS.md). With no established traffic to protect, the larger
+// core, 4 slots cut the p99 of established round trips about threefold
+// against 64, in about the same time to all established (BENCHMARKS.md,
+// "Reconnect storm"). With no established traffic to protect, the larger
 // bound keeps full-handshake throughput at stock pion's.
 //
 // A slot is held for about one round trip to the device, so the

@@ -362,11 +362,14 @@ type DTLSConfig struct {
 	// true).
 	OwnRecords *bool `yaml:"own_records"`
 	// MaxFullHandshakes bounds certificate handshakes past the cookie
-	// exchange (dtlsx.WithMaxFullHandshakes; default 4 per handshake
-	// worker). Raise it for devices behind high-latency links.
+	// exchange (dtlsx.WithMaxFullHandshakes). By default 4 per handshake
+	// worker while established sessions carry traffic, 64 otherwise.
+	// Raise it for devices behind high-latency links.
 	MaxFullHandshakes int `yaml:"max_full_handshakes"`
 	// HandshakeWorkers bounds handshake steps running at once
-	// (dtlsx.WithHandshakeWorkers; default one fewer than GOMAXPROCS).
+	// (dtlsx.WithHandshakeWorkers). By default one fewer than GOMAXPROCS
+	// (at least 1) while established sessions carry traffic, GOMAXPROCS
+	// otherwise.
 	HandshakeWorkers int `yaml:"handshake_workers"`
 }
 
