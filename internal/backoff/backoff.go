@@ -1,6 +1,9 @@
 // Package backoff computes retry delays: exponential growth with full
-// jitter, reset only after the protected thing stayed up for a stable period,
-// so a link that flaps does not retry at the minimum delay forever.
+// jitter, reset only after the protected thing stayed up for a stable period
+// (or, with ResetAfter, served enough successful operations), so a link that
+// flaps without doing useful work does not retry at the minimum delay
+// forever, while a link that works between failures does not slide towards
+// the maximum delay.
 package backoff
 
 import (
@@ -18,10 +21,19 @@ type Backoff struct {
 	// Stable is how long Up must hold before the next failure starts again
 	// from Min. Default 10s.
 	Stable time.Duration
+	// ResetAfter, when positive, also starts the next failure from Min once
+	// Success was called that many times since the last Up: a link that
+	// did useful work before it failed was healthy, however short it
+	// lived. 0 (the default) resets on Stable alone. A small value keeps
+	// a peer that drops the connection every few requests (but serves
+	// the others) at short delays; a large one, or 0, treats such a peer
+	// as flapping and backs off towards Max.
+	ResetAfter int
 
-	attempt int
-	upSince time.Time
-	now     func() time.Time
+	attempt   int
+	upSince   time.Time
+	successes int
+	now       func() time.Time
 }
 
 func (b *Backoff) clock() time.Time {
@@ -32,10 +44,18 @@ func (b *Backoff) clock() time.Time {
 }
 
 // Up records that the operation succeeded and the link is up from now.
-func (b *Backoff) Up() { b.upSince = b.clock() }
+func (b *Backoff) Up() { b.upSince, b.successes = b.clock(), 0 }
+
+// Success records one successful operation over the link that is up (see
+// ResetAfter). It does nothing before Up.
+func (b *Backoff) Success() {
+	if !b.upSince.IsZero() {
+		b.successes++
+	}
+}
 
 // Reset forgets all failures.
-func (b *Backoff) Reset() { b.attempt, b.upSince = 0, time.Time{} }
+func (b *Backoff) Reset() { b.attempt, b.upSince, b.successes = 0, time.Time{}, 0 }
 
 // Attempt returns how many delays were handed out since the last reset.
 func (b *Backoff) Attempt() int { return b.attempt }
@@ -54,10 +74,10 @@ func (b *Backoff) Next() time.Duration {
 		stable = 10 * time.Second
 	}
 	if !b.upSince.IsZero() {
-		if b.clock().Sub(b.upSince) >= stable {
+		if b.clock().Sub(b.upSince) >= stable || b.ResetAfter > 0 && b.successes >= b.ResetAfter {
 			b.attempt = 0
 		}
-		b.upSince = time.Time{}
+		b.upSince, b.successes = time.Time{}, 0
 	}
 	ceil := lo
 	for i := 0; i < b.attempt && ceil < hi; i++ {

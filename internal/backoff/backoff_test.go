@@ -55,3 +55,52 @@ func TestSleep(t *testing.T) {
 		t.Fatal("Sleep waited past its context")
 	}
 }
+
+// TestResetAfterSuccesses: a link that served ResetAfter operations before
+// it failed starts again from Min, however short it was up; one that
+// served fewer keeps growing; the zero value keeps the Stable-only rule.
+func TestResetAfterSuccesses(t *testing.T) {
+	now := time.Unix(0, 0)
+	clock := func() time.Time { return now }
+	b := &Backoff{Min: time.Millisecond, Max: time.Second, Stable: 10 * time.Second, ResetAfter: 3, now: clock}
+	for i := 0; i < 5; i++ {
+		b.Next()
+	}
+	b.Success() // before Up: not counted
+	b.Up()
+	b.Success()
+	b.Success()
+	now = now.Add(time.Second)
+	b.Next()
+	if b.Attempt() != 6 {
+		t.Fatalf("attempt after 2 of 3 successes = %d, want 6", b.Attempt())
+	}
+	b.Up()
+	for i := 0; i < 3; i++ {
+		b.Success()
+	}
+	now = now.Add(time.Second) // far below Stable
+	b.Next()
+	if b.Attempt() != 1 {
+		t.Fatalf("attempt after 3 successes = %d, want 1", b.Attempt())
+	}
+	// Successes do not carry over to the next Up.
+	b.Next()
+	b.Up()
+	b.Next()
+	if b.Attempt() != 3 {
+		t.Fatalf("attempt after an Up with no success = %d, want 3", b.Attempt())
+	}
+
+	plain := &Backoff{Min: time.Millisecond, Max: time.Second, Stable: 10 * time.Second, now: clock}
+	plain.Next()
+	plain.Next()
+	plain.Up()
+	for i := 0; i < 100; i++ {
+		plain.Success()
+	}
+	plain.Next()
+	if plain.Attempt() != 3 {
+		t.Fatalf("ResetAfter 0: attempt after successes = %d, want 3 (Stable only)", plain.Attempt())
+	}
+}
