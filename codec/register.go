@@ -116,13 +116,9 @@ func layoutFactory(name string, spec gateway.Section) (gateway.Codec, error) {
 }
 
 func modbusFactory(name string, spec gateway.Section) (gateway.Codec, error) {
-	var cfg modbus.Config
-	if err := spec.Decode(&cfg); err != nil {
-		return nil, err
-	}
-	rm, err := cfg.Build()
+	rm, err := modbus.FromSection(spec)
 	if err != nil {
-		return nil, spec.Errorf(fieldOf(err, "points"), "%v", err)
+		return nil, err
 	}
 	return rm, nil
 }

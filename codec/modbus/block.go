@@ -28,7 +28,9 @@ func (t Table) String() string {
 	return "table(" + strconv.Itoa(int(t)) + ")"
 }
 
-// ParseTable parses "coil", "di", "hr" or "ir".
+// ParseTable parses "coil", "di", "hr" or "ir", the names of topics and
+// mapping programs. Configuration takes more spellings: see
+// ParseTableName.
 func ParseTable(s string) (Table, error) {
 	for i, n := range tableNames {
 		if i > 0 && n == s {
@@ -36,6 +38,27 @@ func ParseTable(s string) (Table, error) {
 		}
 	}
 	return 0, fmt.Errorf("unknown Modbus table %q (want coil, di, hr or ir)", s)
+}
+
+// tableAliases are the table names configuration accepts, in this
+// package's points and in the ranges of package connector/modbus alike.
+var tableAliases = map[string]Table{
+	"hr": HoldingRegisters, "holding": HoldingRegisters, "holding_registers": HoldingRegisters,
+	"ir": InputRegisters, "input": InputRegisters, "input_registers": InputRegisters,
+	"coil": Coils, "co": Coils, "coils": Coils,
+	"di": DiscreteInputs, "discrete": DiscreteInputs, "discrete_inputs": DiscreteInputs,
+}
+
+// ParseTableName parses a table name as written in configuration, in any
+// case: the short names hr, ir, coil and di, or the aliases holding,
+// holding_registers, input, input_registers, co, coils, discrete and
+// discrete_inputs. Topics and mapping programs take only the short names
+// (ParseTable, ParseBlock).
+func ParseTableName(s string) (Table, error) {
+	if t, ok := tableAliases[strings.ToLower(s)]; ok {
+		return t, nil
+	}
+	return 0, fmt.Errorf("unknown Modbus table %q (want hr, ir, coil or di, or holding, input, coils, discrete)", s)
 }
 
 // IsBits reports whether the table holds single bits (coils, discrete

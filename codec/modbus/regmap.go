@@ -59,10 +59,10 @@ func New(points []Point) (*RegisterMap, error) {
 	for i, p := range points {
 		e, err := compile(p)
 		if err != nil {
-			return nil, fmt.Errorf("modbus: points[%d] %q: %w", i, p.Name, err)
+			return nil, fmt.Errorf("modbus: %w", &PointError{Index: i, Name: p.Name, Err: err})
 		}
 		if _, dup := r.byName[p.Name]; dup {
-			return nil, fmt.Errorf("modbus: points[%d]: duplicate name %q", i, p.Name)
+			return nil, fmt.Errorf("modbus: %w", &PointError{Index: i, Key: "name", Err: fmt.Errorf("duplicate name %q", p.Name)})
 		}
 		r.byName[p.Name] = i
 		r.points = append(r.points, e)
