@@ -70,7 +70,7 @@ func BenchmarkModbusPollCycle(b *testing.B) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						if err := d.cycle(ctx, clients[j], up); err != nil {
+						if _, err := d.cycle(ctx, clients[j], up, 0, false); err != nil {
 							b.Error(err)
 						}
 					}()

@@ -1,6 +1,8 @@
 package modbus
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -29,12 +31,16 @@ func TestRegisterStrictYAML(t *testing.T) {
 	tests := []struct{ yaml, wantErr string }{
 		{ok, ""},
 		{strings.Replace(ok, "timeout: 500ms", "timout: 500ms", 1), "connectors[0].modbus.timout: unknown key"},
-		{strings.Replace(ok, "table: hr", "table: xx", 1), "connectors[0].modbus.devices: devices[0].ranges[0].table: unknown table"},
+		{strings.Replace(ok, "table: hr", "table: xx", 1), `connectors[0].modbus.devices[0].ranges[0].table: unknown Modbus table "xx"`},
 		{strings.Replace(ok, "count: 10", "count: 0", 1), "devices[0].ranges[0].count"},
 		{strings.Replace(ok, "retries: 2", "retries: -1", 1), "connectors[0].modbus.retries: must not be negative"},
-		{strings.Replace(ok, "address: 127.0.0.1:502", "address: ''", 1), "devices[0].address: required"},
+		{strings.Replace(ok, "address: 127.0.0.1:502", "address: ''", 1), "connectors[0].modbus.devices[0].address: required"},
 		{strings.Replace(ok, "interval: 2s", "interval: soon", 1), "connectors[0].modbus.devices[0].interval: want a duration"},
 		{"connectors:\n  - name: plc\n    modbus: {}\n", "connectors[0].modbus.devices: at least one device"},
+		{strings.Replace(ok, "coalesce: false", "reconnect: {reset_after_requests: 5, stable: 30s}", 1), ""},
+		{strings.Replace(ok, "coalesce: false", "reconnect: {reset_after: 5}", 1), "connectors[0].modbus.reconnect.reset_after: unknown key"},
+		{strings.Replace(ok, "coalesce: false", "reconnect: {reset_after_requests: -1}", 1), "connectors[0].modbus.reconnect.reset_after_requests: must not be negative"},
+		{strings.Replace(ok, "coalesce: false", "reconnect: {stable: -1s}", 1), "connectors[0].modbus.reconnect.stable: must be positive"},
 	}
 	for _, tt := range tests {
 		cfg, err := gateway.ParseConfig([]byte(tt.yaml), "t.yaml")
@@ -44,5 +50,49 @@ func TestRegisterStrictYAML(t *testing.T) {
 		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 			t.Errorf("err = %v\n want %q", err, tt.wantErr)
 		}
+	}
+}
+
+// TestRangeTablesAndErrorPosition: ranges take the table names of the
+// register-map codec's points (one list), and a bad entry is reported at
+// its own path and position.
+func TestRangeTablesAndErrorPosition(t *testing.T) {
+	reg := gateway.NewRegistry()
+	if err := Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	const doc = `connectors:
+  - name: plc
+    modbus:
+      devices:
+        - name: plc1
+          address: 127.0.0.1:502
+          ranges:
+            - {table: %s, address: 0, count: 10}
+            - table: %s
+              count: 2
+`
+	build := func(a, b string) error {
+		cfg, err := gateway.ParseConfig([]byte(fmt.Sprintf(doc, a, b)), "t.yaml")
+		if err == nil {
+			_, err = gateway.New(gateway.WithRegistry(reg), gateway.WithConfig(cfg))
+		}
+		return err
+	}
+	for _, pair := range [][2]string{{"hr", "coil"}, {"holding", "coils"}, {"Holding_Registers", "discrete_inputs"}, {"input", "di"}} {
+		if err := build(pair[0], pair[1]); err != nil {
+			t.Errorf("tables %v: %v", pair, err)
+		}
+	}
+	err := build("holding", "coilz")
+	var ce *gateway.ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v, want a *gateway.ConfigError", err)
+	}
+	if ce.Path != "connectors[0].modbus.devices[0].ranges[1].table" || ce.Line != 9 || ce.Column != 22 {
+		t.Errorf("error at %s (%d:%d), want connectors[0].modbus.devices[0].ranges[1].table (9:22): %v", ce.Path, ce.Line, ce.Column, err)
+	}
+	if !strings.Contains(err.Error(), `unknown Modbus table "coilz"`) {
+		t.Errorf("err = %v, want the unknown table named", err)
 	}
 }

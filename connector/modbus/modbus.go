@@ -10,11 +10,13 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/lograte"
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	"github.com/iotgw/gateway/internal/waitctx"
 	mb "github.com/simonvetter/modbus"
@@ -40,17 +42,30 @@ var (
 	ErrNotConnected = errors.New("modbus: device not connected")
 )
 
-// isException reports whether err is a Modbus exception response: a
-// well-formed answer saying no, which does not need a reconnect.
-func isException(err error) bool {
-	for _, e := range []error{ErrIllegalFunction, ErrIllegalDataAddress, ErrIllegalDataValue,
-		ErrServerDeviceFailure, ErrServerDeviceBusy, ErrGatewayPathUnavailable, ErrGatewayTargetFailed} {
-		if errors.Is(err, e) {
-			return true
+// exceptions are the exception sentinels by their Modbus exception code.
+var exceptions = []struct {
+	code int
+	err  error
+}{
+	{1, ErrIllegalFunction}, {2, ErrIllegalDataAddress}, {3, ErrIllegalDataValue},
+	{4, ErrServerDeviceFailure}, {6, ErrServerDeviceBusy}, {10, ErrGatewayPathUnavailable},
+	{11, ErrGatewayTargetFailed},
+}
+
+// exceptionCode returns the Modbus exception code err carries, 0 when
+// err is not an exception response.
+func exceptionCode(err error) int {
+	for _, e := range exceptions {
+		if errors.Is(err, e.err) {
+			return e.code
 		}
 	}
-	return false
+	return 0
 }
+
+// isException reports whether err is a Modbus exception response: a
+// well-formed answer saying no, which does not need a reconnect.
+func isException(err error) bool { return exceptionCode(err) != 0 }
 
 // mapError turns the client library's errors into this package's
 // sentinels, keeping the original in the chain.
@@ -109,6 +124,10 @@ type Stats = connstats.Stats
 type Connector struct {
 	s     settings
 	stats connstats.Table
+	// lim keeps repeated warnings (an exception on every poll, a device
+	// that keeps dropping its connection) to one line per cause per
+	// interval, with the count of the suppressed ones.
+	lim *lograte.Limiter
 
 	mu      sync.Mutex
 	devices map[string]*deviceRun
@@ -130,6 +149,15 @@ type deviceRun struct {
 
 	mu     sync.Mutex
 	client *mb.ModbusClient // nil while disconnected
+
+	// Owned by the run goroutine.
+	bo backoff.Backoff
+
+	// polls counts poll cycles started, pollsDone those in which every
+	// block got an answer (data or exception); maxAttempt is the largest
+	// backoff attempt a reconnect delay was drawn at. Read by tests.
+	polls, pollsDone atomic.Uint64
+	maxAttempt       atomic.Int64
 }
 
 // New builds a connector. It opens no connection until Connect.
@@ -143,7 +171,7 @@ func New(opts ...Option) (*Connector, error) {
 			return nil, fmt.Errorf("modbus: %w", err)
 		}
 	}
-	c := &Connector{s: s, devices: map[string]*deviceRun{}}
+	c := &Connector{s: s, devices: map[string]*deviceRun{}, lim: lograte.New(logEvery)}
 	for _, d := range s.devices {
 		blocks := Plan(d.Ranges, s.coalesce, s.maxGap)
 		topics := make([]string, len(blocks))
@@ -207,31 +235,46 @@ func (c *Connector) Disconnect(ctx context.Context) error {
 
 func (d *deviceRun) log() *slog.Logger { return d.c.s.logger }
 
-// run keeps a connection to the device and polls it until ctx ends.
+// logEvery is how often a repeated warning of one cause is written.
+const logEvery = time.Minute
+
+// run keeps a connection to the device and polls it until ctx ends. When
+// the connection breaks in the middle of a poll cycle, the failed block is
+// read once more on the next connection before the cycle's remaining
+// blocks, so a device that drops a connection now and then loses no poll.
 func (d *deviceRun) run(ctx context.Context, up gateway.Uplink) {
-	bo := backoff.Backoff{Min: d.c.s.backoffMin, Max: d.c.s.backoffMax, Stable: d.c.s.stable}
+	s := d.c.s
+	d.bo = backoff.Backoff{Min: s.backoffMin, Max: s.backoffMax, Stable: s.stable, ResetAfter: s.resetAfter}
 	connected := false
+	resume := -1 // block of an interrupted cycle to resume at
 	for ctx.Err() == nil {
+		from := resume
+		resume = -1
 		client, err := d.open()
+		what, key := "modbus device unreachable; retrying", "connect:"+d.dev.Name
 		if err == nil {
 			if connected {
 				d.stats.Reconnect()
 				d.c.stats.Total.Reconnect()
 			}
 			connected = true
-			bo.Up()
+			d.bo.Up()
 			d.setClient(client)
-			err = d.pollLoop(ctx, client, up)
+			resume, err = d.pollLoop(ctx, client, up, from)
 			d.setClient(nil)
 			_ = client.Close()
+			what, key = "modbus device connection lost; reconnecting", "lost:"+d.dev.Name
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		d.stats.Error()
 		d.c.stats.Total.Error()
-		wait := bo.Next()
-		d.log().Warn("modbus device connection lost; reconnecting", "device", d.dev.Name,
+		wait := d.bo.Next()
+		if a := int64(d.bo.Attempt()); a > d.maxAttempt.Load() {
+			d.maxAttempt.Store(a)
+		}
+		d.c.lim.Log(ctx, d.log(), slog.LevelWarn, key, what, "device", d.dev.Name,
 			"address", d.dev.Address, "err", err, "retry_in", wait.Round(time.Millisecond))
 		if !backoff.Sleep(ctx, wait) {
 			return
@@ -300,20 +343,29 @@ func (d *deviceRun) currentClient() *mb.ModbusClient {
 }
 
 // pollLoop polls every interval until the connection breaks (returned
-// error) or ctx ends (nil).
-func (d *deviceRun) pollLoop(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink) error {
+// error) or ctx ends (nil). It first finishes an interrupted cycle from
+// block from, if from >= 0. When the connection breaks in a cycle it
+// started, it returns the block to resume at on the next connection;
+// otherwise -1, so a block is retried once.
+func (d *deviceRun) pollLoop(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink, from int) (int, error) {
 	// Closing the client unblocks a request in flight when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = client.Close() })
 	defer stop()
+	if from >= 0 {
+		if _, err := d.cycle(ctx, client, up, from, true); err != nil {
+			return -1, err
+		}
+	}
 	t := time.NewTicker(d.dev.Interval)
 	defer t.Stop()
 	for {
-		if err := d.cycle(ctx, client, up); err != nil {
-			return err
+		d.polls.Add(1)
+		if resume, err := d.cycle(ctx, client, up, 0, false); err != nil {
+			return resume, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return -1, nil
 		case <-t.C:
 		}
 	}
@@ -327,15 +379,19 @@ func (d *deviceRun) cycleBudget() time.Duration {
 	return per*time.Duration(len(d.blocks)) + time.Second
 }
 
-// cycle reads every block once and delivers a frame per block. Exception
-// responses are counted and logged and the cycle goes on; a transport
-// failure ends the cycle with an error so the caller reconnects.
-func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink) error {
+// cycle reads every block from block from on once and delivers a frame
+// per block. Exception responses are counted and logged (one line per
+// block and exception code per interval) and the cycle goes on; a
+// transport failure ends the cycle with an error so the caller reconnects,
+// and the index of the failed block to resume at (-1 when resumed is set:
+// the cycle resumes an earlier one, which has had its retry).
+func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink, from int, resumed bool) (int, error) {
 	cctx, cancel := context.WithTimeout(ctx, d.cycleBudget())
 	defer cancel()
-	for i, b := range d.blocks {
-		if i > 0 && d.c.s.pause > 0 && !backoff.Sleep(cctx, d.c.s.pause) {
-			break
+	for i := from; i < len(d.blocks); i++ {
+		b := d.blocks[i]
+		if i > from && d.c.s.pause > 0 && !backoff.Sleep(cctx, d.c.s.pause) {
+			return -1, nil
 		}
 		f := gateway.AcquireFrame()
 		var err error
@@ -345,6 +401,9 @@ func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gatew
 				break
 			}
 			f.Payload, err = d.read(client, b, f.Payload[:0])
+			if err == nil || isException(err) {
+				d.bo.Success() // the connection served the request
+			}
 			if err == nil || isException(err) || !errors.Is(err, ErrTimeout) {
 				break
 			}
@@ -352,7 +411,7 @@ func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gatew
 		if err != nil {
 			f.Release()
 			if ctx.Err() != nil {
-				return nil
+				return -1, nil
 			}
 			d.stats.Error()
 			d.c.stats.Total.Error()
@@ -361,27 +420,33 @@ func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gatew
 				d.c.stats.Total.Malformed()
 			}
 			err = fmt.Errorf("modbus %s: read %s: %w", d.dev.Name, b, err)
-			if isException(err) {
-				d.log().Warn("modbus exception", "device", d.dev.Name, "block", b.String(), "err", err)
+			if code := exceptionCode(err); code != 0 {
+				d.c.lim.Log(ctx, d.log(), slog.LevelWarn, "exception:"+d.dev.Name+":"+b.String()+":"+strconv.Itoa(code),
+					"modbus exception", "device", d.dev.Name, "block", b.String(), "code", code, "err", err)
 				continue
 			}
-			return err
+			if resumed {
+				return -1, err
+			}
+			return i, err
 		}
 		f.Device, f.Topic = d.dev.Name, d.topics[i]
 		n := len(f.Payload)
 		if err := up.Deliver(ctx, f); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return -1, nil
 			}
 			d.stats.Error()
 			d.c.stats.Total.Error()
-			d.log().Warn("modbus frame not accepted", "device", d.dev.Name, "block", b.String(), "err", err)
+			d.c.lim.Log(ctx, d.log(), slog.LevelWarn, "refused:"+d.dev.Name+":"+b.String(),
+				"modbus frame not accepted", "device", d.dev.Name, "block", b.String(), "err", err)
 			continue
 		}
 		d.stats.Frame(n)
 		d.c.stats.Total.Frame(n)
 	}
-	return nil
+	d.pollsDone.Add(1)
+	return -1, nil
 }
 
 // read performs one request and appends the block's bytes to dst as the

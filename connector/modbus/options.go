@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/confpath"
 )
 
 // Option configures a Connector.
@@ -23,6 +24,7 @@ type settings struct {
 	backoffMin time.Duration
 	backoffMax time.Duration
 	stable     time.Duration
+	resetAfter int
 	logger     *slog.Logger
 }
 
@@ -35,6 +37,7 @@ func defaultSettings() settings {
 		backoffMin: 200 * time.Millisecond,
 		backoffMax: 30 * time.Second,
 		stable:     10 * time.Second,
+		resetAfter: 1,
 		logger:     slog.Default(),
 	}
 }
@@ -128,13 +131,37 @@ func WithCoalescing(on bool, maxGap uint16) Option {
 
 // WithBackoff sets the reconnect delay range: exponential with full
 // jitter from min up to max, reset after the connection stayed up for
-// stable. Defaults 200ms, 30s, 10s.
+// stable (or served requests; see WithBackoffReset). Defaults 200ms, 30s,
+// 10s.
 func WithBackoff(min, max, stable time.Duration) Option {
 	return func(s *settings) error {
 		if min <= 0 || max < min || stable <= 0 {
 			return fmt.Errorf("backoff: want 0 < min <= max and stable > 0")
 		}
 		s.backoffMin, s.backoffMax, s.stable = min, max, stable
+		return nil
+	}
+}
+
+// WithBackoffReset sets when a connection counts as healthy, so that the
+// next reconnect delay starts again from the minimum: once it answered
+// requests requests (data or exception responses), or once it stayed up
+// for stable, whichever comes first. requests 0 resets on uptime alone.
+// Defaults 1 and 10s (stable is the same setting as WithBackoff's; the
+// later option wins).
+//
+// The default keeps a device that drops its connection every few requests
+// (and serves the others) polled at short reconnect delays; with 0 such a
+// device, whose connections never last stable, drives the delay to the
+// maximum and most polls are lost. A larger requests value backs off from
+// a device that accepts connections but breaks them after a request or
+// two.
+func WithBackoffReset(requests int, stable time.Duration) Option {
+	return func(s *settings) error {
+		if requests < 0 || stable <= 0 {
+			return fmt.Errorf("backoff reset: want requests >= 0 and stable > 0")
+		}
+		s.resetAfter, s.stable = requests, stable
 		return nil
 	}
 }
@@ -160,6 +187,9 @@ func WithLogger(l *slog.Logger) Option {
 //	  max_gap: 16       # largest gap bridged when merging
 //	  backoff_min: 200ms
 //	  backoff_max: 30s
+//	  reconnect:        # when a connection counts as healthy (WithBackoffReset)
+//	    reset_after_requests: 1   # answered requests; 0: uptime only
+//	    stable: 10s               # or uptime
 //	  devices:
 //	    - name: plc1
 //	      address: 10.0.0.5:502
@@ -169,14 +199,21 @@ func WithLogger(l *slog.Logger) Option {
 //	        - {table: hr, address: 0, count: 10}
 //	        - {table: coil, address: 100, count: 8}
 type Config struct {
-	Timeout    time.Duration  `yaml:"timeout"`
-	Retries    *int           `yaml:"retries"`
-	Pause      time.Duration  `yaml:"pause"`
-	Coalesce   *bool          `yaml:"coalesce"`
-	MaxGap     *uint16        `yaml:"max_gap"`
-	BackoffMin time.Duration  `yaml:"backoff_min"`
-	BackoffMax time.Duration  `yaml:"backoff_max"`
-	Devices    []DeviceConfig `yaml:"devices"`
+	Timeout    time.Duration    `yaml:"timeout"`
+	Retries    *int             `yaml:"retries"`
+	Pause      time.Duration    `yaml:"pause"`
+	Coalesce   *bool            `yaml:"coalesce"`
+	MaxGap     *uint16          `yaml:"max_gap"`
+	BackoffMin time.Duration    `yaml:"backoff_min"`
+	BackoffMax time.Duration    `yaml:"backoff_max"`
+	Reconnect  *ReconnectConfig `yaml:"reconnect"`
+	Devices    []DeviceConfig   `yaml:"devices"`
+}
+
+// ReconnectConfig is the reconnect: block; see WithBackoffReset.
+type ReconnectConfig struct {
+	ResetAfterRequests *int          `yaml:"reset_after_requests"`
+	Stable             time.Duration `yaml:"stable"`
 }
 
 // DeviceConfig is one entry of devices:.
@@ -248,31 +285,45 @@ func (cfg Config) options(spec gateway.Section) ([]Option, error) {
 		}
 		opts = append(opts, WithBackoff(lo, hi, 10*time.Second))
 	}
+	if rc := cfg.Reconnect; rc != nil {
+		n, stable := 1, rc.Stable
+		if rc.ResetAfterRequests != nil {
+			n = *rc.ResetAfterRequests
+		}
+		switch {
+		case n < 0:
+			return nil, confpath.Errorf(spec, confpath.Path{"reconnect", "reset_after_requests"}, "must not be negative")
+		case stable < 0:
+			return nil, confpath.Errorf(spec, confpath.Path{"reconnect", "stable"}, "must be positive")
+		case stable == 0:
+			stable = 10 * time.Second
+		}
+		opts = append(opts, WithBackoffReset(n, stable))
+	}
 	if len(cfg.Devices) == 0 {
 		return nil, spec.Errorf("devices", "at least one device is required")
 	}
 	seen := map[string]bool{}
 	for i, d := range cfg.Devices {
-		field := fmt.Sprintf("devices[%d]", i)
 		switch {
 		case d.Name == "":
-			return nil, spec.Errorf("devices", "%s.name: required", field)
+			return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "name"}, "required")
 		case seen[d.Name]:
-			return nil, spec.Errorf("devices", "%s.name: duplicate device %q", field, d.Name)
+			return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "name"}, "duplicate device %q", d.Name)
 		case d.Address == "":
-			return nil, spec.Errorf("devices", "%s.address: required (host:port)", field)
+			return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "address"}, "required (host:port)")
 		case d.Interval < 0:
-			return nil, spec.Errorf("devices", "%s.interval: must be positive", field)
+			return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "interval"}, "must be positive")
 		}
 		seen[d.Name] = true
 		dev := Device{Name: d.Name, Address: d.Address, UnitID: d.UnitID, Interval: d.Interval}
 		for j, r := range d.Ranges {
 			t, err := ParseTable(r.Table)
 			if err != nil {
-				return nil, spec.Errorf("devices", "%s.ranges[%d].table: %v", field, j, err)
+				return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "ranges", j, "table"}, "%v", err)
 			}
 			if r.Count == 0 || int(r.Address)+int(r.Count) > 1<<16 {
-				return nil, spec.Errorf("devices", "%s.ranges[%d].count: want 1.. and address+count <= 65536", field, j)
+				return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "ranges", j, "count"}, "want 1.. and address+count <= 65536")
 			}
 			dev.Ranges = append(dev.Ranges, Range{Table: t, Address: r.Address, Count: r.Count})
 		}

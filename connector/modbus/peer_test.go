@@ -41,7 +41,12 @@ func quietLogger() *slog.Logger { return conntest.QuietLogger() }
 func startPymodbus(t testing.TB) string { return startPymodbusSized(t, 300) }
 
 // startPymodbusSized serves an image of size addresses per table.
-func startPymodbusSized(t testing.TB, size int) string {
+func startPymodbusSized(t testing.TB, size int) string { return startPymodbusFlaky(t, size, 0) }
+
+// startPymodbusFlaky serves an image of size addresses per table and, with
+// closeEvery > 0, closes the connection instead of answering every
+// closeEvery-th request.
+func startPymodbusFlaky(t testing.TB, size, closeEvery int) string {
 	t.Helper()
 	py := testenv.RequireCommand(t, "python3")
 	if _, err := exec.LookPath("/usr/bin/python3"); err == nil {
@@ -51,7 +56,7 @@ func startPymodbusSized(t testing.TB, size int) string {
 		testenv.Skip(t, "needs python3-pymodbus (Debian python3-pymodbus, python3-serial-asyncio)")
 	}
 	port := testenv.FreePort(t)
-	cmd := exec.Command(py, "testdata/pymodbus_server.py", strconv.Itoa(port), strconv.Itoa(size))
+	cmd := exec.Command(py, "testdata/pymodbus_server.py", strconv.Itoa(port), strconv.Itoa(size), strconv.Itoa(closeEvery))
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start pymodbus: %v", err)
 	}

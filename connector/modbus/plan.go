@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	regmap "github.com/iotgw/gateway/codec/modbus"
 )
 
 // Table is one of the four Modbus data tables.
@@ -28,21 +30,26 @@ func (t Table) String() string {
 	return "table(" + strconv.Itoa(int(t)) + ")"
 }
 
-// ParseTable parses a table name as written in YAML: "hr", "ir", "coil" or
-// "di", or the aliases "co", "holding", "input", "coils", "discrete".
-// Topics take only the short names (see ParseTopic).
+// ParseTable parses a table name as written in YAML, with the names the
+// points of the register-map codec take (codec/modbus.ParseTableName, one
+// list for both): "hr", "ir", "coil" or "di", or the aliases "holding",
+// "holding_registers", "input", "input_registers", "co", "coils",
+// "discrete", "discrete_inputs", in any case. Topics take only the short
+// names (see ParseTopic).
 func ParseTable(s string) (Table, error) {
-	switch strings.ToLower(s) {
-	case "hr", "holding", "holding_registers":
-		return HoldingRegisters, nil
-	case "ir", "input", "input_registers":
-		return InputRegisters, nil
-	case "co", "coil", "coils":
-		return Coils, nil
-	case "di", "discrete", "discrete_inputs":
-		return DiscreteInputs, nil
+	t, err := regmap.ParseTableName(s)
+	if err != nil {
+		return 0, err
 	}
-	return 0, fmt.Errorf("unknown table %q (want hr, ir, coil or di)", s)
+	switch t {
+	case regmap.HoldingRegisters:
+		return HoldingRegisters, nil
+	case regmap.InputRegisters:
+		return InputRegisters, nil
+	case regmap.Coils:
+		return Coils, nil
+	}
+	return DiscreteInputs, nil
 }
 
 // isBits reports whether the table holds single bits.
