@@ -48,4 +48,10 @@
 //
 // Errors are *layout.FieldError values naming the point (or register) and
 // the byte offset in the payload.
+//
+// In configuration (Config, FromSection), a point's table takes the names
+// package connector/modbus takes in its ranges, from one list
+// (ParseTableName): hr, ir, coil, di, or holding, input, coils, discrete
+// and their long forms. A bad point is reported at its entry of points:
+// with its YAML path and position.
 package modbus

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/iotgw/gateway"
 )
@@ -94,5 +95,22 @@ func TestRangeTablesAndErrorPosition(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), `unknown Modbus table "coilz"`) {
 		t.Errorf("err = %v, want the unknown table named", err)
+	}
+}
+
+func TestWithBackoffReset(t *testing.T) {
+	dev := WithDevice(Device{Name: "a", Address: "127.0.0.1:502"})
+	c, err := New(dev)
+	if err != nil || c.s.resetAfter != 1 || c.s.stable != 10*time.Second {
+		t.Fatalf("defaults: reset after %d requests, stable %v, err %v; want 1, 10s", c.s.resetAfter, c.s.stable, err)
+	}
+	c, err = New(dev, WithBackoff(time.Millisecond, time.Second, time.Minute), WithBackoffReset(0, 5*time.Second))
+	if err != nil || c.s.resetAfter != 0 || c.s.stable != 5*time.Second {
+		t.Fatalf("WithBackoffReset(0, 5s): %d, %v, %v", c.s.resetAfter, c.s.stable, err)
+	}
+	for _, bad := range []Option{WithBackoffReset(-1, time.Second), WithBackoffReset(1, 0)} {
+		if _, err := New(dev, bad); err == nil {
+			t.Error("bad WithBackoffReset accepted")
+		}
 	}
 }

@@ -46,9 +46,27 @@
 // Every device has its own connection and goroutine. Exception responses
 // (errors.Is with ErrIllegalDataAddress and friends) are counted and logged
 // with the device name; the cycle goes on. A timed-out request is retried;
-// a request that still times out, or a malformed reply, closes the
-// connection, which is re-opened with exponential backoff and full jitter.
-// Each poll cycle runs under a context deadline.
+// a request that still times out, a malformed reply or a dropped
+// connection closes the connection, which is re-opened with exponential
+// backoff and full jitter. The request that failed is sent once more on
+// the new connection and the cycle goes on from there, so a device that
+// drops its connection now and then loses no poll. The delay starts again
+// from the minimum once a connection answered a request or stayed up for
+// 10 s (WithBackoffReset, reconnect: in YAML): a device that serves
+// requests between drops is reconnected quickly, one that never answers
+// is backed off from. Each poll cycle runs under a context deadline.
+//
+// Warnings that would repeat on every poll (an exception on a range, a
+// lost connection, a frame the pipeline refused) are written once per
+// cause (device, block and exception code; device and failure) per
+// minute; the next line of that cause carries suppressed=N, the repeats
+// in between. The counters of Connector.Stats count every one.
+//
+// Table names in YAML ranges are those of the register-map codec's points
+// (codec/modbus.ParseTableName): hr, ir, coil, di, or holding, input,
+// coils, discrete and their long forms. A configuration error names the
+// entry's YAML path and position, e.g.
+// "connectors[0].modbus.devices[0].ranges[2].table: ... (gw.yaml:14:22)".
 //
 // The TCP connection has keepalive probes after 30 s idle, 30 s apart. The
 // client library dials the socket itself with Go's default (15 s) and

@@ -351,13 +351,18 @@ func (d *deviceRun) pollLoop(ctx context.Context, client *mb.ModbusClient, up ga
 	// Closing the client unblocks a request in flight when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = client.Close() })
 	defer stop()
+	t := time.NewTicker(d.dev.Interval)
+	defer t.Stop()
 	if from >= 0 {
 		if _, err := d.cycle(ctx, client, up, from, true); err != nil {
 			return -1, err
 		}
+		select { // the next cycle keeps to the interval
+		case <-ctx.Done():
+			return -1, nil
+		case <-t.C:
+		}
 	}
-	t := time.NewTicker(d.dev.Interval)
-	defer t.Stop()
 	for {
 		d.polls.Add(1)
 		if resume, err := d.cycle(ctx, client, up, 0, false); err != nil {
