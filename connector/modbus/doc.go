@@ -56,11 +56,12 @@
 // requests between drops is reconnected quickly, one that never answers
 // is backed off from. Each poll cycle runs under a context deadline.
 //
-// Warnings that would repeat on every poll (an exception on a range, a
-// lost connection, a frame the pipeline refused) are written once per
-// cause (device, block and exception code; device and failure) per
-// minute; the next line of that cause carries suppressed=N, the repeats
-// in between. The counters of Connector.Stats count every one.
+// Warnings that would repeat on every poll or reconnect (an exception on
+// a range, a lost connection, a frame the pipeline refused, a keepalive
+// that could not be set) are written once per cause (device, block and
+// exception code; device and failure) per minute; the next line of that
+// cause carries suppressed=N, the repeats in between. The counters of
+// Connector.Stats count every one.
 //
 // Table names in YAML ranges are those of the register-map codec's points
 // (codec/modbus.ParseTableName): hr, ir, coil, di, or holding, input,

@@ -325,7 +325,8 @@ func (d *deviceRun) setKeepAlive() {
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
 	case err != nil || n == 0:
-		d.log().Warn("modbus: TCP keepalive not set; the connection keeps Go's default", "device", d.dev.Name,
+		d.c.lim.Log(context.Background(), d.log(), slog.LevelWarn, "keepalive:"+d.dev.Name,
+			"modbus: TCP keepalive not set; the connection keeps Go's default", "device", d.dev.Name,
 			"address", d.dev.Address, "sockets", n, "err", err)
 	}
 }
