@@ -145,7 +145,7 @@ func TestRegisterErrors(t *testing.T) {
 		{"codecs:\n  - name: a\n    layout: {fields: [{name: x, type: int7}]}\n", "codecs[0].layout.fields: fields[0]: unknown type \"int7\""},
 		{"codecs:\n  - name: a\n    layout: {feilds: []}\n", "codecs[0].layout.feilds: unknown key"},
 		{"codecs:\n  - name: a\n    modbus: {order: xyz, points: [{name: x}]}\n", "codecs[0].modbus.order"},
-		{"codecs:\n  - name: a\n    modbus: {points: [{name: x, table: zz}]}\n", "unknown Modbus table"},
+		{"codecs:\n  - name: a\n    modbus: {points: [{name: x, table: zz}]}\n", "codecs[0].modbus.points[0].table: unknown Modbus table \"zz\""},
 		{"codecs:\n  - name: a\n    json: {form: xml}\n", "codecs[0].json.form: want object or array"},
 		{"codecs:\n  - name: a\n    mapping: {source: \"t: hr[0] +\"}\n", "codecs[0].mapping.source: 1:11: want a number"},
 		{"codecs:\n  - name: a\n    raw: {x: 1}\n", "codecs[0].raw.x: unknown key"},
