@@ -50,7 +50,9 @@
 // connection closes the connection, which is re-opened with exponential
 // backoff and full jitter. The request that failed is sent once more on
 // the new connection and the cycle goes on from there, so a device that
-// drops its connection now and then loses no poll. The delay starts again
+// drops its connection now and then loses no poll; when the broken
+// connection had answered requests, that reconnect is immediate (once per
+// cycle, so never faster than the device answers). The delay starts again
 // from the minimum once a connection answered a request or stayed up for
 // 10 s (WithBackoffReset, reconnect: in YAML): a device that serves
 // requests between drops is reconnected quickly, one that never answers

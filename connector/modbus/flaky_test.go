@@ -11,10 +11,10 @@ import (
 
 // TestFlakyPeerKeepsPolling polls a pymodbus server that closes the
 // connection instead of answering every 10th request. Each connection
-// serves requests before it breaks, so the reconnect delay stays at its
+// answers requests before it breaks, so the reconnect delay stays at its
 // minimum (it does not grow towards the maximum because no connection
 // lives the stable period), and the request that hit the close is retried
-// on the next connection, so the cycle completes.
+// at once on the next connection, so the cycle completes on schedule.
 func TestFlakyPeerKeepsPolling(t *testing.T) {
 	addr := startPymodbusFlaky(t, 300, 10)
 	var logs logBuffer
@@ -27,6 +27,7 @@ func TestFlakyPeerKeepsPolling(t *testing.T) {
 	c.lim = lograte.New(time.Hour)
 	d := c.devices["plc"]
 	col := conntest.NewCollector()
+	start := time.Now()
 	connect(t, c, col)
 	const cycles = 60 // about 12 connection drops
 	// Before the fix the delay grows to tens of seconds, so wait for the
@@ -35,13 +36,19 @@ func TestFlakyPeerKeepsPolling(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	polls, done := d.polls.Load(), d.pollsDone.Load()
-	t.Logf("%d of %d cycles completed, %d reconnects, backoff attempt up to %d", done, polls,
+	t.Logf("%d of %d cycles completed in %v (%d intervals), %d reconnects, backoff attempt up to %d", done, polls,
+		time.Since(start).Round(time.Millisecond), time.Since(start)/(50*time.Millisecond),
 		c.Stats().Devices["plc"].Reconnects, d.maxAttempt.Load())
 	if polls < cycles {
 		t.Errorf("only %d poll cycles in 20s at a 50ms interval", polls)
 	}
 	if float64(done) < 0.9*float64(polls) {
 		t.Errorf("%d of %d poll cycles completed, want at least 90%%", done, polls)
+	}
+	// Reconnecting at once keeps the schedule: hardly an interval passes
+	// without a completed cycle.
+	if intervals := time.Since(start) / (50 * time.Millisecond); float64(done) < 0.8*float64(intervals) {
+		t.Errorf("%d cycles completed in %d poll intervals, want at least 80%%", done, intervals)
 	}
 	if st := c.Stats().Devices["plc"]; st.Reconnects < 3 {
 		t.Errorf("reconnects = %d: the peer did not drop connections as arranged", st.Reconnects)

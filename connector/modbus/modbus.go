@@ -150,8 +150,10 @@ type deviceRun struct {
 	mu     sync.Mutex
 	client *mb.ModbusClient // nil while disconnected
 
-	// Owned by the run goroutine.
-	bo backoff.Backoff
+	// Owned by the run goroutine: the reconnect backoff and the requests
+	// the current connection answered.
+	bo     backoff.Backoff
+	served int
 
 	// polls counts poll cycles started, pollsDone those in which every
 	// block got an answer (data or exception); maxAttempt is the largest
@@ -241,12 +243,15 @@ const logEvery = time.Minute
 // run keeps a connection to the device and polls it until ctx ends. When
 // the connection breaks in the middle of a poll cycle, the failed block is
 // read once more on the next connection before the cycle's remaining
-// blocks, so a device that drops a connection now and then loses no poll.
+// blocks, so a device that drops a connection now and then loses no poll;
+// if the broken connection had answered requests, without a delay.
 func (d *deviceRun) run(ctx context.Context, up gateway.Uplink) {
 	s := d.c.s
 	d.bo = backoff.Backoff{Min: s.backoffMin, Max: s.backoffMax, Stable: s.stable, ResetAfter: s.resetAfter}
 	connected := false
 	resume := -1 // block of an interrupted cycle to resume at
+	t := time.NewTicker(d.dev.Interval)
+	defer t.Stop()
 	for ctx.Err() == nil {
 		from := resume
 		resume = -1
@@ -259,8 +264,9 @@ func (d *deviceRun) run(ctx context.Context, up gateway.Uplink) {
 			}
 			connected = true
 			d.bo.Up()
+			d.served = 0
 			d.setClient(client)
-			resume, err = d.pollLoop(ctx, client, up, from)
+			resume, err = d.pollLoop(ctx, client, up, from, t)
 			d.setClient(nil)
 			_ = client.Close()
 			what, key = "modbus device connection lost; reconnecting", "lost:"+d.dev.Name
@@ -271,6 +277,13 @@ func (d *deviceRun) run(ctx context.Context, up gateway.Uplink) {
 		d.stats.Error()
 		d.c.stats.Total.Error()
 		wait := d.bo.Next()
+		if resume >= 0 && d.served > 0 && d.bo.Attempt() == 1 {
+			// A connection that answered requests broke in the middle of
+			// a cycle: reconnect at once to finish it. At most once per
+			// cycle, and only after answered requests, so this never
+			// reconnects faster than the device answers.
+			wait = 0
+		}
 		if a := int64(d.bo.Attempt()); a > d.maxAttempt.Load() {
 			d.maxAttempt.Store(a)
 		}
@@ -348,20 +361,27 @@ func (d *deviceRun) currentClient() *mb.ModbusClient {
 // block from, if from >= 0. When the connection breaks in a cycle it
 // started, it returns the block to resume at on the next connection;
 // otherwise -1, so a block is retried once.
-func (d *deviceRun) pollLoop(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink, from int) (int, error) {
+func (d *deviceRun) pollLoop(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink, from int, t *time.Ticker) (int, error) {
 	// Closing the client unblocks a request in flight when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = client.Close() })
 	defer stop()
-	t := time.NewTicker(d.dev.Interval)
-	defer t.Stop()
 	if from >= 0 {
+		// The ticker outlives connections, so the next cycle keeps to the
+		// schedule: it starts at once if a tick passed during the outage.
 		if _, err := d.cycle(ctx, client, up, from, true); err != nil {
 			return -1, err
 		}
-		select { // the next cycle keeps to the interval
+		select {
 		case <-ctx.Done():
 			return -1, nil
 		case <-t.C:
+		}
+	} else {
+		// A new connection polls at once; a tick that passed while
+		// connecting is not a second cycle.
+		select {
+		case <-t.C:
+		default:
 		}
 	}
 	for {
@@ -409,6 +429,7 @@ func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gatew
 			f.Payload, err = d.read(client, b, f.Payload[:0])
 			if err == nil || isException(err) {
 				d.bo.Success() // the connection served the request
+				d.served++
 			}
 			if err == nil || isException(err) || !errors.Is(err, ErrTimeout) {
 				break
