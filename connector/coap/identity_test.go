@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -240,6 +241,13 @@ func TestDTLSAnonymousPeer(t *testing.T) {
 func TestIdentityDevicesNeedDTLS(t *testing.T) {
 	if _, err := New(WithIdentityDevices("bridge-1", "meter-7")); err == nil || !strings.Contains(err.Error(), "need WithDTLS") {
 		t.Fatalf("err = %v", err)
+	}
+	ring, err := dtlsx.NewKeyRing(1, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(WithDTLSSessionStore(filepath.Join(t.TempDir(), "s.db"), ring)); err == nil || !strings.Contains(err.Error(), "needs WithDTLS") {
+		t.Fatalf("session store without DTLS: err = %v", err)
 	}
 	for _, o := range []Option{WithIdentityDevices("", "a"), WithIdentityDevices("a"), WithIdentityDevices("a", "b/c"), WithIdentityDevices("a", "x+")} {
 		if _, err := New(o, WithDTLS()); err == nil {
