@@ -1,6 +1,8 @@
 package coap
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,6 +93,20 @@ func TestRegisterDTLSYAML(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := filepath.Join(dir, "sessions.db")
+	ca := newTestCA(t)
+	caPEM, certPEM, keyPEM := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "gw.pem"), filepath.Join(dir, "gw.key")
+	srv := ca.issue(t, "gw.test")
+	kder, err := x509.MarshalPKCS8PrivateKey(srv.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, block := range map[string]*pem.Block{caPEM: {Type: "CERTIFICATE", Bytes: ca.cert.Raw},
+		certPEM: {Type: "CERTIFICATE", Bytes: srv.Certificate[0]}, keyPEM: {Type: "PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	certs := "cert_file: " + certPEM + ", key_file: " + keyPEM
 	withPSK := func(extra string) string {
 		return "connectors:\n  - name: c\n    coap: {address: '127.0.0.1:0', dtls: {psk_file: " + psk + ", " + extra + "}}\n"
 	}
@@ -105,6 +121,9 @@ func TestRegisterDTLSYAML(t *testing.T) {
 		{withPSK("identities: {bridge-1: meter-7}"), "connectors[0].coap.dtls.identities.bridge-1"},
 		{withPSK("anonymous: maybe"), "connectors[0].coap.dtls.anonymous"},
 		{withPSK("client_ca_file: " + psk), "connectors[0].coap.dtls: client_ca_file: needs cert_file"},
+		{withPSK(certs + ", client_ca_file: " + caPEM), ""},
+		{withPSK(certs + ", client_ca_file: " + psk), "connectors[0].coap.dtls: client_ca_file: " + psk + " has no PEM certificate"},
+		{withPSK(certs + ", client_ca_file: " + filepath.Join(dir, "missing.pem")), "connectors[0].coap.dtls: client_ca_file: open"},
 		{withPSK("session_store: " + store + ", session_keys: " + keys + ", session_ttl: 1h"), ""},
 		{withPSK("session_store: " + store), "connectors[0].coap.dtls: session_store and session_keys go together"},
 		{withPSK("session_keys: " + keys), "connectors[0].coap.dtls: session_store and session_keys go together"},
