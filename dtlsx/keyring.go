@@ -1,11 +1,17 @@
 package dtlsx
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
+	"os"
+	"strconv"
 	"sync"
 )
 
@@ -130,4 +136,79 @@ func (r *KeyRing) open(id uint32, sealed, aad []byte) ([]byte, error) {
 		return nil, fmt.Errorf("open with key %d: %w", id, ErrOpen)
 	}
 	return pt, nil
+}
+
+// LoadKeyRingFile reads a KeyRing from a text file: one "id hexkey" line
+// per key (id a decimal uint32, the key 16, 24 or 32 bytes in hex); blank
+// lines and lines starting with # are skipped. The key with the highest id
+// is active (seals new records); the others only open records sealed
+// before they were superseded. The file must not be readable by group or
+// others. Errors name the line, never a key.
+//
+// Rotation: append a line with a higher id and restart (or reload) every
+// gateway sharing the store; an instance that lacks a key treats records
+// sealed with it as cache misses (a full handshake, not a failure). Remove
+// the old line once the session TTL has passed since the rotation.
+func LoadKeyRingFile(path string) (*KeyRing, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("dtlsx: key ring file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("dtlsx: key ring file: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("dtlsx: key ring file %s: mode %04o lets group or others read it; chmod 600", path, perm)
+	}
+	r, err := parseKeyRing(bufio.NewScanner(f))
+	if err != nil {
+		return nil, fmt.Errorf("dtlsx: key ring file %s: %w", path, err)
+	}
+	return r, nil
+}
+
+func parseKeyRing(sc *bufio.Scanner) (*KeyRing, error) {
+	r := &KeyRing{aeads: make(map[uint32]cipher.AEAD)}
+	line, active, found := 0, uint32(0), false
+	for sc.Scan() {
+		line++
+		fields := bytes.Fields(sc.Bytes())
+		if len(fields) == 0 || fields[0][0] == '#' {
+			continue
+		}
+		if len(fields) != 2 {
+			return nil, fmt.Errorf("line %d: want \"id hexkey\", got %d fields", line, len(fields))
+		}
+		id, err := strconv.ParseUint(string(fields[0]), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: key id %q is not a number 0..%d", line, printable(fields[0]), uint32(math.MaxUint32))
+		}
+		key, err := hex.DecodeString(string(fields[1]))
+		if err != nil {
+			return nil, fmt.Errorf("line %d: key %d is not hex", line, id)
+		}
+		if n := len(key); n != 16 && n != 24 && n != 32 {
+			return nil, fmt.Errorf("line %d: key %d is %d bytes, want 16, 24 or 32", line, id, n)
+		}
+		if _, dup := r.aeads[uint32(id)]; dup {
+			return nil, fmt.Errorf("line %d: key id %d defined twice", line, id)
+		}
+		if err := r.Add(uint32(id), key); err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		clear(key)
+		if !found || uint32(id) > active {
+			active, found = uint32(id), true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, errors.New("no keys")
+	}
+	r.active = active
+	return r, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/limitread"
+	"github.com/iotgw/gateway/internal/lograte"
 	"github.com/iotgw/gateway/internal/waitctx"
 	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -49,8 +51,9 @@ type ConnListener interface {
 // Connector is the CoAP device connector: a server devices POST/PUT to,
 // observers of device resources, and downlink requests to devices.
 type Connector struct {
-	s     settings
-	stats connstats.Table
+	s       settings
+	stats   connstats.Table
+	denyLog *lograte.Limiter // refused identities, one line per identity and device a minute
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -59,6 +62,7 @@ type Connector struct {
 	udpConn *coapnet.UDPConn
 	pc      *net.UDPConn
 	dtlsLn  *dtlsx.Listener
+	session *sessionStore // WithDTLSSessionStore, while connected
 	front   *udpFront
 	addr    net.Addr
 	wg      sync.WaitGroup
@@ -81,7 +85,13 @@ func New(opts ...Option) (*Connector, error) {
 			return nil, fmt.Errorf("coap: %w", err)
 		}
 	}
-	return &Connector{s: s, peers: map[string]*udpclient.Conn{}}, nil
+	if len(s.identities) > 0 && !s.dtls && s.connListener == nil {
+		return nil, errors.New("coap: identity devices need WithDTLS or WithConnListener")
+	}
+	if s.sessionStore != "" && !s.dtls {
+		return nil, errors.New("coap: a DTLS session store needs WithDTLS")
+	}
+	return &Connector{s: s, peers: map[string]*udpclient.Conn{}, denyLog: lograte.New(time.Minute)}, nil
 }
 
 // Stats returns the connector's and each device's counters.
@@ -112,15 +122,27 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 	case c.s.connListener != nil:
 		c.connSrv = c.serveConns(runCtx, router, c.s.connListener)
 	case c.s.dtls:
+		dopts := c.s.dtlsOpts
+		if c.s.sessionStore != "" {
+			ss, err := openSessionStore(ctx, c.s.sessionStore, c.s.sessionRing, c.s.logger, c.s.sessionOpts)
+			if err != nil {
+				cancel()
+				return fmt.Errorf("coap: %w", err)
+			}
+			c.session = ss
+			dopts = append(slices.Clip(dopts), dtlsx.WithSessionCache(ss.cache))
+		}
 		var ln *dtlsx.Listener
 		var err error
 		if c.s.packetConn != nil {
-			ln, err = dtlsx.NewListener(c.s.packetConn, c.s.dtlsOpts...)
+			ln, err = dtlsx.NewListener(c.s.packetConn, dopts...)
 		} else {
-			ln, err = dtlsx.Listen("udp", c.s.addr, c.s.dtlsOpts...)
+			ln, err = dtlsx.Listen("udp", c.s.addr, dopts...)
 		}
 		if err != nil {
 			cancel()
+			c.session.close()
+			c.session = nil
 			return fmt.Errorf("coap: dtls listen %s: %w", c.s.addr, err)
 		}
 		c.dtlsLn, c.addr = ln, ln.Addr()
@@ -182,7 +204,8 @@ func (c *Connector) serveConns(runCtx context.Context, router *mux.Router, ln Co
 	srv := dtlsserver.New(options.WithMux(router), options.WithContext(runCtx),
 		options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise(),
 		options.WithTransmission(1, c.s.ackTimeout, 4),
-		options.WithInactivityMonitor(c.s.sessionIdle, func(cc *udpclient.Conn) { _ = cc.Close() }))
+		options.WithInactivityMonitor(c.s.sessionIdle, func(cc *udpclient.Conn) { _ = cc.Close() }),
+		options.WithOnNewConn(rememberAuth))
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -209,8 +232,8 @@ func (c *Connector) DTLSStats() (dtlsx.Stats, bool) {
 // and waits for them.
 func (c *Connector) Disconnect(ctx context.Context) error {
 	c.mu.Lock()
-	cancel, udpSrv, connSrv, udpConn, pc, dtlsLn := c.cancel, c.udpSrv, c.connSrv, c.udpConn, c.pc, c.dtlsLn
-	c.cancel, c.udpSrv, c.connSrv, c.udpConn, c.addr, c.pc, c.dtlsLn, c.front = nil, nil, nil, nil, nil, nil, nil, nil
+	cancel, udpSrv, connSrv, udpConn, pc, dtlsLn, session := c.cancel, c.udpSrv, c.connSrv, c.udpConn, c.pc, c.dtlsLn, c.session
+	c.cancel, c.udpSrv, c.connSrv, c.udpConn, c.addr, c.pc, c.dtlsLn, c.front, c.session = nil, nil, nil, nil, nil, nil, nil, nil, nil
 	peers := c.peers
 	c.peers = map[string]*udpclient.Conn{}
 	c.mu.Unlock()
@@ -228,6 +251,7 @@ func (c *Connector) Disconnect(ctx context.Context) error {
 	if dtlsLn != nil {
 		_ = dtlsLn.Close()
 	}
+	session.close()
 	if pc != nil && udpConn == nil {
 		_ = pc.Close()
 	}
@@ -325,7 +349,8 @@ func (h *ingest) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 	if b := r.Body(); b != nil {
 		body = b
 	}
-	o := c.ingest(h.ctx, h.up, path, nil, body)
+	auth, _ := w.Conn().Context().Value(authKey{}).(*peerAuth)
+	o := c.ingest(h.ctx, h.up, auth, path, nil, body)
 	if o.badPath != nil {
 		c.s.logger.Warn("coap: bad request path", "remote", w.Conn().RemoteAddr().String(), "err", o.badPath)
 	}
@@ -347,7 +372,7 @@ type outcome struct {
 // ingestBytes is ingest for the fast path: a single-datagram payload and
 // the deadline context of the reader.
 func (c *Connector) ingestBytes(ctx context.Context, up gateway.Uplink, path, payload []byte, from netip.AddrPort) outcome {
-	o := c.ingest(ctx, up, string(path), payload, nil)
+	o := c.ingest(ctx, up, nil, string(path), payload, nil)
 	if o.badPath != nil {
 		c.s.logger.Warn("coap: bad request path", "remote", from.String(), "err", o.badPath)
 	}
@@ -355,15 +380,20 @@ func (c *Connector) ingestBytes(ctx context.Context, up gateway.Uplink, path, pa
 }
 
 // ingest turns one POST/PUT into a frame, delivers it and says how to
-// answer: 2.04 only once the pipeline accepted the frame. The payload
+// answer: 2.04 only once the pipeline accepted the frame, 4.01/4.03 when
+// the DTLS identity auth may not send as the path's device (nil auth: an
+// unsecured transport, not checked). The payload
 // comes from payload or, when body is not nil, from body. ctx bounds the
 // delivery by WithTimeouts' deliver timeout unless it already has a
 // deadline. The caller logs a bad path with the peer's address.
-func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, path string, payload []byte, body io.Reader) outcome {
+func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, auth *peerAuth, path string, payload []byte, body io.Reader) outcome {
 	device, topic, err := ParsePath(c.s.prefix, path)
 	if err != nil {
 		c.stats.Total.Malformed()
 		return outcome{code: codeBadRequest, reason: err.Error(), badPath: err}
+	}
+	if o, ok := c.authorize(auth, device); !ok {
+		return o
 	}
 	ds := c.stats.Device(device)
 	fail := func(code uint8, reason string, malformed, maxAge bool) outcome {

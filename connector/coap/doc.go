@@ -33,6 +33,29 @@
 // and/or certificates; the YAML dtls: block); WithConnListener serves the
 // conns of any listener that yields one net.Conn per peer.
 //
+// # DTLS identities
+//
+// Over DTLS the identity the handshake authenticated (the PSK identity,
+// or the subject common name of a client certificate verified with
+// dtlsx.WithClientCAs) decides which device a request may send as: by
+// default the device of the same name, or the devices
+// WithIdentityDevices lists for it. Any other device gets 4.03
+// Forbidden; a peer without an identity (a certificate suite without a
+// client certificate) gets 4.01 Unauthorized unless WithAnonymousDTLS.
+// Refusals count in Stats().Total.Denied and Errors, deliver nothing, and
+// are logged once a minute per identity and device. The check runs once
+// per request after block-wise reassembly, on full and resumed sessions
+// alike. Plain UDP (and its fast path) authenticates nobody: there the
+// path alone names the device.
+//
+// # DTLS session persistence
+//
+// WithDTLSSessionStore (YAML session_store and session_keys) keeps
+// resumable sessions in a SQLite file, sealed under a key ring file, so
+// devices resume (an abbreviated handshake) after a gateway restart
+// instead of repeating the full one. The store opens at Connect and
+// closes, flushed, at Disconnect.
+//
 // # Plain-UDP fast path
 //
 // On plain UDP the connector reads the socket itself and answers the

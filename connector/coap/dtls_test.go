@@ -1,6 +1,8 @@
 package coap
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,11 +81,59 @@ func TestRegisterDTLSYAML(t *testing.T) {
 	if err := os.WriteFile(badPSK, []byte("thermo-1 nothex\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	keys := filepath.Join(dir, "session.keys")
+	if err := os.WriteFile(keys, []byte("1 "+strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	openKeys := filepath.Join(dir, "open.keys")
+	if err := os.WriteFile(openKeys, []byte("1 "+strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openKeys, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(dir, "sessions.db")
+	ca := newTestCA(t)
+	caPEM, certPEM, keyPEM := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "gw.pem"), filepath.Join(dir, "gw.key")
+	srv := ca.issue(t, "gw.test")
+	kder, err := x509.MarshalPKCS8PrivateKey(srv.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, block := range map[string]*pem.Block{caPEM: {Type: "CERTIFICATE", Bytes: ca.cert.Raw},
+		certPEM: {Type: "CERTIFICATE", Bytes: srv.Certificate[0]}, keyPEM: {Type: "PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	certs := "cert_file: " + certPEM + ", key_file: " + keyPEM
+	withPSK := func(extra string) string {
+		return "connectors:\n  - name: c\n    coap: {address: '127.0.0.1:0', dtls: {psk_file: " + psk + ", " + extra + "}}\n"
+	}
 	reg := gateway.NewRegistry()
 	if err := Register(reg); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct{ yaml, wantErr string }{
+		{withPSK("identities: {bridge-1: [meter-7, meter-8]}, anonymous: true"), ""},
+		{withPSK("identities: {bridge-1: []}"), "connectors[0].coap.dtls: identities: identity \"bridge-1\": no devices"},
+		{withPSK("identities: {bridge-1: [a/b]}"), "connectors[0].coap.dtls: identities: identity \"bridge-1\": invalid device \"a/b\""},
+		{withPSK("identities: {bridge-1: meter-7}"), "connectors[0].coap.dtls.identities.bridge-1"},
+		{withPSK("anonymous: maybe"), "connectors[0].coap.dtls.anonymous"},
+		{withPSK("client_ca_file: " + psk), "connectors[0].coap.dtls: client_ca_file: needs cert_file"},
+		{withPSK(certs + ", client_ca_file: " + caPEM), ""},
+		{withPSK(certs + ", client_ca_file: " + psk), "connectors[0].coap.dtls: client_ca_file: " + psk + " has no PEM certificate"},
+		{withPSK(certs + ", client_ca_file: " + filepath.Join(dir, "missing.pem")), "connectors[0].coap.dtls: client_ca_file: open"},
+		{withPSK("session_store: " + store + ", session_keys: " + keys + ", session_ttl: 1h"), ""},
+		{withPSK("session_store: " + store), "connectors[0].coap.dtls: session_store and session_keys go together"},
+		{withPSK("session_keys: " + keys), "connectors[0].coap.dtls: session_store and session_keys go together"},
+		{withPSK("session_store: " + store + ", session_keys: " + openKeys), "connectors[0].coap.dtls: session_keys: dtlsx: key ring file " + openKeys + ": mode 0644"},
+		{withPSK("session_store: " + store + ", session_keys: " + psk), "connectors[0].coap.dtls: session_keys: dtlsx: key ring file " + psk + ": line 2: key id"},
+		{withPSK("session_store: " + filepath.Join(dir, "no", "sessions.db") + ", session_keys: " + keys), "connectors[0].coap.dtls: session_store: directory of"},
+		{withPSK("session_ttl: 1h"), "connectors[0].coap.dtls: session_ttl: needs session_store"},
+		{withPSK("session_ttl: -1h"), "connectors[0].coap.dtls: session_ttl: must be positive"},
+		{withPSK("session_ttl: forever"), "connectors[0].coap.dtls.session_ttl"},
+		{withPSK("session_stor: x"), "connectors[0].coap.dtls.session_stor: unknown key"},
 		{"connectors:\n  - name: c\n    coap: {address: '127.0.0.1:0', dtls: {psk_file: " + psk + ", identity_hint: gw}}\n", ""},
 		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + badPSK + "}}\n", "connectors[0].coap.dtls: psk_file: dtlsx: psk file " + badPSK + ": line 1"},
 		{"connectors:\n  - name: c\n    coap: {dtls: {psk_file: " + filepath.Join(dir, "missing") + "}}\n", "connectors[0].coap.dtls: psk_file"},

@@ -2,10 +2,16 @@ package coap
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/iotgw/gateway"
@@ -55,6 +61,11 @@ type settings struct {
 	sessionIdle    time.Duration
 	dtls           bool
 	dtlsOpts       []dtlsx.Option
+	identities     map[string][]string // DTLS identity -> devices it may send as
+	anonymousDTLS  bool
+	sessionStore   string // SQLite file of sealed DTLS sessions; "" keeps them in memory
+	sessionRing    *dtlsx.KeyRing
+	sessionOpts    []dtlsx.CacheOption
 }
 
 func defaultSettings() settings {
@@ -191,6 +202,80 @@ func WithDTLS(opts ...dtlsx.Option) Option {
 	return func(s *settings) error {
 		s.dtls = true
 		s.dtlsOpts = append(s.dtlsOpts, opts...)
+		return nil
+	}
+}
+
+// WithDTLSSessionStore keeps resumable DTLS sessions in the SQLite file
+// at path (created if needed, shareable by gateways on one host), sealed
+// with AES-GCM under ring, so that devices resume their sessions (an
+// abbreviated handshake, no key exchange) after a gateway restart. The
+// connector opens the store at Connect, drops expired rows then, and
+// closes it at Disconnect after flushing queued writes; opts tune the
+// cache (dtlsx.WithTTL, default 24h; dtlsx.WithCapacity; dtlsx.WithSessionPSK
+// to drop sessions of a changed PSK). Default: the listener's memory-only
+// cache, which a restart empties, so every device makes a full handshake
+// again. Trade-off: a store load waits at most 200ms (dtlsx.WithStoreTimeout)
+// on a memory miss, and whoever holds the file and the ring's keys can
+// resume a device's session: protect the key file (dtlsx.LoadKeyRingFile).
+// Needs WithDTLS.
+func WithDTLSSessionStore(path string, ring *dtlsx.KeyRing, opts ...dtlsx.CacheOption) Option {
+	return func(s *settings) error {
+		if path == "" || ring == nil {
+			return fmt.Errorf("dtls session store: needs a path and a key ring")
+		}
+		s.sessionStore, s.sessionRing, s.sessionOpts = path, ring, opts
+		return nil
+	}
+}
+
+// WithIdentityDevices lets the DTLS identity (a PSK identity, or the
+// subject common name of a client certificate the listener verified with
+// dtlsx.WithClientCAs) send as the listed devices, and only those.
+//
+// Over DTLS the identity the handshake authenticated decides which device
+// a request may send as, as the MQTT listener's credentials and the HTTP
+// connector's tokens do. By default an identity is the device of the same
+// name: PSK identity "sensor-1" may POST or PUT to /devices/sensor-1/...
+// and gets 4.03 Forbidden for any other device. Give the identity of a
+// device that relays others (or whose name differs from its device id) its
+// devices here; list the identity itself too if it also sends as itself.
+// Refusals count in Stats().Total.Denied (and Errors) and are logged once
+// a minute per identity and device. PSK identities and certificate names
+// share one namespace. Block-wise transfers are checked once reassembled.
+// Plain UDP authenticates nobody, so it needs WithDTLS or WithConnListener
+// (whose conns are checked when they expose DTLS state, as *dtls.Conn
+// does).
+func WithIdentityDevices(identity string, devices ...string) Option {
+	return func(s *settings) error {
+		if identity == "" {
+			return fmt.Errorf("identity devices: empty identity")
+		}
+		if len(devices) == 0 {
+			return fmt.Errorf("identity %q: no devices", identity)
+		}
+		for _, d := range devices {
+			if _, _, err := ParsePath("", "/"+d+"/t"); err != nil || strings.Contains(d, "/") {
+				return fmt.Errorf("identity %q: invalid device %q", identity, d)
+			}
+		}
+		if s.identities == nil {
+			s.identities = map[string][]string{}
+		}
+		s.identities[identity] = append(s.identities[identity], devices...)
+		return nil
+	}
+}
+
+// WithAnonymousDTLS accepts requests from DTLS peers the handshake did not
+// identify (a certificate suite without a client certificate), for any
+// device. Default false: they get 4.01 Unauthorized, counted like a
+// refused identity, because otherwise a peer could skip the PSK (when the
+// listener also has a certificate) and send as any device. Turn it on only
+// where DTLS serves for encryption alone and the network is trusted.
+func WithAnonymousDTLS(on bool) Option {
+	return func(s *settings) error {
+		s.anonymousDTLS = on
 		return nil
 	}
 }
@@ -347,11 +432,41 @@ type Config struct {
 
 // DTLSConfig is the dtls: block: the credentials devices use for coaps.
 // At least a PSK file or a certificate and key is required.
+//
+//	dtls:
+//	  psk_file: /etc/gw/psk.txt                  # "identity hexkey" lines
+//	  cert_file: /etc/gw/server.pem              # optional, with key_file
+//	  key_file: /etc/gw/server.key
+//	  client_ca_file: /etc/gw/devices-ca.pem     # require device certificates
+//	  identities: {bridge-1: [meter-7, meter-8]} # else identity = device
+//	  session_store: /var/lib/gw/dtls-sessions.db
+//	  session_keys: /etc/gw/dtls-session.keys    # "id hexkey" lines, mode 0600
+//	  session_ttl: 24h
 type DTLSConfig struct {
-	PSKFile          string        `yaml:"psk_file"`
-	IdentityHint     string        `yaml:"identity_hint"`
-	CertFile         string        `yaml:"cert_file"`
-	KeyFile          string        `yaml:"key_file"`
+	PSKFile      string `yaml:"psk_file"`
+	IdentityHint string `yaml:"identity_hint"`
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	// ClientCAFile (PEM) makes the listener require a device certificate
+	// chained to these CAs (dtlsx.WithClientCAs); its subject common name
+	// is the device's identity. Default: no client certificates.
+	ClientCAFile string `yaml:"client_ca_file"`
+	// Identities lists the devices an identity (PSK identity or
+	// certificate common name) may send as (WithIdentityDevices). An
+	// identity not listed is the device of the same name.
+	Identities map[string][]string `yaml:"identities"`
+	// Anonymous accepts peers without an identity for any device
+	// (WithAnonymousDTLS). Default false: 4.01.
+	Anonymous bool `yaml:"anonymous"`
+	// SessionStore is the SQLite file that keeps sealed sessions across
+	// restarts (WithDTLSSessionStore); SessionKeys the key ring file that
+	// seals them (dtlsx.LoadKeyRingFile), both or neither. Default: a
+	// memory cache a restart empties.
+	SessionStore string `yaml:"session_store"`
+	SessionKeys  string `yaml:"session_keys"`
+	// SessionTTL is how long a session stays resumable (dtlsx.WithTTL;
+	// default 24h).
+	SessionTTL       time.Duration `yaml:"session_ttl"`
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// FastResumption false sends resumed handshakes through pion's
 	// handshake instead of the listener's own (dtlsx.WithFastResumption;
@@ -373,10 +488,13 @@ type DTLSConfig struct {
 	HandshakeWorkers int `yaml:"handshake_workers"`
 }
 
-// options turns the block into dtlsx options, reading the files now so a
-// bad file is a config error, not a failure at Connect.
-func (d *DTLSConfig) options() ([]dtlsx.Option, error) {
+// options turns the block into connector options, reading the files now
+// so a bad file is a config error, not a failure at Connect. Errors start
+// with the key they are about.
+func (d *DTLSConfig) options() ([]Option, error) {
 	var opts []dtlsx.Option
+	var copts []Option
+	var cacheOpts []dtlsx.CacheOption
 	if d.PSKFile == "" && d.CertFile == "" {
 		return nil, fmt.Errorf("want psk_file, or cert_file and key_file")
 	}
@@ -386,6 +504,7 @@ func (d *DTLSConfig) options() ([]dtlsx.Option, error) {
 			return nil, fmt.Errorf("psk_file: %w", err)
 		}
 		opts = append(opts, dtlsx.WithPSK(tbl))
+		cacheOpts = append(cacheOpts, dtlsx.WithSessionPSK(tbl))
 	}
 	if d.IdentityHint != "" {
 		if d.PSKFile == "" {
@@ -402,6 +521,52 @@ func (d *DTLSConfig) options() ([]dtlsx.Option, error) {
 			return nil, fmt.Errorf("cert_file/key_file: %w", err)
 		}
 		opts = append(opts, dtlsx.WithCertificate(cert))
+	}
+	if d.ClientCAFile != "" {
+		if d.CertFile == "" {
+			return nil, fmt.Errorf("client_ca_file: needs cert_file and key_file")
+		}
+		pem, err := os.ReadFile(d.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client_ca_file: %s has no PEM certificate", d.ClientCAFile)
+		}
+		opts = append(opts, dtlsx.WithClientCAs(pool))
+	}
+	for _, id := range slices.Sorted(maps.Keys(d.Identities)) {
+		o := WithIdentityDevices(id, d.Identities[id]...)
+		if err := o(&settings{}); err != nil {
+			return nil, fmt.Errorf("identities: %v", err)
+		}
+		copts = append(copts, o)
+	}
+	if d.Anonymous {
+		copts = append(copts, WithAnonymousDTLS(true))
+	}
+	if (d.SessionStore == "") != (d.SessionKeys == "") {
+		return nil, fmt.Errorf("session_store and session_keys go together")
+	}
+	if d.SessionTTL < 0 {
+		return nil, fmt.Errorf("session_ttl: must be positive")
+	}
+	if d.SessionTTL > 0 {
+		if d.SessionStore == "" {
+			return nil, fmt.Errorf("session_ttl: needs session_store")
+		}
+		cacheOpts = append(cacheOpts, dtlsx.WithTTL(d.SessionTTL))
+	}
+	if d.SessionStore != "" {
+		if fi, err := os.Stat(filepath.Dir(d.SessionStore)); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("session_store: directory of %s does not exist", d.SessionStore)
+		}
+		ring, err := dtlsx.LoadKeyRingFile(d.SessionKeys)
+		if err != nil {
+			return nil, fmt.Errorf("session_keys: %w", err)
+		}
+		copts = append(copts, WithDTLSSessionStore(d.SessionStore, ring, cacheOpts...))
 	}
 	if d.HandshakeTimeout < 0 {
 		return nil, fmt.Errorf("handshake_timeout: must be positive")
@@ -427,7 +592,7 @@ func (d *DTLSConfig) options() ([]dtlsx.Option, error) {
 			opts = append(opts, n.opt(n.v))
 		}
 	}
-	return opts, nil
+	return append(copts, WithDTLS(opts...)), nil
 }
 
 // ObserveConfig is one entry of observe:.
@@ -497,7 +662,7 @@ func Register(reg *gateway.Registry) error {
 			if err != nil {
 				errs = append(errs, spec.Errorf("dtls", "%v", err))
 			} else {
-				opts = append(opts, WithDTLS(dopts...))
+				opts = append(opts, dopts...)
 			}
 		}
 		for _, err := range errs {
