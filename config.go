@@ -26,6 +26,7 @@ import (
 //	  batch_size: 64
 //	  overflow: block       # block | drop-newest | drop-oldest
 //	  shutdown_timeout: 3s
+//	  allow_empty_reload: false # true lets a reload remove every connector or every sink
 //	mqtt:
 //	  qos: 1                # upstream QoS for every message
 //	rules:
@@ -65,7 +66,8 @@ type Config struct {
 	Routes     []RouteConfig     `yaml:"routes"`
 	Store      *ComponentConfig  `yaml:"store"`
 
-	file string
+	file  string
+	empty bool // the document was empty (no YAML at all)
 }
 
 // GatewayConfig is the gateway: section. Zero values keep the defaults.
@@ -78,6 +80,11 @@ type GatewayConfig struct {
 	BatchSize       int           `yaml:"batch_size"`
 	Overflow        string        `yaml:"overflow"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// AllowEmptyReload lets a reload apply a configuration without any
+	// connector or without any sink (an empty file, for one) while the
+	// gateway runs some; see WithAllowEmptyReload. It takes effect at once,
+	// from the running or the new configuration. Default false.
+	AllowEmptyReload bool `yaml:"allow_empty_reload"`
 }
 
 // MQTTConfig is the mqtt: section.
@@ -133,7 +140,7 @@ func ParseConfig(data []byte, file string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, errEOF) {
-			return &Config{file: file}, nil
+			return &Config{file: file, empty: true}, nil
 		}
 		return nil, fmt.Errorf("config %s: %w", file, err)
 	}
@@ -421,7 +428,9 @@ func (c *Config) applyStatic(s *settings) error {
 // staticDiff names the sections whose change needs a restart.
 func (c *Config) staticDiff(o *Config) []string {
 	var out []string
-	if c.Gateway != o.Gateway {
+	cg, og := c.Gateway, o.Gateway
+	cg.AllowEmptyReload, og.AllowEmptyReload = false, false // applies at once
+	if cg != og {
 		out = append(out, "gateway")
 	}
 	if c.Health != o.Health {
