@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -411,11 +412,13 @@ func (c *Config) applyStatic(s *settings) error {
 		if s.registry == nil {
 			return errors.New("config: store: no registry given (WithRegistry) to build it")
 		}
+		spec := c.Store.Spec
+		spec.logger = s.logger.With("store", c.Store.Kind)
 		f := s.registry.stores[c.Store.Kind]
 		if f == nil {
 			return c.Store.Spec.Errorf("", "unknown store kind %q (this build knows: %s)", c.Store.Kind, strings.Join(sortedKeys(s.registry.stores), ", "))
 		}
-		st, err := f(c.Store.Spec)
+		st, err := f(spec)
 		if err != nil {
 			return err
 		}
@@ -457,7 +460,9 @@ type Registry struct {
 // Factories build a component from its kind block. They must not start
 // anything (no sockets, no goroutines): the gateway calls Connect when it
 // is time, and builds a replacement during reload before deciding to use
-// it. Report configuration problems with spec.Errorf.
+// it. Report configuration problems with spec.Errorf, and hand
+// spec.Logger() to the component's logger option so it logs through the
+// gateway's logger (never set or rely on a global one).
 type (
 	ConnectorFactory func(name string, spec Section) (DeviceConnector, error)
 	CodecFactory     func(name string, spec Section) (Codec, error)
@@ -553,7 +558,7 @@ type keeper func(kind, name, hash string) bool
 // components builds the configured parts. Parts that keep reports as
 // unchanged are not rebuilt: they come back with a nil implementation and
 // their fingerprint, meaning "keep the running one".
-func (c *Config) components(reg *Registry, keep keeper) (components, error) {
+func (c *Config) components(reg *Registry, keep keeper, log *slog.Logger) (components, error) {
 	var out components
 	out.codecFor = map[string]string{}
 	needReg := len(c.Connectors)+len(c.Codecs)+len(c.Sinks) > 0 || c.Rules.Enabled
@@ -561,9 +566,9 @@ func (c *Config) components(reg *Registry, keep keeper) (components, error) {
 		return out, errors.New("config: components need a registry (WithRegistry)")
 	}
 	var errs []error
-	codecs := buildParts("codec", c.Codecs, reg.codecs, keep, &errs)
-	sinks := buildParts("sink", c.Sinks, reg.sinks, keep, &errs)
-	conns := buildParts("connector", c.Connectors, reg.connectors, keep, &errs)
+	codecs := buildParts("codec", c.Codecs, reg.codecs, keep, log, &errs)
+	sinks := buildParts("sink", c.Sinks, reg.sinks, keep, log, &errs)
+	conns := buildParts("connector", c.Connectors, reg.connectors, keep, log, &errs)
 	for _, p := range codecs {
 		out.codecs = append(out.codecs, namedCodec{name: p.name, codec: p.v, hash: p.hash})
 	}
@@ -618,8 +623,9 @@ type part[T any] struct {
 
 // buildParts builds the entries of one component list with their kind's
 // factory, skipping those keep reports unchanged. An entry that fails adds
-// its error and is left out.
-func buildParts[T any, F ~func(string, Section) (T, error)](what string, entries []ComponentConfig, factories map[string]F, keep keeper, errs *[]error) []part[T] {
+// its error and is left out. Each factory gets log with the entry's kind
+// and name attached (Section.Logger).
+func buildParts[T any, F ~func(string, Section) (T, error)](what string, entries []ComponentConfig, factories map[string]F, keep keeper, log *slog.Logger, errs *[]error) []part[T] {
 	out := make([]part[T], 0, len(entries))
 	for _, cc := range entries {
 		h := what + "/" + cc.Kind + "/" + cc.Spec.fingerprint()
@@ -632,7 +638,9 @@ func buildParts[T any, F ~func(string, Section) (T, error)](what string, entries
 			*errs = append(*errs, cc.Spec.Errorf("", "unknown %s kind %q (this build knows: %s)", what, cc.Kind, strings.Join(sortedKeys(factories), ", ")))
 			continue
 		}
-		v, err := f(cc.Name, cc.Spec)
+		spec := cc.Spec
+		spec.logger = log.With(what, cc.Name)
+		v, err := f(cc.Name, spec)
 		if err != nil {
 			*errs = append(*errs, err)
 			continue

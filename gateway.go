@@ -172,7 +172,7 @@ func New(opts ...Option) (*Gateway, error) {
 		routes: s.routes, codecFor: s.connectorCodecs, defaultCodec: s.defaultCodec,
 	}
 	if s.config != nil {
-		cc, err := s.config.components(s.registry, func(string, string, string) bool { return false })
+		cc, err := s.config.components(s.registry, func(string, string, string) bool { return false }, s.logger)
 		if err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}

@@ -247,7 +247,7 @@ func (g *Gateway) ApplyConfig(ctx context.Context, c *Config) error {
 		g.reloadFailedLocked(err)
 		return fmt.Errorf("gateway: reload rejected, keeping last good config: %w", err)
 	}
-	cc, err := c.components(g.s.registry, g.keepRunning)
+	cc, err := c.components(g.s.registry, g.keepRunning, g.log)
 	if err == nil {
 		err = g.apply(g.optionComponents().merge(cc), g.running)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/limitread"
+	"github.com/iotgw/gateway/internal/lograte"
 	"github.com/iotgw/gateway/internal/waitctx"
 	dtlsserver "github.com/plgd-dev/go-coap/v3/dtls/server"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -63,6 +65,7 @@ type Connector struct {
 	addr    net.Addr
 	wg      sync.WaitGroup
 	peers   map[string]*udpclient.Conn // downlink connections by device
+	libLog  *lograte.Limiter           // go-coap's own errors
 }
 
 var (
@@ -81,7 +84,18 @@ func New(opts ...Option) (*Connector, error) {
 			return nil, fmt.Errorf("coap: %w", err)
 		}
 	}
-	return &Connector{s: s, peers: map[string]*udpclient.Conn{}}, nil
+	return &Connector{s: s, peers: map[string]*udpclient.Conn{}, libLog: lograte.New(time.Minute)}, nil
+}
+
+// libErrors routes go-coap's own error reports (it prints them to stdout
+// by default) to the connector's logger, at most one line a minute with
+// a count of those suppressed.
+func (c *Connector) libErrors() options.ErrorsOpt {
+	return options.WithErrors(c.libError)
+}
+
+func (c *Connector) libError(err error) {
+	c.libLog.Log(context.Background(), c.s.logger, slog.LevelWarn, "go-coap", "coap: go-coap", "err", err)
 }
 
 // Stats returns the connector's and each device's counters.
@@ -107,6 +121,7 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	router := mux.NewRouter()
+	router.SetErrorHandler(c.libError)
 	router.DefaultHandle(&ingest{c: c, up: up, ctx: runCtx})
 	switch {
 	case c.s.connListener != nil:
@@ -152,7 +167,7 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 			break
 		}
 		l := coapnet.NewUDPConn("udp", pc)
-		srv := udp.NewServer(options.WithMux(router), options.WithContext(runCtx),
+		srv := udp.NewServer(options.WithMux(router), options.WithContext(runCtx), c.libErrors(),
 			options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise(),
 			options.WithTransmission(1, c.s.ackTimeout, 4))
 		c.udpSrv, c.udpConn = srv, l
@@ -179,7 +194,7 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 // session per conn: the DTLS transport, an injected ConnListener, and the
 // datagrams the plain-UDP fast path passes on.
 func (c *Connector) serveConns(runCtx context.Context, router *mux.Router, ln ConnListener) *dtlsserver.Server {
-	srv := dtlsserver.New(options.WithMux(router), options.WithContext(runCtx),
+	srv := dtlsserver.New(options.WithMux(router), options.WithContext(runCtx), c.libErrors(),
 		options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise(),
 		options.WithTransmission(1, c.s.ackTimeout, 4),
 		options.WithInactivityMonitor(c.s.sessionIdle, func(cc *udpclient.Conn) { _ = cc.Close() }))
@@ -443,7 +458,7 @@ func (c *Connector) observe(ctx context.Context, o Observe, up gateway.Uplink) {
 }
 
 func (c *Connector) observeOnce(ctx context.Context, o Observe, up gateway.Uplink, ds *connstats.Counters, again bool, registered func()) error {
-	conn, err := udp.Dial(o.Address, options.WithContext(ctx), c.blockwise(),
+	conn, err := udp.Dial(o.Address, options.WithContext(ctx), c.blockwise(), c.libErrors(),
 		options.WithKeepAlive(3, c.s.keepAlive, func(cc *udpclient.Conn) { _ = cc.Close() }),
 		options.WithMaxMessageSize(uint32(c.s.maxBody)+1024))
 	if err != nil {
@@ -577,7 +592,7 @@ func (c *Connector) peer(ctx context.Context, device, addr string) (*udpclient.C
 			return p, nil
 		}
 	}
-	p, err := udp.Dial(addr, c.blockwise(), options.WithMaxMessageSize(uint32(c.s.maxBody)+1024),
+	p, err := udp.Dial(addr, c.blockwise(), c.libErrors(), options.WithMaxMessageSize(uint32(c.s.maxBody)+1024),
 		options.WithKeepAlive(3, c.s.keepAlive, func(cc *udpclient.Conn) { _ = cc.Close() }))
 	if err != nil {
 		return nil, fmt.Errorf("coap %s: dial %s: %w", device, addr, err)

@@ -49,6 +49,12 @@
 // session's queue was full count as errors. WithFastPath(false) hands
 // everything to go-coap's UDP server.
 //
+// # Logging
+//
+// The connector logs through WithLogger. go-coap's own error reports
+// (which it would print to stdout) go there too, as "coap: go-coap"
+// warnings, at most one a minute with a count of those suppressed.
+//
 // # Trade-offs
 //
 // go-coap keeps, per peer, every response for the RFC exchange lifetime

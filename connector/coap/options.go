@@ -446,7 +446,7 @@ func Register(reg *gateway.Registry) error {
 		if err := spec.Decode(&cfg); err != nil {
 			return nil, err
 		}
-		var opts []Option
+		opts := []Option{WithLogger(spec.Logger())}
 		add := func(field string, o Option) error {
 			s := defaultSettings()
 			if err := o(&s); err != nil {

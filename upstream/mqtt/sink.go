@@ -290,7 +290,7 @@ func Register(reg *gateway.Registry, w CommandWriter, opts ...Option) error {
 		if err := spec.Decode(&c); err != nil {
 			return nil, err
 		}
-		o := append([]Option(nil), opts...)
+		o := append([]Option{WithLogger(spec.Logger())}, opts...) // the host's options win
 		if w != nil {
 			o = append(o, WithCommands(w))
 		}
