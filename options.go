@@ -128,6 +128,7 @@ type settings struct {
 	watch           bool
 	debounce        time.Duration
 	allowEmpty      bool
+	statsDevices    int
 	connectorCodecs map[string]string
 }
 
@@ -142,6 +143,7 @@ func defaultSettings() *settings {
 		batchSize:       64,
 		shutdownTimeout: 3 * time.Second,
 		debounce:        300 * time.Millisecond,
+		statsDevices:    20,
 		connectorCodecs: map[string]string{},
 	}
 }
@@ -435,6 +437,22 @@ func WithConfigDebounce(d time.Duration) Option {
 func WithAllowEmptyReload(allow bool) Option {
 	return func(s *settings) error {
 		s.allowEmpty = allow
+		return nil
+	}
+}
+
+// WithStatsDevices bounds the per-device entries each connector's or
+// sink's counters carry in Stats and /statz (see StatsReporter): those
+// with the most errors, malformed input, denials and reconnects first,
+// then the busiest; the report counts the devices left out. 0 keeps the
+// totals only. A larger bound costs a larger /statz answer for a large
+// fleet. Default: 20.
+func WithStatsDevices(n int) Option {
+	return func(s *settings) error {
+		if n < 0 || n > 100000 {
+			return fmt.Errorf("stats devices %d out of range 0..100000", n)
+		}
+		s.statsDevices = n
 		return nil
 	}
 }

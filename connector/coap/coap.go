@@ -101,6 +101,12 @@ func (c *Connector) libError(err error) {
 // Stats returns the connector's and each device's counters.
 func (c *Connector) Stats() Stats { return c.stats.Stats() }
 
+// StatsReport implements gateway.StatsReporter: the totals and at most
+// maxDevices devices (see connstats.Report).
+func (c *Connector) StatsReport(maxDevices int) any { return c.stats.Report(maxDevices) }
+
+var _ gateway.StatsReporter = (*Connector)(nil)
+
 // Addr returns the local address of the server once connected, or nil.
 func (c *Connector) Addr() net.Addr {
 	c.mu.Lock()

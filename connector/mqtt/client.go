@@ -69,6 +69,12 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 // topics without a device id.
 func (c *Client) Stats() Stats { return c.stats.Stats() }
 
+// StatsReport implements gateway.StatsReporter: the totals and at most
+// maxDevices devices (see connstats.Report).
+func (c *Client) StatsReport(maxDevices int) any { return c.stats.Report(maxDevices) }
+
+var _ gateway.StatsReporter = (*Client)(nil)
+
 // Check implements gateway.Checker: nil while connected to the broker.
 func (c *Client) Check(context.Context) error {
 	c.mu.Lock()

@@ -556,6 +556,18 @@ func (s *Sink) Stats() Stats {
 	return st
 }
 
+// StatsReport implements gateway.StatsReporter: the sink's counters by
+// name. It has no per-device entries.
+func (s *Sink) StatsReport(int) any {
+	st := s.Stats()
+	return map[string]uint64{
+		"published": st.Published, "failed": st.Failed, "reconnects": st.Reconnects,
+		"reconnect_attempts": st.ReconnectAttempts, "commands_ok": st.CommandsOK, "commands_failed": st.CommandsFailed,
+	}
+}
+
+var _ gateway.StatsReporter = (*Sink)(nil)
+
 // Close stops reconnecting and the command worker and disconnects.
 func (s *Sink) Close() error {
 	s.mu.Lock()
