@@ -226,10 +226,10 @@ func (c *Client) handle(ctx context.Context, up gateway.Uplink, m paho.Message, 
 	c.mu.Unlock()
 	defer c.handlers.Done()
 	topic := m.Topic()
-	dev := ""
+	dev, devTopic := "", topic
 	for _, p := range c.s.patterns {
 		if d, ok := p.Device(topic); ok {
-			dev = d
+			dev, devTopic = d, p.FrameTopic(topic)
 			break
 		}
 	}
@@ -241,7 +241,7 @@ func (c *Client) handle(ctx context.Context, up gateway.Uplink, m paho.Message, 
 	}
 	ds := c.stats.Device(dev)
 	f := gateway.AcquireFrame()
-	f.Device, f.Topic = dev, topic
+	f.Device, f.Topic = dev, devTopic
 	f.Payload = append(f.Payload[:0], m.Payload()...)
 	n := len(f.Payload)
 	dctx, cancel := context.WithTimeout(ctx, c.s.deliverTimeout)

@@ -320,7 +320,7 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 		return pk, packets.ErrRejectPacket
 	}
 	f := gateway.AcquireFrame()
-	f.Device, f.Topic = ss.device, pk.TopicName
+	f.Device, f.Topic = ss.device, listenerFrameTopic(pk.TopicName, ss.device)
 	f.Payload = append(f.Payload[:0], pk.Payload...)
 	n := len(f.Payload)
 	ctx, cancel := context.WithTimeout(h.ctx, h.l.s.deliverTimeout)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/testenv"
+	"github.com/iotgw/gateway/upstream/localbroker"
 	"github.com/iotgw/gateway/upstream/mqtt"
 )
 
@@ -51,18 +52,19 @@ func getStatz(t *testing.T, addr string) statz {
 	return st
 }
 
-// runGateway runs the daemon's registry on y with a quiet logger and
-// returns the health address; the gateway stops when the test ends.
-func runGateway(t *testing.T, y string, opts ...gateway.Option) *gateway.Gateway {
+// runGateway runs the daemon's registry on y with a quiet logger; the
+// gateway stops when the test ends. brokers reports the embedded brokers
+// built from y.
+func runGateway(t *testing.T, y string, opts ...gateway.Option) (g *gateway.Gateway, brokers func() []*localbroker.Broker) {
 	t.Helper()
 	var dl mqtt.Downlink
 	log := slog.New(slog.DiscardHandler)
-	reg, _ := registry(&dl, log)
+	reg, brokers := registry(&dl, log)
 	cfg, err := gateway.ParseConfig([]byte(y), "gw.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(append([]gateway.Option{gateway.WithLogger(log), gateway.WithRegistry(reg), gateway.WithConfig(cfg)}, opts...)...)
+	g, err = gateway.New(append([]gateway.Option{gateway.WithLogger(log), gateway.WithRegistry(reg), gateway.WithConfig(cfg)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +81,7 @@ func runGateway(t *testing.T, y string, opts ...gateway.Option) *gateway.Gateway
 			}
 		})
 	})
-	return g
+	return g, brokers
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool, detail ...any) {
@@ -102,7 +104,7 @@ func waitUntil(t *testing.T, what string, cond func() bool, detail ...any) {
 func TestStatzShowsConnectorCounters(t *testing.T) {
 	pub := testenv.RequireCommand(t, "mosquitto_pub")
 	mqttPort, coapPort := testenv.FreePort(t), testenv.FreeUDPPort(t)
-	g := runGateway(t, fmt.Sprintf(`
+	g, _ := runGateway(t, fmt.Sprintf(`
 health: {address: "127.0.0.1:0"}
 codecs:
   - name: json
