@@ -28,6 +28,7 @@ import (
 //	  overflow: block       # block | drop-newest | drop-oldest
 //	  shutdown_timeout: 3s
 //	  allow_empty_reload: false # true lets a reload remove every connector or every sink
+//	  reload_debounce: 300ms    # the watched file must be still this long before it is read
 //	mqtt:
 //	  qos: 1                # upstream QoS for every message
 //	rules:
@@ -35,6 +36,7 @@ import (
 //	  dir: rules
 //	health:
 //	  address: 127.0.0.1:8080
+//	  stats_devices: 20     # per-device entries per component in /statz
 //	codecs:
 //	  - name: env
 //	    sim: {}             # exactly one key naming the codec kind
@@ -86,6 +88,9 @@ type GatewayConfig struct {
 	// gateway runs some; see WithAllowEmptyReload. It takes effect at once,
 	// from the running or the new configuration. Default false.
 	AllowEmptyReload bool `yaml:"allow_empty_reload"`
+	// ReloadDebounce is how long the watched file must stay unchanged
+	// before it is read; see WithConfigDebounce. Zero keeps the default.
+	ReloadDebounce time.Duration `yaml:"reload_debounce"`
 }
 
 // MQTTConfig is the mqtt: section.
@@ -103,6 +108,9 @@ type RulesConfig struct {
 // HealthConfig is the health: section.
 type HealthConfig struct {
 	Address string `yaml:"address"`
+	// StatsDevices bounds the per-device entries of each component's
+	// counters in /statz; see WithStatsDevices. Absent keeps the default.
+	StatsDevices *int `yaml:"stats_devices"`
 }
 
 // RouteConfig is one entry of routes: (see Route).
@@ -291,6 +299,12 @@ func (c *Config) validate(d *yamlDecoder, top *yaml.Node) {
 	if g.ShutdownTimeout < 0 {
 		d.fail(at("gateway.shutdown_timeout"), "gateway.shutdown_timeout", "must not be negative")
 	}
+	if g.ReloadDebounce < 0 || g.ReloadDebounce > time.Minute {
+		d.fail(at("gateway.reload_debounce"), "gateway.reload_debounce", "want 0 (the default) up to 1m, got %v", g.ReloadDebounce)
+	}
+	if n := c.Health.StatsDevices; n != nil && (*n < 0 || *n > 100000) {
+		d.fail(at("health.stats_devices"), "health.stats_devices", "want 0..100000, got %d", *n)
+	}
 	if g.Mode == "edge" && c.Store == nil {
 		d.fail(at("gateway.mode"), "gateway.mode", "edge needs a store: section")
 	}
@@ -333,6 +347,10 @@ func (c *Config) validate(d *yamlDecoder, top *yaml.Node) {
 			}
 		}
 	}
+}
+
+func equalPtr[T comparable](a, b *T) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -408,6 +426,12 @@ func (c *Config) applyStatic(s *settings) error {
 	if c.Health.Address != "" {
 		s.healthAddr = c.Health.Address
 	}
+	if n := c.Health.StatsDevices; n != nil {
+		s.statsDevices = *n
+	}
+	if g.ReloadDebounce > 0 {
+		s.debounce = g.ReloadDebounce
+	}
 	if c.Store != nil && s.store == nil {
 		if s.registry == nil {
 			return errors.New("config: store: no registry given (WithRegistry) to build it")
@@ -436,7 +460,7 @@ func (c *Config) staticDiff(o *Config) []string {
 	if cg != og {
 		out = append(out, "gateway")
 	}
-	if c.Health != o.Health {
+	if c.Health.Address != o.Health.Address || !equalPtr(c.Health.StatsDevices, o.Health.StatsDevices) {
 		out = append(out, "health")
 	}
 	if (c.Store == nil) != (o.Store == nil) || c.Store != nil && (c.Store.Kind != o.Store.Kind || c.Store.Spec.fingerprint() != o.Store.Spec.fingerprint()) {
@@ -564,6 +588,9 @@ func (c *Config) components(reg *Registry, keep keeper, log *slog.Logger) (compo
 	needReg := len(c.Connectors)+len(c.Codecs)+len(c.Sinks) > 0 || c.Rules.Enabled
 	if needReg && reg == nil {
 		return out, errors.New("config: components need a registry (WithRegistry)")
+	}
+	if reg == nil {
+		reg = NewRegistry() // nothing to build: a config of static sections only
 	}
 	var errs []error
 	codecs := buildParts("codec", c.Codecs, reg.codecs, keep, log, &errs)

@@ -415,7 +415,7 @@ func WithConfigFile(path string, watch bool) Option {
 // is read. Editors and copies write a file in several steps; reading it
 // between them would apply a half-written file, or reject it and log a
 // spurious error. A longer debounce delays every reload by that much.
-// Default: 300ms.
+// YAML: gateway.reload_debounce. Default: 300ms.
 func WithConfigDebounce(d time.Duration) Option {
 	return func(s *settings) error {
 		if d <= 0 || d > time.Minute {
@@ -446,7 +446,7 @@ func WithAllowEmptyReload(allow bool) Option {
 // with the most errors, malformed input, denials and reconnects first,
 // then the busiest; the report counts the devices left out. 0 keeps the
 // totals only. A larger bound costs a larger /statz answer for a large
-// fleet. Default: 20.
+// fleet. YAML: health.stats_devices. Default: 20.
 func WithStatsDevices(n int) Option {
 	return func(s *settings) error {
 		if n < 0 || n > 100000 {

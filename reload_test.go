@@ -127,3 +127,30 @@ func TestAllowEmptyReload(t *testing.T) {
 		})
 	}
 }
+
+func TestReloadAndStatsKeys(t *testing.T) {
+	_, err := ParseConfig([]byte("gateway: {reload_debounce: 2m}\nhealth: {stats_devices: -1}\n"), "gw.yaml")
+	for _, want := range []string{"gateway.reload_debounce: want 0 (the default) up to 1m, got 2m0s (gw.yaml:1:",
+		"health.stats_devices: want 0..100000, got -1 (gw.yaml:2:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v lacks %q", err, want)
+		}
+	}
+	cfg, err := ParseConfig([]byte("gateway: {reload_debounce: 50ms, allow_empty_reload: true}\nhealth: {stats_devices: 0}\n"), "gw.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(WithConfig(cfg), WithLogger(quietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.s.debounce != 50*time.Millisecond || g.s.statsDevices != 0 {
+		t.Fatalf("debounce %v, stats devices %d; want 50ms and 0", g.s.debounce, g.s.statsDevices)
+	}
+	if err := g.ApplyConfig(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.config.staticDiff(cfg)) != 0 {
+		t.Fatalf("the same config differs from itself: %v", g.config.staticDiff(cfg))
+	}
+}
