@@ -497,7 +497,7 @@ func Register(reg *gateway.Registry) error {
 			if err != nil {
 				errs = append(errs, spec.Errorf("dtls", "%v", err))
 			} else {
-				opts = append(opts, WithDTLS(dopts...))
+				opts = append(opts, WithDTLS(append([]dtlsx.Option{dtlsx.WithLogger(spec.Logger())}, dopts...)...))
 			}
 		}
 		for _, err := range errs {
