@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -26,6 +27,8 @@ import (
 //	  batch_size: 64
 //	  overflow: block       # block | drop-newest | drop-oldest
 //	  shutdown_timeout: 3s
+//	  allow_empty_reload: false # true lets a reload remove every connector or every sink
+//	  reload_debounce: 300ms    # the watched file must be still this long before it is read
 //	mqtt:
 //	  qos: 1                # upstream QoS for every message
 //	rules:
@@ -33,6 +36,7 @@ import (
 //	  dir: rules
 //	health:
 //	  address: 127.0.0.1:8080
+//	  stats_devices: 20     # per-device entries per component in /statz
 //	codecs:
 //	  - name: env
 //	    sim: {}             # exactly one key naming the codec kind
@@ -65,7 +69,8 @@ type Config struct {
 	Routes     []RouteConfig     `yaml:"routes"`
 	Store      *ComponentConfig  `yaml:"store"`
 
-	file string
+	file  string
+	empty bool // the document was empty (no YAML at all)
 }
 
 // GatewayConfig is the gateway: section. Zero values keep the defaults.
@@ -78,6 +83,14 @@ type GatewayConfig struct {
 	BatchSize       int           `yaml:"batch_size"`
 	Overflow        string        `yaml:"overflow"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// AllowEmptyReload lets a reload apply a configuration without any
+	// connector or without any sink (an empty file, for one) while the
+	// gateway runs some; see WithAllowEmptyReload. It takes effect at once,
+	// from the running or the new configuration. Default false.
+	AllowEmptyReload bool `yaml:"allow_empty_reload"`
+	// ReloadDebounce is how long the watched file must stay unchanged
+	// before it is read; see WithConfigDebounce. Zero keeps the default.
+	ReloadDebounce time.Duration `yaml:"reload_debounce"`
 }
 
 // MQTTConfig is the mqtt: section.
@@ -95,6 +108,9 @@ type RulesConfig struct {
 // HealthConfig is the health: section.
 type HealthConfig struct {
 	Address string `yaml:"address"`
+	// StatsDevices bounds the per-device entries of each component's
+	// counters in /statz; see WithStatsDevices. Absent keeps the default.
+	StatsDevices *int `yaml:"stats_devices"`
 }
 
 // RouteConfig is one entry of routes: (see Route).
@@ -133,7 +149,7 @@ func ParseConfig(data []byte, file string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, errEOF) {
-			return &Config{file: file}, nil
+			return &Config{file: file, empty: true}, nil
 		}
 		return nil, fmt.Errorf("config %s: %w", file, err)
 	}
@@ -283,6 +299,12 @@ func (c *Config) validate(d *yamlDecoder, top *yaml.Node) {
 	if g.ShutdownTimeout < 0 {
 		d.fail(at("gateway.shutdown_timeout"), "gateway.shutdown_timeout", "must not be negative")
 	}
+	if g.ReloadDebounce < 0 || g.ReloadDebounce > time.Minute {
+		d.fail(at("gateway.reload_debounce"), "gateway.reload_debounce", "want 0 (the default) up to 1m, got %v", g.ReloadDebounce)
+	}
+	if n := c.Health.StatsDevices; n != nil && (*n < 0 || *n > 100000) {
+		d.fail(at("health.stats_devices"), "health.stats_devices", "want 0..100000, got %d", *n)
+	}
 	if g.Mode == "edge" && c.Store == nil {
 		d.fail(at("gateway.mode"), "gateway.mode", "edge needs a store: section")
 	}
@@ -325,6 +347,10 @@ func (c *Config) validate(d *yamlDecoder, top *yaml.Node) {
 			}
 		}
 	}
+}
+
+func equalPtr[T comparable](a, b *T) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -400,15 +426,23 @@ func (c *Config) applyStatic(s *settings) error {
 	if c.Health.Address != "" {
 		s.healthAddr = c.Health.Address
 	}
+	if n := c.Health.StatsDevices; n != nil {
+		s.statsDevices = *n
+	}
+	if g.ReloadDebounce > 0 {
+		s.debounce = g.ReloadDebounce
+	}
 	if c.Store != nil && s.store == nil {
 		if s.registry == nil {
 			return errors.New("config: store: no registry given (WithRegistry) to build it")
 		}
+		spec := c.Store.Spec
+		spec.logger = s.logger.With("store", c.Store.Kind)
 		f := s.registry.stores[c.Store.Kind]
 		if f == nil {
 			return c.Store.Spec.Errorf("", "unknown store kind %q (this build knows: %s)", c.Store.Kind, strings.Join(sortedKeys(s.registry.stores), ", "))
 		}
-		st, err := f(c.Store.Spec)
+		st, err := f(spec)
 		if err != nil {
 			return err
 		}
@@ -421,10 +455,12 @@ func (c *Config) applyStatic(s *settings) error {
 // staticDiff names the sections whose change needs a restart.
 func (c *Config) staticDiff(o *Config) []string {
 	var out []string
-	if c.Gateway != o.Gateway {
+	cg, og := c.Gateway, o.Gateway
+	cg.AllowEmptyReload, og.AllowEmptyReload = false, false // applies at once
+	if cg != og {
 		out = append(out, "gateway")
 	}
-	if c.Health != o.Health {
+	if c.Health.Address != o.Health.Address || !equalPtr(c.Health.StatsDevices, o.Health.StatsDevices) {
 		out = append(out, "health")
 	}
 	if (c.Store == nil) != (o.Store == nil) || c.Store != nil && (c.Store.Kind != o.Store.Kind || c.Store.Spec.fingerprint() != o.Store.Spec.fingerprint()) {
@@ -448,7 +484,9 @@ type Registry struct {
 // Factories build a component from its kind block. They must not start
 // anything (no sockets, no goroutines): the gateway calls Connect when it
 // is time, and builds a replacement during reload before deciding to use
-// it. Report configuration problems with spec.Errorf.
+// it. Report configuration problems with spec.Errorf, and hand
+// spec.Logger() to the component's logger option so it logs through the
+// gateway's logger (never set or rely on a global one).
 type (
 	ConnectorFactory func(name string, spec Section) (DeviceConnector, error)
 	CodecFactory     func(name string, spec Section) (Codec, error)
@@ -544,17 +582,20 @@ type keeper func(kind, name, hash string) bool
 // components builds the configured parts. Parts that keep reports as
 // unchanged are not rebuilt: they come back with a nil implementation and
 // their fingerprint, meaning "keep the running one".
-func (c *Config) components(reg *Registry, keep keeper) (components, error) {
+func (c *Config) components(reg *Registry, keep keeper, log *slog.Logger) (components, error) {
 	var out components
 	out.codecFor = map[string]string{}
 	needReg := len(c.Connectors)+len(c.Codecs)+len(c.Sinks) > 0 || c.Rules.Enabled
 	if needReg && reg == nil {
 		return out, errors.New("config: components need a registry (WithRegistry)")
 	}
+	if reg == nil {
+		reg = NewRegistry() // nothing to build: a config of static sections only
+	}
 	var errs []error
-	codecs := buildParts("codec", c.Codecs, reg.codecs, keep, &errs)
-	sinks := buildParts("sink", c.Sinks, reg.sinks, keep, &errs)
-	conns := buildParts("connector", c.Connectors, reg.connectors, keep, &errs)
+	codecs := buildParts("codec", c.Codecs, reg.codecs, keep, log, &errs)
+	sinks := buildParts("sink", c.Sinks, reg.sinks, keep, log, &errs)
+	conns := buildParts("connector", c.Connectors, reg.connectors, keep, log, &errs)
 	for _, p := range codecs {
 		out.codecs = append(out.codecs, namedCodec{name: p.name, codec: p.v, hash: p.hash})
 	}
@@ -609,8 +650,9 @@ type part[T any] struct {
 
 // buildParts builds the entries of one component list with their kind's
 // factory, skipping those keep reports unchanged. An entry that fails adds
-// its error and is left out.
-func buildParts[T any, F ~func(string, Section) (T, error)](what string, entries []ComponentConfig, factories map[string]F, keep keeper, errs *[]error) []part[T] {
+// its error and is left out. Each factory gets log with the entry's kind
+// and name attached (Section.Logger).
+func buildParts[T any, F ~func(string, Section) (T, error)](what string, entries []ComponentConfig, factories map[string]F, keep keeper, log *slog.Logger, errs *[]error) []part[T] {
 	out := make([]part[T], 0, len(entries))
 	for _, cc := range entries {
 		h := what + "/" + cc.Kind + "/" + cc.Spec.fingerprint()
@@ -623,7 +665,9 @@ func buildParts[T any, F ~func(string, Section) (T, error)](what string, entries
 			*errs = append(*errs, cc.Spec.Errorf("", "unknown %s kind %q (this build knows: %s)", what, cc.Kind, strings.Join(sortedKeys(factories), ", ")))
 			continue
 		}
-		v, err := f(cc.Name, cc.Spec)
+		spec := cc.Spec
+		spec.logger = log.With(what, cc.Name)
+		v, err := f(cc.Name, spec)
 		if err != nil {
 			*errs = append(*errs, err)
 			continue

@@ -172,7 +172,7 @@ func New(opts ...Option) (*Gateway, error) {
 		routes: s.routes, codecFor: s.connectorCodecs, defaultCodec: s.defaultCodec,
 	}
 	if s.config != nil {
-		cc, err := s.config.components(s.registry, func(string, string, string) bool { return false })
+		cc, err := s.config.components(s.registry, func(string, string, string) bool { return false }, s.logger)
 		if err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
@@ -301,6 +301,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go g.decodeLoop(sh)
 		go g.routeLoop(sh)
 	}
+	// Watch before connectors start: a change made once a device is
+	// served is then never missed.
+	var cw *configWatch
+	if g.s.watch && g.s.configPath != "" {
+		cw = g.openConfigWatch()
+	}
 	g.mu.Lock()
 	for _, sr := range g.sinks {
 		g.startSink(sr)
@@ -311,9 +317,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	nConn, nSink := len(g.connectors), len(g.sinks)
 	g.mu.Unlock()
 	ctrlCtx, stopCtrl := context.WithCancel(context.Background())
-	if g.s.watch && g.s.configPath != "" {
+	if cw != nil {
 		g.ctrlWG.Add(1)
-		go g.watchConfig(ctrlCtx)
+		go g.watchConfig(ctrlCtx, cw)
 	}
 	if g.s.mode == ModeEdge {
 		g.ctrlWG.Add(1)

@@ -21,6 +21,9 @@ type ComponentStatus struct {
 	Errors     uint64 `json:"errors,omitempty"`
 	Dropped    uint64 `json:"dropped,omitempty"`
 	QueueDepth int    `json:"queue_depth,omitempty"`
+	// Counters is the component's own report when it is a StatsReporter,
+	// with at most WithStatsDevices devices.
+	Counters any `json:"counters,omitempty"`
 }
 
 // Stats is a snapshot of the gateway's counters. Counters only grow.
@@ -67,6 +70,9 @@ func (g *Gateway) Stats() Stats {
 	if r, ok := g.s.drainer.(DrainReporter); ok {
 		st.Drain = r.DrainStatus()
 	}
+	// Reports are taken after g.mu is released: a component's own lock
+	// never nests inside the gateway's.
+	connReps, sinkReps := map[string]StatsReporter{}, map[string]StatsReporter{}
 	g.mu.Lock()
 	if g.reloadErr != nil {
 		st.LastReloadErr = g.reloadErr.Error()
@@ -77,6 +83,11 @@ func (g *Gateway) Stats() Stats {
 			cs.Error = *e
 		}
 		st.Connectors = append(st.Connectors, cs)
+	}
+	for _, cr := range g.connectors {
+		if r, ok := cr.nc.conn.(StatsReporter); ok {
+			connReps[cr.nc.name] = r
+		}
 	}
 	for _, sr := range g.retired {
 		st.Published += sr.out.Load()
@@ -96,8 +107,21 @@ func (g *Gateway) Stats() Stats {
 		st.SinkDropped += cs.Dropped
 		st.SinkQueueDepth += cs.QueueDepth
 		st.Sinks = append(st.Sinks, cs)
+		if r, ok := sr.current().sink.(StatsReporter); ok {
+			sinkReps[sr.name] = r
+		}
 	}
 	g.mu.Unlock()
+	for i := range st.Connectors {
+		if r := connReps[st.Connectors[i].Name]; r != nil {
+			st.Connectors[i].Counters = r.StatsReport(g.s.statsDevices)
+		}
+	}
+	for i := range st.Sinks {
+		if r := sinkReps[st.Sinks[i].Name]; r != nil {
+			st.Sinks[i].Counters = r.StatsReport(g.s.statsDevices)
+		}
+	}
 	sort.Slice(st.Connectors, func(i, j int) bool { return st.Connectors[i].Name < st.Connectors[j].Name })
 	sort.Slice(st.Sinks, func(i, j int) bool { return st.Sinks[i].Name < st.Sinks[j].Name })
 	return st
@@ -164,7 +188,10 @@ func (g *Gateway) Ready(ctx context.Context) error {
 //
 //	GET /healthz  200 while the gateway process is alive and Run is active
 //	GET /readyz   200 when Ready returns nil, else 503 with the reasons
-//	GET /statz    the Stats snapshot as JSON
+//	GET /statz    the Stats snapshot as JSON: the gateway's counters, and
+//	              for each connector and sink its state and, when it is a
+//	              StatsReporter, its own counters ("counters": totals and
+//	              at most WithStatsDevices devices, see StatsReporter)
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

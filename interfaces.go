@@ -64,6 +64,18 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// StatsReporter is implemented by connectors and sinks that keep counters
+// of their own (frames, bytes, malformed input, denials, reconnects, per
+// device). Stats and /statz include the report under the component's
+// "counters" key.
+type StatsReporter interface {
+	// StatsReport returns a snapshot that encoding/json can marshal. It
+	// holds at most maxDevices per-device entries (none when 0) and says
+	// how many it left out, so its size does not grow with the fleet.
+	// It must be cheap and safe to call at any time, also concurrently.
+	StatsReport(maxDevices int) any
+}
+
 // Starter is implemented by sinks that hold resources (connections, an
 // embedded broker) to set up before the first Publish. The gateway calls
 // Start when the sink's goroutine starts (retrying with backoff while it

@@ -78,8 +78,11 @@ func (g *IDGenerator) Next() MessageID {
 type Frame struct {
 	// Device identifies the sending device within its connector.
 	Device string
-	// Topic is the device-side address of the data: an MQTT topic, a CoAP
-	// path, an HTTP route, a Modbus register block name. Routes match on it.
+	// Topic is the device-side address of the data, the part after the
+	// device id, the same for every connector: MQTT "devices/sensor-1/env",
+	// CoAP and HTTP ".../devices/sensor-1/env" all give "env"; a Modbus
+	// block gives "hr/0". Routes match on it, and upstream topics are built
+	// from it (for example "gw/{device}/{topic}" gives "gw/sensor-1/env").
 	Topic string
 	// Connector is the name of the connector the frame arrived on. The
 	// gateway sets it on delivery.

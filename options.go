@@ -126,6 +126,9 @@ type settings struct {
 	configPath      string
 	config          *Config
 	watch           bool
+	debounce        time.Duration
+	allowEmpty      bool
+	statsDevices    int
 	connectorCodecs map[string]string
 }
 
@@ -139,6 +142,8 @@ func defaultSettings() *settings {
 		workers:         n,
 		batchSize:       64,
 		shutdownTimeout: 3 * time.Second,
+		debounce:        300 * time.Millisecond,
+		statsDevices:    20,
 		connectorCodecs: map[string]string{},
 	}
 }
@@ -401,6 +406,53 @@ func WithRegistry(r *Registry) Option {
 func WithConfigFile(path string, watch bool) Option {
 	return func(s *settings) error {
 		s.configPath, s.watch = path, watch
+		return nil
+	}
+}
+
+// WithConfigDebounce sets how long a watched configuration file must stay
+// unchanged (no write event, same size and modification time) before it
+// is read. Editors and copies write a file in several steps; reading it
+// between them would apply a half-written file, or reject it and log a
+// spurious error. A longer debounce delays every reload by that much.
+// YAML: gateway.reload_debounce. Default: 300ms.
+func WithConfigDebounce(d time.Duration) Option {
+	return func(s *settings) error {
+		if d <= 0 || d > time.Minute {
+			return fmt.Errorf("config debounce %v out of range (0, 1m]", d)
+		}
+		s.debounce = d
+		return nil
+	}
+}
+
+// WithAllowEmptyReload lets a reload apply a configuration that leaves the
+// gateway without any connector, or without any sink, while it has some.
+// Default: false: such a reload (an empty file is one) is rejected like an
+// invalid file, the last good configuration keeps running and the reason
+// is logged, because a truncated file is far more often a copy or an
+// editor caught mid-write than an intent to stop serving every device.
+// The YAML key gateway.allow_empty_reload, in the running or in the new
+// configuration, allows it too.
+func WithAllowEmptyReload(allow bool) Option {
+	return func(s *settings) error {
+		s.allowEmpty = allow
+		return nil
+	}
+}
+
+// WithStatsDevices bounds the per-device entries each connector's or
+// sink's counters carry in Stats and /statz (see StatsReporter): those
+// with the most errors, malformed input, denials and reconnects first,
+// then the busiest; the report counts the devices left out. 0 keeps the
+// totals only. A larger bound costs a larger /statz answer for a large
+// fleet. YAML: health.stats_devices. Default: 20.
+func WithStatsDevices(n int) Option {
+	return func(s *settings) error {
+		if n < 0 || n > 100000 {
+			return fmt.Errorf("stats devices %d out of range 0..100000", n)
+		}
+		s.statsDevices = n
 		return nil
 	}
 }

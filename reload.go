@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -210,7 +212,10 @@ func (g *Gateway) apply(c components, running bool) error {
 
 // Reload re-reads the configuration file given to WithConfigFile and
 // applies it. An invalid file changes nothing: the gateway keeps running
-// its last good configuration and Reload returns why.
+// its last good configuration and Reload returns why. A file that would
+// leave the gateway without any connector or without any sink while it
+// runs some, an empty file among them, counts as invalid unless allowed
+// (WithAllowEmptyReload, gateway.allow_empty_reload).
 func (g *Gateway) Reload(ctx context.Context) error {
 	if g.s.configPath == "" {
 		return errors.New("gateway: reload: no configuration file (WithConfigFile)")
@@ -223,7 +228,8 @@ func (g *Gateway) Reload(ctx context.Context) error {
 	return g.ApplyConfig(ctx, c)
 }
 
-// ApplyConfig makes c the running configuration (see Reload). Sections that
+// ApplyConfig makes c the running configuration (see Reload, including
+// the guard against removing every connector or sink). Sections that
 // shape the gateway itself (gateway:, health:, store:) take effect at the
 // next start; a change to them is logged.
 func (g *Gateway) ApplyConfig(ctx context.Context, c *Config) error {
@@ -237,7 +243,11 @@ func (g *Gateway) ApplyConfig(ctx context.Context, c *Config) error {
 		return ErrClosed
 	default:
 	}
-	cc, err := c.components(g.s.registry, g.keepRunning)
+	if err := g.guardEmpty(c); err != nil {
+		g.reloadFailedLocked(err)
+		return fmt.Errorf("gateway: reload rejected, keeping last good config: %w", err)
+	}
+	cc, err := c.components(g.s.registry, g.keepRunning, g.log)
 	if err == nil {
 		err = g.apply(g.optionComponents().merge(cc), g.running)
 	}
@@ -261,6 +271,32 @@ func (g *Gateway) ApplyConfig(ctx context.Context, c *Config) error {
 	return nil
 }
 
+// guardEmpty rejects a configuration that would remove every running
+// connector or every running sink, unless allowed. Called with g.mu held.
+func (g *Gateway) guardEmpty(c *Config) error {
+	if g.s.allowEmpty || c.Gateway.AllowEmptyReload || g.config != nil && g.config.Gateway.AllowEmptyReload {
+		return nil
+	}
+	var why []string
+	if n := len(g.connectors); n > 0 && len(c.Connectors)+len(g.s.connectors) == 0 {
+		why = append(why, fmt.Sprintf("every connector (%d running)", n))
+	}
+	if n := len(g.sinks); n > 0 && len(c.Sinks)+len(g.s.sinks) == 0 {
+		why = append(why, fmt.Sprintf("every sink (%d running)", n))
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	what := "configuration"
+	if c.empty {
+		what = "empty configuration"
+		if c.file != "" {
+			what = "empty file " + c.file
+		}
+	}
+	return fmt.Errorf("%s would remove %s; set gateway.allow_empty_reload: true to allow it", what, strings.Join(why, " and "))
+}
+
 func (g *Gateway) reloadFailed(err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -275,21 +311,17 @@ func (g *Gateway) reloadFailedLocked(err error) {
 
 // watchConfig reloads the file when it changes. Editors replace files in
 // several ways (write in place, rename over, remove and create), so watch
-// the directory and debounce.
-func (g *Gateway) watchConfig(ctx context.Context) {
+// the directory, and read the file only once it has been still for the
+// debounce (WithConfigDebounce): no event, same size and modification
+// time.
+func (g *Gateway) watchConfig(ctx context.Context, cw *configWatch) {
 	defer g.ctrlWG.Done()
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		g.log.Error("config watch unavailable", "err", err)
-		return
-	}
+	w, path := cw.w, cw.path
 	defer w.Close()
-	path, _ := filepath.Abs(g.s.configPath)
-	if err := w.Add(filepath.Dir(path)); err != nil {
-		g.log.Error("config watch unavailable", "err", err)
-		return
-	}
-	var debounce <-chan time.Time
+	timer := time.NewTimer(g.s.debounce)
+	timer.Stop()
+	defer timer.Stop()
+	var last fileState
 	for {
 		select {
 		case <-ctx.Done():
@@ -298,19 +330,66 @@ func (g *Gateway) watchConfig(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if filepath.Clean(ev.Name) == path && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
-				debounce = time.After(150 * time.Millisecond)
+			if filepath.Clean(ev.Name) == path && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0 {
+				last = statFile(path)
+				timer.Reset(g.s.debounce)
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
 			}
 			g.log.Warn("config watch", "err", err)
-		case <-debounce:
-			debounce = nil
+		case <-timer.C:
+			now := statFile(path)
+			if now != last {
+				last = now // still changing
+				timer.Reset(g.s.debounce)
+				continue
+			}
+			if !now.exists {
+				continue // removed; a create follows when it is replaced
+			}
 			if err := g.Reload(ctx); err == nil {
 				g.log.Info("configuration reloaded from file", "file", g.s.configPath)
 			}
 		}
 	}
+}
+
+// configWatch is a started directory watch of the configuration file.
+type configWatch struct {
+	w    *fsnotify.Watcher
+	path string
+}
+
+// openConfigWatch starts watching; nil when the watch is unavailable
+// (logged): the gateway then reloads only on Reload.
+func (g *Gateway) openConfigWatch() *configWatch {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		g.log.Error("config watch unavailable", "err", err)
+		return nil
+	}
+	path, _ := filepath.Abs(g.s.configPath)
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		_ = w.Close()
+		g.log.Error("config watch unavailable", "err", err)
+		return nil
+	}
+	return &configWatch{w: w, path: path}
+}
+
+// fileState is what tells a file still being written from a stable one.
+type fileState struct {
+	exists bool
+	size   int64
+	mtime  time.Time
+}
+
+func statFile(path string) fileState {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileState{}
+	}
+	return fileState{exists: true, size: fi.Size(), mtime: fi.ModTime()}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strconv"
 	"strings"
@@ -236,9 +237,23 @@ func (d *yamlDecoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 // its factory. Decode it into the factory's own struct; report semantic
 // problems with Errorf so they carry the YAML path.
 type Section struct {
-	node *yaml.Node
-	path string
-	file string
+	node   *yaml.Node
+	path   string
+	file   string
+	logger *slog.Logger
+}
+
+// Logger is the logger the component built from this block must log
+// through: the gateway's (WithLogger), with the component's kind and name
+// attached (for example connector=plc). Factories hand it to the
+// component's logger option, so every component follows the host's
+// handler, format and level. A Section not handed over by a gateway (a
+// factory called directly on ParseConfig output) returns slog.Default().
+func (s Section) Logger() *slog.Logger {
+	if s.logger == nil {
+		return slog.Default()
+	}
+	return s.logger
 }
 
 // Path is the YAML path of the block, e.g. "connectors[2].modbus".

@@ -87,7 +87,7 @@ func buildSQLite(spec gateway.Section) (gateway.Store, error) {
 		Path: sec.Path, Synchronous: Synchronous(sec.Synchronous),
 		CommitMaxRecords: sec.CommitMaxRecords, CommitDelay: sec.CommitDelay,
 		MaxRows: sec.MaxRows, MaxBytes: sec.MaxBytes, MinFreeBytes: sec.MinFreeBytes,
-		SkipIntegrityCheck: sec.SkipIntegrityCheck,
+		SkipIntegrityCheck: sec.SkipIntegrityCheck, Logger: spec.Logger(),
 	}
 	switch sec.Overflow {
 	case "", "reject_new":
@@ -116,6 +116,7 @@ func buildSQLite(spec gateway.Section) (gateway.Store, error) {
 		return nil, err
 	}
 	ec.Store = cfg
+	ec.Drain.Logger = spec.Logger()
 	st, err := NewEdgeStore(ec)
 	if err != nil {
 		return nil, spec.Errorf("path", "%v", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -67,6 +68,7 @@ type Connector struct {
 	addr    net.Addr
 	wg      sync.WaitGroup
 	peers   map[string]*udpclient.Conn // downlink connections by device
+	libLog  *lograte.Limiter           // go-coap's own errors
 }
 
 var (
@@ -91,11 +93,28 @@ func New(opts ...Option) (*Connector, error) {
 	if s.sessionStore != "" && !s.dtls {
 		return nil, errors.New("coap: a DTLS session store needs WithDTLS")
 	}
-	return &Connector{s: s, peers: map[string]*udpclient.Conn{}, denyLog: lograte.New(time.Minute)}, nil
+	return &Connector{s: s, peers: map[string]*udpclient.Conn{}, denyLog: lograte.New(time.Minute), libLog: lograte.New(time.Minute)}, nil
+}
+
+// libErrors routes go-coap's own error reports (it prints them to stdout
+// by default) to the connector's logger, at most one line a minute with
+// a count of those suppressed.
+func (c *Connector) libErrors() options.ErrorsOpt {
+	return options.WithErrors(c.libError)
+}
+
+func (c *Connector) libError(err error) {
+	c.libLog.Log(context.Background(), c.s.logger, slog.LevelWarn, "go-coap", "coap: go-coap", "err", err)
 }
 
 // Stats returns the connector's and each device's counters.
 func (c *Connector) Stats() Stats { return c.stats.Stats() }
+
+// StatsReport implements gateway.StatsReporter: the totals and at most
+// maxDevices devices (see connstats.Report).
+func (c *Connector) StatsReport(maxDevices int) any { return c.stats.Report(maxDevices) }
+
+var _ gateway.StatsReporter = (*Connector)(nil)
 
 // Addr returns the local address of the server once connected, or nil.
 func (c *Connector) Addr() net.Addr {
@@ -117,6 +136,7 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	router := mux.NewRouter()
+	router.SetErrorHandler(c.libError)
 	router.DefaultHandle(&ingest{c: c, up: up, ctx: runCtx})
 	switch {
 	case c.s.connListener != nil:
@@ -174,7 +194,7 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 			break
 		}
 		l := coapnet.NewUDPConn("udp", pc)
-		srv := udp.NewServer(options.WithMux(router), options.WithContext(runCtx),
+		srv := udp.NewServer(options.WithMux(router), options.WithContext(runCtx), c.libErrors(),
 			options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise(),
 			options.WithTransmission(1, c.s.ackTimeout, 4))
 		c.udpSrv, c.udpConn = srv, l
@@ -201,7 +221,7 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 // session per conn: the DTLS transport, an injected ConnListener, and the
 // datagrams the plain-UDP fast path passes on.
 func (c *Connector) serveConns(runCtx context.Context, router *mux.Router, ln ConnListener) *dtlsserver.Server {
-	srv := dtlsserver.New(options.WithMux(router), options.WithContext(runCtx),
+	srv := dtlsserver.New(options.WithMux(router), options.WithContext(runCtx), c.libErrors(),
 		options.WithMaxMessageSize(uint32(c.s.maxBody)+1024), c.blockwise(),
 		options.WithTransmission(1, c.s.ackTimeout, 4),
 		options.WithInactivityMonitor(c.s.sessionIdle, func(cc *udpclient.Conn) { _ = cc.Close() }),
@@ -473,7 +493,7 @@ func (c *Connector) observe(ctx context.Context, o Observe, up gateway.Uplink) {
 }
 
 func (c *Connector) observeOnce(ctx context.Context, o Observe, up gateway.Uplink, ds *connstats.Counters, again bool, registered func()) error {
-	conn, err := udp.Dial(o.Address, options.WithContext(ctx), c.blockwise(),
+	conn, err := udp.Dial(o.Address, options.WithContext(ctx), c.blockwise(), c.libErrors(),
 		options.WithKeepAlive(3, c.s.keepAlive, func(cc *udpclient.Conn) { _ = cc.Close() }),
 		options.WithMaxMessageSize(uint32(c.s.maxBody)+1024))
 	if err != nil {
@@ -607,7 +627,7 @@ func (c *Connector) peer(ctx context.Context, device, addr string) (*udpclient.C
 			return p, nil
 		}
 	}
-	p, err := udp.Dial(addr, c.blockwise(), options.WithMaxMessageSize(uint32(c.s.maxBody)+1024),
+	p, err := udp.Dial(addr, c.blockwise(), c.libErrors(), options.WithMaxMessageSize(uint32(c.s.maxBody)+1024),
 		options.WithKeepAlive(3, c.s.keepAlive, func(cc *udpclient.Conn) { _ = cc.Close() }))
 	if err != nil {
 		return nil, fmt.Errorf("coap %s: dial %s: %w", device, addr, err)

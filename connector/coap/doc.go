@@ -10,7 +10,8 @@
 // # Ingest contract
 //
 // Devices POST or PUT to /devices/<device>/<topic...> (the prefix is set
-// by WithPathPrefix). The payload, reassembled from Block1 transfers when
+// by WithPathPrefix); the frame's Topic is <topic...>, the part after the
+// device id, as for every connector. The payload, reassembled from Block1 transfers when
 // large, becomes one frame. The answer is 2.04 Changed only once the
 // gateway accepted the frame; otherwise 4.00 (bad path or empty body),
 // 4.05 (other methods), 4.13 (larger than WithMaxBody) or 5.03 with
@@ -71,6 +72,12 @@
 // confirmable one gets a Reset); datagrams dropped because a go-coap
 // session's queue was full count as errors. WithFastPath(false) hands
 // everything to go-coap's UDP server.
+//
+// # Logging
+//
+// The connector logs through WithLogger. go-coap's own error reports
+// (which it would print to stdout) go there too, as "coap: go-coap"
+// warnings, at most one a minute with a count of those suppressed.
 //
 // # Trade-offs
 //

@@ -611,7 +611,7 @@ func Register(reg *gateway.Registry) error {
 		if err := spec.Decode(&cfg); err != nil {
 			return nil, err
 		}
-		var opts []Option
+		opts := []Option{WithLogger(spec.Logger())}
 		add := func(field string, o Option) error {
 			s := defaultSettings()
 			if err := o(&s); err != nil {
@@ -662,6 +662,7 @@ func Register(reg *gateway.Registry) error {
 			if err != nil {
 				errs = append(errs, spec.Errorf("dtls", "%v", err))
 			} else {
+				opts = append(opts, WithDTLS(dtlsx.WithLogger(spec.Logger())))
 				opts = append(opts, dopts...)
 			}
 		}

@@ -11,6 +11,8 @@
 // # Ingest contract
 //
 // POST (or PUT) /v1/devices/{id}/{topic...} with the frame bytes as body.
+// The frame's Topic is {topic...}, the part after the device id, as for
+// every connector.
 // The answer is:
 //
 //   - 202 once the gateway accepted the frame (Uplink.Deliver returned nil);

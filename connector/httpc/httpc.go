@@ -83,6 +83,13 @@ func (c *Connector) Addr() net.Addr {
 // polls.
 func (c *Connector) Stats() Stats { return c.stats.Stats() }
 
+// StatsReport implements gateway.StatsReporter: the totals and at most
+// maxDevices devices (see connstats.Report). Denied counts requests
+// refused for a wrong token or the rate limit.
+func (c *Connector) StatsReport(maxDevices int) any { return c.stats.Report(maxDevices) }
+
+var _ gateway.StatsReporter = (*Connector)(nil)
+
 // Handler returns the ingest handler delivering to up, for hosts that
 // mount it in their own server. Connect uses it too.
 func (c *Connector) Handler(up gateway.Uplink) http.Handler {
@@ -240,6 +247,8 @@ func (h *ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !c.authorized(id, r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="iotgw"`)
 		fail(http.StatusUnauthorized, "missing or wrong bearer token for device "+id, false)
+		ds.Denied()
+		c.stats.Total.Denied()
 		return
 	}
 	if err := ValidateTopic(topic); err != nil {
@@ -253,6 +262,8 @@ func (h *ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if wait, ok := c.limits.allow(id, time.Now()); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 		fail(http.StatusTooManyRequests, fmt.Sprintf("rate limit of %g frames/s for device %s exceeded", c.s.rate, id), false)
+		ds.Denied()
+		c.stats.Total.Denied()
 		return
 	}
 	f := gateway.AcquireFrame()

@@ -224,7 +224,7 @@ func Register(reg *gateway.Registry) error {
 		if err := spec.Decode(&cfg); err != nil {
 			return nil, err
 		}
-		var opts []Option
+		opts := []Option{WithLogger(spec.Logger())}
 		check := func(field string, o Option) error {
 			var s settings = defaultSettings()
 			if err := o(&s); err != nil {

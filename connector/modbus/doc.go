@@ -14,7 +14,8 @@
 // cycle yields one frame per read block (see Plan):
 //
 //   - Device is the device name.
-//   - Topic names the block: "<table>/<first address>", where table is
+//   - Topic names the block (the part after the device, as for every
+//     connector): "<table>/<first address>", where table is
 //     "hr" (holding registers), "ir" (input registers), "coil" (coils) or
 //     "di" (discrete inputs), e.g. "hr/0" or "coil/16".
 //   - Payload is the block's data as the Modbus response carries it: for

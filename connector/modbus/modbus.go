@@ -199,6 +199,12 @@ func (c *Connector) Blocks(device string) []Block {
 // Reconnects counts connections re-established after a loss.
 func (c *Connector) Stats() Stats { return c.stats.Stats() }
 
+// StatsReport implements gateway.StatsReporter: the totals and at most
+// maxDevices devices (see connstats.Report).
+func (c *Connector) StatsReport(maxDevices int) any { return c.stats.Report(maxDevices) }
+
+var _ gateway.StatsReporter = (*Connector)(nil)
+
 // Connect starts one poller per device. Unreachable devices do not fail
 // Connect: their pollers retry with backoff.
 func (c *Connector) Connect(_ context.Context, up gateway.Uplink) error {

@@ -243,7 +243,7 @@ func Register(reg *gateway.Registry) error {
 		if err != nil {
 			return nil, err
 		}
-		return New(opts...)
+		return New(append([]Option{WithLogger(spec.Logger())}, opts...)...)
 	})
 }
 

@@ -140,6 +140,49 @@ func (p TopicPattern) Device(topic string) (string, bool) {
 	return rest, true
 }
 
+// FrameTopic returns the device-side topic of a frame read from topic:
+// the levels after the pattern's {device} level ("sensors/{device}/#" and
+// "sensors/s1/env" give "env"), or the whole topic when nothing follows
+// that level.
+func (p TopicPattern) FrameTopic(topic string) string {
+	return afterLevel(topic, p.level)
+}
+
+// listenerFrameTopic is the device-side topic of a PUBLISH from device in
+// listener mode: the levels after the first level equal to the device id
+// ("devices/sensor-1/env" from sensor-1 gives "env"), or the whole topic
+// when no level names the device or nothing follows it.
+func listenerFrameTopic(topic, device string) string {
+	rest := topic
+	for i := 0; ; i++ {
+		level, after, more := strings.Cut(rest, "/")
+		if level == device {
+			return afterLevel(topic, i)
+		}
+		if !more {
+			return topic
+		}
+		rest = after
+	}
+}
+
+// afterLevel returns the levels of topic after level i (0-based), or
+// topic when there are none.
+func afterLevel(topic string, i int) string {
+	rest := topic
+	for ; i >= 0; i-- {
+		_, after, ok := strings.Cut(rest, "/")
+		if !ok {
+			return topic
+		}
+		rest = after
+	}
+	if rest == "" {
+		return topic
+	}
+	return rest
+}
+
 // commandTopic fills a command topic template.
 func commandTopic(template, device, topic string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(template, DevicePlaceholder, device), "{topic}", topic)

@@ -128,3 +128,49 @@ func TestRegisterStrictYAML(t *testing.T) {
 		}
 	}
 }
+
+func TestFrameTopicIsThePartAfterTheDevice(t *testing.T) {
+	for _, tt := range []struct{ topic, device, want string }{
+		{"devices/sensor-1/env", "sensor-1", "env"},
+		{"devices/sensor-1/a/b", "sensor-1", "a/b"},
+		{"sensor-1/env", "sensor-1", "env"},
+		{"devices/sensor-1", "sensor-1", "devices/sensor-1"},   // nothing after the device: whole topic
+		{"devices/sensor-1/", "sensor-1", "devices/sensor-1/"}, // empty rest: whole topic
+		{"status/other", "sensor-1", "status/other"},           // no level names the device
+		{"a/sensor-1x/env", "sensor-1", "a/sensor-1x/env"},     // whole levels only
+		{"sensor-1/sensor-1/env", "sensor-1", "sensor-1/env"},  // the first level naming it
+	} {
+		if got := listenerFrameTopic(tt.topic, tt.device); got != tt.want {
+			t.Errorf("listenerFrameTopic(%q, %q) = %q, want %q", tt.topic, tt.device, got, tt.want)
+		}
+	}
+	p, err := ParseTopicPattern("plant/+/{device}/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for topic, want := range map[string]string{
+		"plant/hall/pump-7/state":   "state",
+		"plant/hall/pump-7/a/b":     "a/b",
+		"plant/hall/pump-7":         "plant/hall/pump-7",
+		"plant/hall/sensor-1/state": "state",
+	} {
+		if got := p.FrameTopic(topic); got != want {
+			t.Errorf("FrameTopic(%q) = %q, want %q", topic, got, want)
+		}
+	}
+}
+
+func FuzzFrameTopic(f *testing.F) {
+	f.Add("devices/sensor-1/env", "sensor-1", 1)
+	f.Add("a//b/", "", 0)
+	f.Fuzz(func(t *testing.T, topic, device string, level int) {
+		for _, got := range []string{listenerFrameTopic(topic, device), afterLevel(topic, level%8)} {
+			if !strings.HasSuffix(topic, got) {
+				t.Fatalf("%q is not a suffix of %q", got, topic)
+			}
+			if got == "" && topic != "" {
+				t.Fatalf("empty frame topic from %q", topic)
+			}
+		}
+	})
+}

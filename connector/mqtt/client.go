@@ -69,6 +69,12 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 // topics without a device id.
 func (c *Client) Stats() Stats { return c.stats.Stats() }
 
+// StatsReport implements gateway.StatsReporter: the totals and at most
+// maxDevices devices (see connstats.Report).
+func (c *Client) StatsReport(maxDevices int) any { return c.stats.Report(maxDevices) }
+
+var _ gateway.StatsReporter = (*Client)(nil)
+
 // Check implements gateway.Checker: nil while connected to the broker.
 func (c *Client) Check(context.Context) error {
 	c.mu.Lock()
@@ -220,10 +226,10 @@ func (c *Client) handle(ctx context.Context, up gateway.Uplink, m paho.Message, 
 	c.mu.Unlock()
 	defer c.handlers.Done()
 	topic := m.Topic()
-	dev := ""
+	dev, devTopic := "", topic
 	for _, p := range c.s.patterns {
 		if d, ok := p.Device(topic); ok {
-			dev = d
+			dev, devTopic = d, p.FrameTopic(topic)
 			break
 		}
 	}
@@ -235,7 +241,7 @@ func (c *Client) handle(ctx context.Context, up gateway.Uplink, m paho.Message, 
 	}
 	ds := c.stats.Device(dev)
 	f := gateway.AcquireFrame()
-	f.Device, f.Topic = dev, topic
+	f.Device, f.Topic = dev, devTopic
 	f.Payload = append(f.Payload[:0], m.Payload()...)
 	n := len(f.Payload)
 	dctx, cancel := context.WithTimeout(ctx, c.s.deliverTimeout)

@@ -104,7 +104,7 @@ func (cfg Config) listener(spec gateway.Section) (gateway.DeviceConnector, error
 			return nil, spec.Errorf(field, "only for mode: client")
 		}
 	}
-	var opts []ListenerOption
+	opts := []ListenerOption{WithListenerLogger(spec.Logger())}
 	add := func(field string, o ListenerOption) error {
 		s := defaultListenerSettings()
 		if err := o(&s); err != nil {
@@ -177,7 +177,7 @@ func (cfg Config) client(spec gateway.Section) (gateway.DeviceConnector, error) 
 			return nil, spec.Errorf(field, "only for mode: listener")
 		}
 	}
-	var opts []ClientOption
+	opts := []ClientOption{WithClientLogger(spec.Logger())}
 	add := func(field string, o ClientOption) error {
 		s := defaultClientSettings()
 		if err := o(&s); err != nil {

@@ -16,8 +16,14 @@
 // # Frames
 //
 // Each accepted PUBLISH becomes one frame: Device is the authenticated
-// device (listener) or the {device} topic level (client), Topic is the
-// MQTT topic, Payload the message bytes. QoS 1/2 messages are acknowledged
+// device (listener) or the {device} topic level (client), Payload the
+// message bytes, and Topic the device-side topic, the same as other
+// connectors give for the same reading: the MQTT topic's levels after
+// the device id. A listener device publishing "devices/sensor-1/env"
+// yields "env" (after the first level equal to the device id); a client
+// pattern "sensors/{device}/#" turns "sensors/s1/temp" into "temp".
+// When no level follows the device id (or, in listener mode, no level
+// is the device id), Topic is the whole MQTT topic. QoS 1/2 messages are acknowledged
 // only once the gateway accepted the frame.
 //
 // # Downlink

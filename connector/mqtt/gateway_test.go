@@ -59,7 +59,7 @@ connectors:
 	}
 	select {
 	case got := <-sink:
-		if got != "field|meter-1|devices/meter-1/energy|42" {
+		if got != "field|meter-1|energy|42" { // the topic after the device id
 			t.Fatalf("sink got %q", got)
 		}
 	case <-time.After(5 * time.Second):

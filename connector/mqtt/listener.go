@@ -98,6 +98,12 @@ func (l *Listener) Addr() net.Addr {
 // PUBLISHes the ACL refused.
 func (l *Listener) Stats() Stats { return l.stats.Stats() }
 
+// StatsReport implements gateway.StatsReporter: the totals and at most
+// maxDevices devices (see connstats.Report). Denied counts ACL denials.
+func (l *Listener) StatsReport(maxDevices int) any { return l.stats.Report(maxDevices) }
+
+var _ gateway.StatsReporter = (*Listener)(nil)
+
 // Sessions returns the number of connected device sessions.
 func (l *Listener) Sessions() int {
 	n := 0
@@ -298,6 +304,8 @@ func (h *listenerHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bo
 	if !ok {
 		ss.stats.Error()
 		h.l.stats.Total.Error()
+		ss.stats.Denied()
+		h.l.stats.Total.Denied()
 		h.l.s.logger.Warn("mqtt ACL denied", "device", ss.device, "topic", topic, "publish", write)
 	}
 	return ok
@@ -312,7 +320,7 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 		return pk, packets.ErrRejectPacket
 	}
 	f := gateway.AcquireFrame()
-	f.Device, f.Topic = ss.device, pk.TopicName
+	f.Device, f.Topic = ss.device, listenerFrameTopic(pk.TopicName, ss.device)
 	f.Payload = append(f.Payload[:0], pk.Payload...)
 	n := len(f.Payload)
 	ctx, cancel := context.WithTimeout(h.ctx, h.l.s.deliverTimeout)

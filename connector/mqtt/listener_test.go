@@ -60,9 +60,9 @@ func TestListenerMosquittoPub(t *testing.T) {
 		topic   string
 		payload string
 	}{
-		{"qos0", []string{"-u", "dev1", "-P", "pw1", "-t", "devices/dev1/temp", "-m", "21.5"}, false, "dev1", "devices/dev1/temp", "21.5"},
-		{"qos1 v311", []string{"-u", "dev1", "-P", "pw1", "-q", "1", "-t", "devices/dev1/hum", "-m", "40"}, false, "dev1", "devices/dev1/hum", "40"},
-		{"qos2 v5 mapped device", []string{"-V", "5", "-u", "dev2", "-P", "pw2", "-q", "2", "-t", "devices/boiler-2/p", "-m", "3"}, false, "boiler-2", "devices/boiler-2/p", "3"},
+		{"qos0", []string{"-u", "dev1", "-P", "pw1", "-t", "devices/dev1/temp", "-m", "21.5"}, false, "dev1", "temp", "21.5"},
+		{"qos1 v311", []string{"-u", "dev1", "-P", "pw1", "-q", "1", "-t", "devices/dev1/hum", "-m", "40"}, false, "dev1", "hum", "40"},
+		{"qos2 v5 mapped device", []string{"-V", "5", "-u", "dev2", "-P", "pw2", "-q", "2", "-t", "devices/boiler-2/p", "-m", "3"}, false, "boiler-2", "p", "3"},
 		{"wrong password", []string{"-u", "dev1", "-P", "nope", "-t", "devices/dev1/temp", "-m", "x"}, true, "", "", ""},
 		{"unknown user", []string{"-u", "mallory", "-P", "x", "-t", "devices/mallory/temp", "-m", "x"}, true, "", "", ""},
 		{"no credentials", []string{"-t", "devices/dev1/temp", "-m", "x"}, true, "", "", ""},

@@ -157,7 +157,7 @@ func TestListenerWill(t *testing.T) {
 	col.WaitFor(t, 5*time.Second, "will frame", func(fs []gateway.Frame) bool { return len(fs) >= 1 })
 	time.Sleep(200 * time.Millisecond) // let a wrong will show up too
 	fs := col.Frames()
-	if len(fs) != 1 || fs[0].Device != "dev1" || fs[0].Topic != "devices/dev1/status" || string(fs[0].Payload) != "offline" {
+	if len(fs) != 1 || fs[0].Device != "dev1" || fs[0].Topic != "status" || string(fs[0].Payload) != "offline" {
 		t.Fatalf("frames %+v, want only dev1's will", fs)
 	}
 }

@@ -12,7 +12,9 @@
 //	offset 4  float32  relative humidity, percent
 //	offset 8  uint32   sequence number of the device
 //
-// Topics are "sim/<site>/<device>/env"; sites are "a" and "b", alternating.
+// Devices are named "dev-000", "dev-001", ...; every frame's topic is
+// "env", the device-side topic after the device id, as for every
+// connector (see the gateway package's Frame.Topic).
 package sim
 
 import (
@@ -112,11 +114,7 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 
 func (c *Connector) device(ctx context.Context, up gateway.Uplink, i int) {
 	name := fmt.Sprintf("dev-%03d", i)
-	site := "a"
-	if i%2 == 1 {
-		site = "b"
-	}
-	topic := "sim/" + site + "/" + name + "/env"
+	const topic = "env" // the device-side topic: the part after the device id
 	// Spread devices over the interval so the load is even.
 	phase := c.cfg.Interval * time.Duration(i) / time.Duration(c.cfg.Devices)
 	t := time.NewTimer(phase)

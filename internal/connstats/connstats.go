@@ -1,11 +1,13 @@
 // Package connstats holds the counters every southbound connector keeps,
 // for the connector as a whole and per device: frames, bytes, errors,
-// malformed input, reconnects and request latency. Counters are atomics,
+// malformed input, denied requests, reconnects and request latency. Counters are atomics,
 // so the hot path never takes a lock; the per-device table takes a read
 // lock to find an existing device.
 package connstats
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,9 +15,8 @@ import (
 
 // Counters is one set of counters. The zero value is ready.
 type Counters struct {
-	frames, bytes, errors, malformed, reconnects atomic.Uint64
-	denied                                       atomic.Uint64
-	latencyN, latencySum, latencyMax             atomic.Uint64
+	frames, bytes, errors, malformed, denied, reconnects atomic.Uint64
+	latencyN, latencySum, latencyMax                     atomic.Uint64
 }
 
 // Frame counts one frame of n bytes accepted by the pipeline.
@@ -27,8 +28,8 @@ func (c *Counters) Error() { c.errors.Add(1) }
 // Malformed counts one piece of device input that could not be parsed.
 func (c *Counters) Malformed() { c.malformed.Add(1) }
 
-// Denied counts one request refused because the device's credential does
-// not allow it (an identity posting as another device).
+// Denied counts one request refused by policy (an ACL, a rate limit, a
+// failed authentication). Callers count it as an Error too.
 func (c *Counters) Denied() { c.denied.Add(1) }
 
 // Reconnect counts one re-established session or connection.
@@ -52,25 +53,25 @@ func (c *Counters) Latency(d time.Duration) {
 
 // Snapshot is a point-in-time copy of Counters.
 type Snapshot struct {
-	Frames     uint64
-	Bytes      uint64
-	Errors     uint64
-	Malformed  uint64
-	Reconnects uint64
-	// Denied counts requests refused for the credential they came with.
-	Denied uint64
+	Frames     uint64 `json:"frames"`
+	Bytes      uint64 `json:"bytes"`
+	Errors     uint64 `json:"errors"`
+	Malformed  uint64 `json:"malformed"`
+	Denied     uint64 `json:"denied"`
+	Reconnects uint64 `json:"reconnects"`
 	// Requests is how many latency samples were taken.
-	Requests uint64
-	// LatencyAvg and LatencyMax summarise the recorded latencies.
-	LatencyAvg time.Duration
-	LatencyMax time.Duration
+	Requests uint64 `json:"requests"`
+	// LatencyAvg and LatencyMax summarise the recorded latencies
+	// (nanoseconds in JSON).
+	LatencyAvg time.Duration `json:"latency_avg_ns"`
+	LatencyMax time.Duration `json:"latency_max_ns"`
 }
 
 // Snapshot returns the current values.
 func (c *Counters) Snapshot() Snapshot {
 	s := Snapshot{
 		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Errors: c.errors.Load(),
-		Malformed: c.malformed.Load(), Reconnects: c.reconnects.Load(), Denied: c.denied.Load(),
+		Malformed: c.malformed.Load(), Denied: c.denied.Load(), Reconnects: c.reconnects.Load(),
 		Requests: c.latencyN.Load(), LatencyMax: time.Duration(c.latencyMax.Load()),
 	}
 	if s.Requests > 0 {
@@ -130,4 +131,53 @@ func (t *Table) Stats() Stats {
 		s.Devices[k] = c.Snapshot()
 	}
 	return s
+}
+
+// Report is a bounded, JSON-ready view of a Table for status endpoints:
+// the totals and at most a given number of devices, those with the most
+// trouble (errors, malformed input, denials, reconnects) first, then the
+// busiest, ties by name. DevicesOmitted counts the devices left out.
+type Report struct {
+	Total          Snapshot            `json:"total"`
+	Devices        map[string]Snapshot `json:"devices,omitempty"`
+	DevicesOmitted int                 `json:"devices_omitted,omitempty"`
+}
+
+// Report returns the totals and at most maxDevices devices (none when
+// maxDevices <= 0). It copies every device's counters once, so its cost
+// grows with the number of devices, not with maxDevices.
+func (t *Table) Report(maxDevices int) Report {
+	st := t.Stats()
+	r := Report{Total: st.Total}
+	if maxDevices <= 0 {
+		r.DevicesOmitted = len(st.Devices)
+		return r
+	}
+	type dev struct {
+		name string
+		s    Snapshot
+	}
+	all := make([]dev, 0, len(st.Devices))
+	for k, s := range st.Devices {
+		all = append(all, dev{k, s})
+	}
+	trouble := func(s Snapshot) uint64 { return s.Errors + s.Malformed + s.Denied + s.Reconnects }
+	slices.SortFunc(all, func(a, b dev) int {
+		if c := cmp.Compare(trouble(b.s), trouble(a.s)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.s.Frames, a.s.Frames); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.name, b.name)
+	})
+	if len(all) > maxDevices {
+		r.DevicesOmitted = len(all) - maxDevices
+		all = all[:maxDevices]
+	}
+	r.Devices = make(map[string]Snapshot, len(all))
+	for _, d := range all {
+		r.Devices[d.name] = d.s
+	}
+	return r
 }

@@ -290,7 +290,7 @@ func Register(reg *gateway.Registry, w CommandWriter, opts ...Option) error {
 		if err := spec.Decode(&c); err != nil {
 			return nil, err
 		}
-		o := append([]Option(nil), opts...)
+		o := append([]Option{WithLogger(spec.Logger())}, opts...) // the host's options win
 		if w != nil {
 			o = append(o, WithCommands(w))
 		}
@@ -555,6 +555,18 @@ func (s *Sink) Stats() Stats {
 	}
 	return st
 }
+
+// StatsReport implements gateway.StatsReporter: the sink's counters by
+// name. It has no per-device entries.
+func (s *Sink) StatsReport(int) any {
+	st := s.Stats()
+	return map[string]uint64{
+		"published": st.Published, "failed": st.Failed, "reconnects": st.Reconnects,
+		"reconnect_attempts": st.ReconnectAttempts, "commands_ok": st.CommandsOK, "commands_failed": st.CommandsFailed,
+	}
+}
+
+var _ gateway.StatsReporter = (*Sink)(nil)
 
 // Close stops reconnecting and the command worker and disconnects.
 func (s *Sink) Close() error {
