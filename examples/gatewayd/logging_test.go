@@ -109,7 +109,7 @@ connectors:
 			}
 			defer stop()
 			deadline := time.Now().Add(5 * time.Second)
-			cond := func() bool { return strings.Contains(out.String(), "reconnecting") }
+			cond := func() bool { return strings.Contains(out.String(), "modbus device unreachable") }
 			if lv == slog.LevelError {
 				cond = func() bool { return warns.Load() >= 3 }
 			}
@@ -131,11 +131,11 @@ connectors:
 				if lv == slog.LevelError && rec["level"] != "ERROR" {
 					t.Fatalf("line below error level written: %q", line)
 				}
-				if strings.Contains(line, "reconnecting") && rec["connector"] != "plc" {
+				if strings.Contains(line, "modbus device unreachable") && rec["connector"] != "plc" {
 					t.Fatalf("connector line without connector=plc: %q", line)
 				}
 			}
-			if lv == slog.LevelError && strings.Contains(out.String(), "reconnecting") {
+			if lv == slog.LevelError && strings.Contains(out.String(), "modbus device unreachable") {
 				t.Fatalf("warning written at error level: %q", out.String())
 			}
 		})
