@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway/internal/backoff"
+	"github.com/iotgw/gateway/internal/lograte"
+	"github.com/iotgw/gateway/internal/retrylater"
 )
 
 // Gateway moves device frames through the planes:
@@ -66,6 +68,10 @@ type Gateway struct {
 	connWG     sync.WaitGroup
 	ctrlWG     sync.WaitGroup
 	healthWG   sync.WaitGroup
+
+	releaseQ    retrylater.Queue[Record] // held records a failed Release left behind
+	releaseDone chan struct{}            // closed when the release queue stopped
+	logLim      *lograte.Limiter
 
 	stats struct {
 		reloads, reloadErrors atomic.Uint64
@@ -146,17 +152,19 @@ func New(opts ...Option) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{
-		s:          s,
-		log:        s.logger,
-		ids:        NewIDGenerator(),
-		seed:       maphash.MakeSeed(),
-		connectors: map[string]*connRun{},
-		sinks:      map[string]*sinkRun{},
-		codecs:     map[string]namedCodec{"raw": {name: "raw", codec: RawCodec{}}},
-		stopCh:     make(chan struct{}),
-		doneCh:     make(chan struct{}),
-		hardStop:   make(chan struct{}),
-		intakeDone: make(chan struct{}),
+		s:           s,
+		log:         s.logger,
+		ids:         NewIDGenerator(),
+		seed:        maphash.MakeSeed(),
+		connectors:  map[string]*connRun{},
+		sinks:       map[string]*sinkRun{},
+		codecs:      map[string]namedCodec{"raw": {name: "raw", codec: RawCodec{}}},
+		stopCh:      make(chan struct{}),
+		doneCh:      make(chan struct{}),
+		hardStop:    make(chan struct{}),
+		intakeDone:  make(chan struct{}),
+		releaseDone: make(chan struct{}),
+		logLim:      lograte.New(time.Minute),
 	}
 	g.pubCtx, g.cancelPub = context.WithCancel(context.Background())
 	g.qos.Store(uint32(s.qos))
@@ -311,6 +319,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	nConn, nSink := len(g.connectors), len(g.sinks)
 	g.mu.Unlock()
 	ctrlCtx, stopCtrl := context.WithCancel(context.Background())
+	relCtx, stopRel := context.WithCancel(context.Background())
+	if g.edge() {
+		go g.runReleaseQueue(relCtx)
+	} else {
+		close(g.releaseDone)
+	}
 	if g.s.watch && g.s.configPath != "" {
 		g.ctrlWG.Add(1)
 		go g.watchConfig(ctrlCtx)
@@ -330,11 +344,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case <-g.stopCh:
 	}
-	g.shutdown(stopCtrl)
+	g.shutdown(stopCtrl, stopRel)
 	return nil
 }
 
-func (g *Gateway) shutdown(stopCtrl context.CancelFunc) {
+func (g *Gateway) shutdown(stopCtrl, stopRel context.CancelFunc) {
 	start := time.Now()
 	deadline := time.AfterFunc(g.s.shutdownTimeout, func() {
 		close(g.hardStop)
@@ -367,6 +381,9 @@ func (g *Gateway) shutdown(stopCtrl context.CancelFunc) {
 	}
 	g.mu.Unlock()
 	g.sinksWG.Wait()
+	// 4. last releases, while the store is still open.
+	stopRel()
+	<-g.releaseDone
 
 	if g.health != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
