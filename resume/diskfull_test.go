@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/testenv"
 )
 
 // countingHandler counts log records whose message contains a substring.
@@ -133,6 +135,94 @@ func TestDiskFullReleaseRetried(t *testing.T) {
 					t.Fatalf("message %d lost", i)
 				}
 			}
+		})
+	}
+}
+
+// TestDiskFullTmpfsFloodRecovers is the field report on a real file
+// system: the store on a small tmpfs, the free-space guard off, the
+// upstream down, a device flooding. Frames are accepted until the disk is
+// full, then refused with ErrStoreFull. When space returns (the tmpfs is
+// grown) and the upstream is back, every accepted frame is delivered and
+// the store ends empty, without a restart.
+func TestDiskFullTmpfsFloodRecovers(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, drainer := range []bool{false, true} {
+		name := "builtin-replay"
+		if drainer {
+			name = "resume-drainer"
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+				testenv.Skip(t, fmt.Sprintf("cannot mount a tmpfs: %v: %s", err, out))
+			}
+			t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+			log := quietLogger()
+			cfg := SQLiteConfig{Path: filepath.Join(dir, "q.db"), Logger: log, MinFreeBytes: -1}
+			var st gateway.Store
+			var sq *SQLiteStore
+			if drainer {
+				es, err := NewEdgeStore(EdgeConfig{Store: cfg, Drain: DrainerConfig{Logger: log,
+					Backoff: Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, sq = es, es.SQLiteStore
+			} else {
+				s, err := NewSQLiteStore(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, sq = s, s
+			}
+			defer sq.Close()
+			sink := &recordingSink{ids: map[gateway.MessageID]int{}}
+			sink.set(true)
+			g, err := gateway.New(gateway.WithMode(gateway.ModeEdge), gateway.WithStore(st),
+				gateway.WithSink("up", sink), gateway.WithLogger(log))
+			if err != nil {
+				t.Fatal(err)
+			}
+			runGateway(t, g)
+
+			accepted := map[gateway.MessageID]bool{}
+			refused := 0
+			payload := []byte(strings.Repeat("p", 200))
+			deadline := time.Now().Add(20 * time.Second)
+			for i := uint64(1); refused < 200; i++ {
+				if time.Now().After(deadline) {
+					t.Fatalf("the 1 MiB store never filled: %d accepted, %d refused", len(accepted), refused)
+				}
+				f := gateway.AcquireFrame()
+				f.Device, f.Topic, f.ID = "d", "t", idOf(i)
+				f.Payload = append(f.Payload, payload...)
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				err := g.Inject(ctx, f)
+				cancel()
+				switch {
+				case err == nil:
+					accepted[idOf(i)] = true
+				case errors.Is(err, ErrStoreFull):
+					refused++
+				}
+			}
+			if out, err := exec.Command("mount", "-o", "remount,size=64m", dir).CombinedOutput(); err != nil {
+				t.Fatalf("growing the tmpfs: %v: %s", err, out)
+			}
+			sink.set(false)
+			t.Logf("%d frames accepted before the disk filled", len(accepted))
+			waitUntil(t, "every accepted frame delivered", func() bool {
+				sink.mu.Lock()
+				defer sink.mu.Unlock()
+				for id := range accepted {
+					if sink.ids[id] == 0 {
+						return false
+					}
+				}
+				return true
+			})
+			waitUntil(t, "store empty", func() bool { st := sq.Stats(); return st.Rows == 0 && st.Held == 0 })
 		})
 	}
 }

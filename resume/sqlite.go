@@ -183,6 +183,8 @@ type SQLiteStore struct {
 	cursor  uint64 // Next scans from here: every lower seq is held or gone
 	counter uint64
 
+	ackRetry []uint64 // acks a failed transaction left; the writer's own
+
 	rows, bytes, evicted, commits, committedRecs atomic.Int64
 }
 
