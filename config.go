@@ -78,6 +78,9 @@ type GatewayConfig struct {
 	BatchSize       int           `yaml:"batch_size"`
 	Overflow        string        `yaml:"overflow"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// DeadLetter says where frames go that their codec cannot decode
+	// (see WithDeadLetter): {sink: name} or {topic: template}.
+	DeadLetter DeadLetterConfig `yaml:"dead_letter"`
 }
 
 // MQTTConfig is the mqtt: section.
@@ -283,6 +286,15 @@ func (c *Config) validate(d *yamlDecoder, top *yaml.Node) {
 	if g.ShutdownTimeout < 0 {
 		d.fail(at("gateway.shutdown_timeout"), "gateway.shutdown_timeout", "must not be negative")
 	}
+	if dl := g.DeadLetter; dl.Sink != "" || dl.Topic != "" {
+		key := "gateway.dead_letter.sink"
+		if dl.Topic != "" {
+			key = "gateway.dead_letter.topic"
+		}
+		if err := dl.validate(); err != nil {
+			d.fail(at(key), key, "%v", err)
+		}
+	}
 	if g.Mode == "edge" && c.Store == nil {
 		d.fail(at("gateway.mode"), "gateway.mode", "edge needs a store: section")
 	}
@@ -309,6 +321,9 @@ func (c *Config) validate(d *yamlDecoder, top *yaml.Node) {
 	sinks := map[string]bool{}
 	for _, s := range c.Sinks {
 		sinks[s.Name] = true
+	}
+	if n := g.DeadLetter.Sink; n != "" && !sinks[n] {
+		d.fail(at("gateway.dead_letter.sink"), "gateway.dead_letter.sink", "unknown sink %q", n)
 	}
 	for i, r := range c.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
@@ -396,6 +411,9 @@ func (c *Config) applyStatic(s *settings) error {
 	}
 	if c.MQTT.QoS != nil {
 		s.qos = byte(*c.MQTT.QoS)
+	}
+	if dl := g.DeadLetter; dl != (DeadLetterConfig{}) && s.deadLetter == (DeadLetterConfig{}) {
+		s.deadLetter = dl
 	}
 	if c.Health.Address != "" {
 		s.healthAddr = c.Health.Address

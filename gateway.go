@@ -76,6 +76,10 @@ type Gateway struct {
 	stats struct {
 		reloads, reloadErrors atomic.Uint64
 		spilled, replayed     atomic.Uint64
+		deadLetters           atomic.Uint64 // kept: stored, or handed to the dead-letter sink or topic
+		deadLetterErrors      atomic.Uint64 // could not be kept (edge mode: tried again)
+		deadLettersDropped    atomic.Uint64 // no dead-letter place configured
+		malformedRefused      atomic.Uint64 // refused before the ack (DeliverChecked)
 		lostAtShutdown        atomic.Uint64
 	}
 }
@@ -190,6 +194,9 @@ func New(opts ...Option) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.config = s.config
+	if n := s.deadLetter.Sink; n != "" && g.sinks[n] == nil {
+		return nil, fmt.Errorf("gateway: dead letter: sink %q is not configured", n)
+	}
 	if s.mode == ModeEdge && s.store == nil {
 		return nil, errors.New("gateway: mode edge needs a store (WithStore or the store: section)")
 	}
@@ -483,11 +490,29 @@ func (g *Gateway) decodeBatch(sh *shard, f *Frame, max int) {
 }
 
 func (g *Gateway) decode(sh *shard, f *Frame) *Message {
+	if m := f.decoded; m != nil { // DeliverChecked decoded it already
+		f.decoded = nil
+		m.storeSeq = f.storeSeq
+		f.Release()
+		return m
+	}
 	bind := f.bind
 	if bind == nil {
 		bind = g.defaultBind
 	}
 	nc := bind.codec.Load()
+	m := g.newMessage(f)
+	err := nc.codec.Decode(f, m)
+	if err != nil {
+		sh.decodeErrors.Add(1)
+		return g.deadLetter(f, m, nc.name, err)
+	}
+	f.Release()
+	return m
+}
+
+// newMessage returns a pooled message with f's metadata, ready for Decode.
+func (g *Gateway) newMessage(f *Frame) *Message {
 	m := acquireMessage()
 	m.ID = f.ID
 	m.storeSeq = f.storeSeq
@@ -497,20 +522,6 @@ func (g *Gateway) decode(sh *shard, f *Frame) *Message {
 	m.Device, m.Topic, m.Connector, m.Time = f.Device, f.Topic, f.Connector, f.Received
 	m.QoS = byte(g.qos.Load())
 	m.Priority = PriorityNormal
-	err := nc.codec.Decode(f, m)
-	if err != nil {
-		sh.decodeErrors.Add(1)
-		g.log.Warn("decode failed", "connector", f.Connector, "device", f.Device,
-			"topic", f.Topic, "codec", nc.name, "err", err)
-		if f.storeSeq != 0 {
-			g.ackStored(f.storeSeq) // replaying cannot fix a frame its codec rejects
-		}
-		f.Release()
-		atomic.StoreInt32(&m.refs, 1)
-		m.release()
-		return nil
-	}
-	f.Release()
 	return m
 }
 
@@ -529,12 +540,20 @@ func (g *Gateway) routeBatch(sh *shard, b *batch) {
 	var routed, unrouted uint64
 	for i, m := range b.msgs {
 		b.msgs[i] = nil
-		sh.names = t.router.Route(m, sh.names[:0])
+		if m.deadSink != "" {
+			sh.names = append(sh.names[:0], m.deadSink)
+		} else {
+			sh.names = t.router.Route(m, sh.names[:0])
+		}
 		n := 0
 		for _, name := range sh.names {
 			if t.sinks[name] != nil {
 				n++
 			}
+		}
+		if n == 0 && m.deadSink != "" {
+			g.stats.deadLetterErrors.Add(1)
+			g.log.Error("dead letter lost: its sink is gone", "sink", m.deadSink, "device", m.Device)
 		}
 		if n == 0 {
 			unrouted++

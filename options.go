@@ -127,6 +127,7 @@ type settings struct {
 	config          *Config
 	watch           bool
 	connectorCodecs map[string]string
+	deadLetter      DeadLetterConfig
 }
 
 func defaultSettings() *settings {

@@ -153,6 +153,18 @@ CREATE TABLE IF NOT EXISTS records (
 	attempts INTEGER NOT NULL,
 	next_try INTEGER NOT NULL,
 	enqueued INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+	seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+	id        BLOB    NOT NULL UNIQUE,
+	connector TEXT    NOT NULL,
+	device    TEXT    NOT NULL,
+	topic     TEXT    NOT NULL,
+	codec     TEXT    NOT NULL,
+	error     TEXT    NOT NULL,
+	received  INTEGER NOT NULL,
+	failed    INTEGER NOT NULL,
+	payload   BLOB    NOT NULL
 );`
 
 // SQLiteStore is the reference gateway.Store: a SQLite database in WAL mode
@@ -208,8 +220,9 @@ type releaseReq struct {
 }
 
 var (
-	_ gateway.Store   = (*SQLiteStore)(nil)
-	_ gateway.Checker = (*SQLiteStore)(nil)
+	_ gateway.Store           = (*SQLiteStore)(nil)
+	_ gateway.Checker         = (*SQLiteStore)(nil)
+	_ gateway.DeadLetterStore = (*SQLiteStore)(nil)
 )
 
 // NewSQLiteStore validates cfg and returns a store that opens its file on
