@@ -18,7 +18,12 @@
 // Each accepted PUBLISH becomes one frame: Device is the authenticated
 // device (listener) or the {device} topic level (client), Topic is the
 // MQTT topic, Payload the message bytes. QoS 1/2 messages are acknowledged
-// only once the gateway accepted the frame.
+// only once the gateway accepted the frame. The listener decodes an MQTT 5
+// QoS 1/2 publish before acknowledging it (gateway.DeliverChecked): a
+// payload its codec rejects gets PUBACK 0x99 (payload format invalid).
+// MQTT 3.1.1 and QoS 0 cannot refuse a payload: such a frame is accepted
+// and goes to the gateway's dead letters (gateway.WithDeadLetter), as do
+// those of client mode.
 //
 // # Downlink
 //
