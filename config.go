@@ -26,6 +26,8 @@ import (
 //	  batch_size: 64
 //	  overflow: block       # block | drop-newest | drop-oldest
 //	  shutdown_timeout: 3s
+//	  dead_letter: {sink: quarantine}  # or {topic: "dead/{connector}/{device}"}; default:
+//	                                   # the store's dead_letter table in edge mode
 //	mqtt:
 //	  qos: 1                # upstream QoS for every message
 //	rules:

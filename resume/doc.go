@@ -32,7 +32,10 @@
 //     1 MiB to 16 MiB) and ENOSPC give ErrStoreFull with the figures,
 //     never a crash; acks and releases a full disk refused are retried
 //     with backoff, so the backlog drains when space returns, without a
-//     restart; a corrupt file is moved aside, not deleted.
+//     restart; a corrupt file is moved aside, not deleted. A dead_letter
+//     table keeps frames their codec could not decode, raw with their
+//     connector, device, topic, codec and error (gateway.DeadLetterStore:
+//     the gateway lists, replays and deletes them).
 //   - Machine: Online, Degraded, Offline, Recovering, Draining with
 //     guarded transitions and entry/exit actions.
 //   - Monitor with ICMPProbe, HTTPHeadProbe and HeartbeatProbe (the
