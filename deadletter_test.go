@@ -282,3 +282,32 @@ func TestDeadLetterStoreFailureLosesNothing(t *testing.T) {
 		t.Fatalf("stats %+v", g.Stats())
 	}
 }
+
+// TestDeliverCheckedEdgeMode: in edge mode a frame decoded before the ack
+// is still written ahead and its record leaves the store once published; a
+// refused one leaves nothing in the store.
+func TestDeliverCheckedEdgeMode(t *testing.T) {
+	st := &dlMemStore{memStore: newMemStore()}
+	up := newCollectSink()
+	conn := &testConnector{}
+	g, err := New(WithLogger(quietLogger()), WithMode(ModeEdge), WithStore(st), WithConnector("c", conn),
+		WithCodec("f64", f64Codec), WithConnectorCodec("c", "f64"), WithSink("up", up))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, g)
+	waitFor(t, "connector up", 5*time.Second, func() bool { return conn.uplink() != nil })
+	if err := DeliverChecked(context.Background(), conn.uplink(), blob("d1", "t/1")); !errors.Is(err, ErrMalformedPayload) {
+		t.Fatalf("blob: %v", err)
+	}
+	if st.len() != 0 || st.count() != 0 {
+		t.Fatalf("refused frame left %d records, %d dead letters", st.len(), st.count())
+	}
+	for i := range 20 {
+		if err := DeliverChecked(context.Background(), conn.uplink(), frame("d1", "t/1", float64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "all published", 5*time.Second, func() bool { return up.count() == 20 })
+	waitFor(t, "store empty", 5*time.Second, func() bool { return st.len() == 0 })
+}
