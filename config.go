@@ -29,6 +29,8 @@ import (
 //	  shutdown_timeout: 3s
 //	  allow_empty_reload: false # true lets a reload remove every connector or every sink
 //	  reload_debounce: 300ms    # the watched file must be still this long before it is read
+//	  dead_letter: {sink: quarantine}  # or {topic: "dead/{connector}/{device}"}; default:
+//	                                   # the store's dead_letter table in edge mode
 //	mqtt:
 //	  qos: 1                # upstream QoS for every message
 //	rules:
@@ -91,6 +93,9 @@ type GatewayConfig struct {
 	// ReloadDebounce is how long the watched file must stay unchanged
 	// before it is read; see WithConfigDebounce. Zero keeps the default.
 	ReloadDebounce time.Duration `yaml:"reload_debounce"`
+	// DeadLetter says where frames go that their codec cannot decode
+	// (see WithDeadLetter): {sink: name} or {topic: template}.
+	DeadLetter DeadLetterConfig `yaml:"dead_letter"`
 }
 
 // MQTTConfig is the mqtt: section.
@@ -305,6 +310,15 @@ func (c *Config) validate(d *yamlDecoder, top *yaml.Node) {
 	if n := c.Health.StatsDevices; n != nil && (*n < 0 || *n > 100000) {
 		d.fail(at("health.stats_devices"), "health.stats_devices", "want 0..100000, got %d", *n)
 	}
+	if dl := g.DeadLetter; dl.Sink != "" || dl.Topic != "" {
+		key := "gateway.dead_letter.sink"
+		if dl.Topic != "" {
+			key = "gateway.dead_letter.topic"
+		}
+		if err := dl.validate(); err != nil {
+			d.fail(at(key), key, "%v", err)
+		}
+	}
 	if g.Mode == "edge" && c.Store == nil {
 		d.fail(at("gateway.mode"), "gateway.mode", "edge needs a store: section")
 	}
@@ -331,6 +345,9 @@ func (c *Config) validate(d *yamlDecoder, top *yaml.Node) {
 	sinks := map[string]bool{}
 	for _, s := range c.Sinks {
 		sinks[s.Name] = true
+	}
+	if n := g.DeadLetter.Sink; n != "" && !sinks[n] {
+		d.fail(at("gateway.dead_letter.sink"), "gateway.dead_letter.sink", "unknown sink %q", n)
 	}
 	for i, r := range c.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
@@ -422,6 +439,9 @@ func (c *Config) applyStatic(s *settings) error {
 	}
 	if c.MQTT.QoS != nil {
 		s.qos = byte(*c.MQTT.QoS)
+	}
+	if dl := g.DeadLetter; dl != (DeadLetterConfig{}) && s.deadLetter == (DeadLetterConfig{}) {
+		s.deadLetter = dl
 	}
 	if c.Health.Address != "" {
 		s.healthAddr = c.Health.Address

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 )
@@ -104,7 +105,11 @@ func (g *Gateway) ackStored(seqs ...uint64) {
 	}
 }
 
-// requeueStored releases held records so the replay loop delivers them.
+// requeueStored releases held records so the replay loop delivers them. A
+// Release that fails (a full disk cannot persist the new attempt count)
+// would leave them held, so invisible to the replay until a restart: they
+// go to the release queue, which retries with backoff until the Store takes
+// them back.
 func (g *Gateway) requeueStored(recs []Record) {
 	if len(recs) == 0 {
 		return
@@ -112,7 +117,28 @@ func (g *Gateway) requeueStored(recs []Record) {
 	ctx, cancel := g.storeCtx()
 	defer cancel()
 	if err := g.s.store.Release(ctx, recs); err != nil {
-		g.log.Warn("store release failed; records wait for a restart", "count", len(recs), "err", err)
+		g.releaseFailed(err, len(recs))
+		g.releaseQ.Add(recs...)
+	}
+}
+
+// releaseFailed logs a failed Release, at most once a minute per cause.
+func (g *Gateway) releaseFailed(err error, n int) {
+	g.logLim.Log(context.Background(), g.log, slog.LevelWarn, "store-release",
+		"store release failed; retrying with backoff", "count", n, "err", err)
+}
+
+// runReleaseQueue retries failed Releases until ctx ends (after the sinks
+// stopped at shutdown), with a last try before the Store closes. Records
+// still held then are replayed at the next start.
+func (g *Gateway) runReleaseQueue(ctx context.Context) {
+	defer close(g.releaseDone)
+	g.releaseQ.Do = func(ctx context.Context, recs []Record) error {
+		return g.s.store.Release(ctx, recs)
+	}
+	g.releaseQ.OnFail = g.releaseFailed
+	if left := g.releaseQ.Run(ctx, 2*time.Second); len(left) > 0 {
+		g.log.Warn("store release failed at shutdown; records are replayed at the next start", "count", len(left))
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway/internal/backoff"
+	"github.com/iotgw/gateway/internal/lograte"
+	"github.com/iotgw/gateway/internal/retrylater"
 )
 
 // Gateway moves device frames through the planes:
@@ -67,9 +69,17 @@ type Gateway struct {
 	ctrlWG     sync.WaitGroup
 	healthWG   sync.WaitGroup
 
+	releaseQ    retrylater.Queue[Record] // held records a failed Release left behind
+	releaseDone chan struct{}            // closed when the release queue stopped
+	logLim      *lograte.Limiter
+
 	stats struct {
 		reloads, reloadErrors atomic.Uint64
 		spilled, replayed     atomic.Uint64
+		deadLetters           atomic.Uint64 // kept: stored, or handed to the dead-letter sink or topic
+		deadLetterErrors      atomic.Uint64 // could not be kept (edge mode: tried again)
+		deadLettersDropped    atomic.Uint64 // no dead-letter place configured
+		malformedRefused      atomic.Uint64 // refused before the ack (DeliverChecked)
 		lostAtShutdown        atomic.Uint64
 	}
 }
@@ -146,17 +156,19 @@ func New(opts ...Option) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{
-		s:          s,
-		log:        s.logger,
-		ids:        NewIDGenerator(),
-		seed:       maphash.MakeSeed(),
-		connectors: map[string]*connRun{},
-		sinks:      map[string]*sinkRun{},
-		codecs:     map[string]namedCodec{"raw": {name: "raw", codec: RawCodec{}}},
-		stopCh:     make(chan struct{}),
-		doneCh:     make(chan struct{}),
-		hardStop:   make(chan struct{}),
-		intakeDone: make(chan struct{}),
+		s:           s,
+		log:         s.logger,
+		ids:         NewIDGenerator(),
+		seed:        maphash.MakeSeed(),
+		connectors:  map[string]*connRun{},
+		sinks:       map[string]*sinkRun{},
+		codecs:      map[string]namedCodec{"raw": {name: "raw", codec: RawCodec{}}},
+		stopCh:      make(chan struct{}),
+		doneCh:      make(chan struct{}),
+		hardStop:    make(chan struct{}),
+		intakeDone:  make(chan struct{}),
+		releaseDone: make(chan struct{}),
+		logLim:      lograte.New(time.Minute),
 	}
 	g.pubCtx, g.cancelPub = context.WithCancel(context.Background())
 	g.qos.Store(uint32(s.qos))
@@ -182,6 +194,9 @@ func New(opts ...Option) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.config = s.config
+	if n := s.deadLetter.Sink; n != "" && g.sinks[n] == nil {
+		return nil, fmt.Errorf("gateway: dead letter: sink %q is not configured", n)
+	}
 	if s.mode == ModeEdge && s.store == nil {
 		return nil, errors.New("gateway: mode edge needs a store (WithStore or the store: section)")
 	}
@@ -317,6 +332,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	nConn, nSink := len(g.connectors), len(g.sinks)
 	g.mu.Unlock()
 	ctrlCtx, stopCtrl := context.WithCancel(context.Background())
+	relCtx, stopRel := context.WithCancel(context.Background())
+	if g.edge() {
+		go g.runReleaseQueue(relCtx)
+	} else {
+		close(g.releaseDone)
+	}
 	if cw != nil {
 		g.ctrlWG.Add(1)
 		go g.watchConfig(ctrlCtx, cw)
@@ -336,11 +357,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case <-g.stopCh:
 	}
-	g.shutdown(stopCtrl)
+	g.shutdown(stopCtrl, stopRel)
 	return nil
 }
 
-func (g *Gateway) shutdown(stopCtrl context.CancelFunc) {
+func (g *Gateway) shutdown(stopCtrl, stopRel context.CancelFunc) {
 	start := time.Now()
 	deadline := time.AfterFunc(g.s.shutdownTimeout, func() {
 		close(g.hardStop)
@@ -373,6 +394,9 @@ func (g *Gateway) shutdown(stopCtrl context.CancelFunc) {
 	}
 	g.mu.Unlock()
 	g.sinksWG.Wait()
+	// 4. last releases, while the store is still open.
+	stopRel()
+	<-g.releaseDone
 
 	if g.health != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -472,11 +496,29 @@ func (g *Gateway) decodeBatch(sh *shard, f *Frame, max int) {
 }
 
 func (g *Gateway) decode(sh *shard, f *Frame) *Message {
+	if m := f.decoded; m != nil { // DeliverChecked decoded it already
+		f.decoded = nil
+		m.storeSeq = f.storeSeq
+		f.Release()
+		return m
+	}
 	bind := f.bind
 	if bind == nil {
 		bind = g.defaultBind
 	}
 	nc := bind.codec.Load()
+	m := g.newMessage(f)
+	err := nc.codec.Decode(f, m)
+	if err != nil {
+		sh.decodeErrors.Add(1)
+		return g.deadLetter(f, m, nc.name, err)
+	}
+	f.Release()
+	return m
+}
+
+// newMessage returns a pooled message with f's metadata, ready for Decode.
+func (g *Gateway) newMessage(f *Frame) *Message {
 	m := acquireMessage()
 	m.ID = f.ID
 	m.storeSeq = f.storeSeq
@@ -486,20 +528,6 @@ func (g *Gateway) decode(sh *shard, f *Frame) *Message {
 	m.Device, m.Topic, m.Connector, m.Time = f.Device, f.Topic, f.Connector, f.Received
 	m.QoS = byte(g.qos.Load())
 	m.Priority = PriorityNormal
-	err := nc.codec.Decode(f, m)
-	if err != nil {
-		sh.decodeErrors.Add(1)
-		g.log.Warn("decode failed", "connector", f.Connector, "device", f.Device,
-			"topic", f.Topic, "codec", nc.name, "err", err)
-		if f.storeSeq != 0 {
-			g.ackStored(f.storeSeq) // replaying cannot fix a frame its codec rejects
-		}
-		f.Release()
-		atomic.StoreInt32(&m.refs, 1)
-		m.release()
-		return nil
-	}
-	f.Release()
 	return m
 }
 
@@ -518,12 +546,20 @@ func (g *Gateway) routeBatch(sh *shard, b *batch) {
 	var routed, unrouted uint64
 	for i, m := range b.msgs {
 		b.msgs[i] = nil
-		sh.names = t.router.Route(m, sh.names[:0])
+		if m.deadSink != "" {
+			sh.names = append(sh.names[:0], m.deadSink)
+		} else {
+			sh.names = t.router.Route(m, sh.names[:0])
+		}
 		n := 0
 		for _, name := range sh.names {
 			if t.sinks[name] != nil {
 				n++
 			}
+		}
+		if n == 0 && m.deadSink != "" {
+			g.stats.deadLetterErrors.Add(1)
+			g.log.Error("dead letter lost: its sink is gone", "sink", m.deadSink, "device", m.Device)
 		}
 		if n == 0 {
 			unrouted++

@@ -28,24 +28,34 @@ type ComponentStatus struct {
 
 // Stats is a snapshot of the gateway's counters. Counters only grow.
 type Stats struct {
-	FramesIn       uint64            `json:"frames_in"`
-	FramesDropped  uint64            `json:"frames_dropped"`
-	DecodeErrors   uint64            `json:"decode_errors"`
-	Routed         uint64            `json:"routed"`
-	Unrouted       uint64            `json:"unrouted"`
-	Published      uint64            `json:"published"`
-	PublishErrors  uint64            `json:"publish_errors"`
-	SinkDropped    uint64            `json:"sink_dropped"`
-	Spilled        uint64            `json:"spilled"`
-	Replayed       uint64            `json:"replayed"`
-	Lost           uint64            `json:"lost"`
-	Reloads        uint64            `json:"reloads"`
-	ReloadErrors   uint64            `json:"reload_errors"`
-	LastReloadErr  string            `json:"last_reload_error,omitempty"`
-	QueueDepth     int               `json:"queue_depth"`
-	SinkQueueDepth int               `json:"sink_queue_depth"`
-	Connectors     []ComponentStatus `json:"connectors"`
-	Sinks          []ComponentStatus `json:"sinks"`
+	FramesIn      uint64 `json:"frames_in"`
+	FramesDropped uint64 `json:"frames_dropped"`
+	DecodeErrors  uint64 `json:"decode_errors"`
+	Routed        uint64 `json:"routed"`
+	Unrouted      uint64 `json:"unrouted"`
+	Published     uint64 `json:"published"`
+	PublishErrors uint64 `json:"publish_errors"`
+	SinkDropped   uint64 `json:"sink_dropped"`
+	Spilled       uint64 `json:"spilled"`
+	Replayed      uint64 `json:"replayed"`
+	Lost          uint64 `json:"lost"`
+	// DeadLetters counts frames their codec could not decode that were
+	// kept (the Store's dead letters, or the dead-letter sink or topic);
+	// DeadLetterErrors those that could not be kept (in edge mode they
+	// stay in the Store and are tried again); DeadLettersDropped those
+	// dropped for want of a dead-letter place; MalformedRefused those
+	// refused before the acknowledgement (DeliverChecked).
+	DeadLetters        uint64            `json:"dead_letters"`
+	DeadLetterErrors   uint64            `json:"dead_letter_errors"`
+	DeadLettersDropped uint64            `json:"dead_letters_dropped"`
+	MalformedRefused   uint64            `json:"malformed_refused"`
+	Reloads            uint64            `json:"reloads"`
+	ReloadErrors       uint64            `json:"reload_errors"`
+	LastReloadErr      string            `json:"last_reload_error,omitempty"`
+	QueueDepth         int               `json:"queue_depth"`
+	SinkQueueDepth     int               `json:"sink_queue_depth"`
+	Connectors         []ComponentStatus `json:"connectors"`
+	Sinks              []ComponentStatus `json:"sinks"`
 	// Drain is the Drainer's own report when it is a DrainReporter (the
 	// resume EdgeStore: state, transitions, drain counters, probes).
 	Drain any `json:"drain,omitempty"`
@@ -65,6 +75,10 @@ func (g *Gateway) Stats() Stats {
 	st.Spilled = g.stats.spilled.Load()
 	st.Replayed = g.stats.replayed.Load()
 	st.Lost = g.stats.lostAtShutdown.Load()
+	st.DeadLetters = g.stats.deadLetters.Load()
+	st.DeadLetterErrors = g.stats.deadLetterErrors.Load()
+	st.DeadLettersDropped = g.stats.deadLettersDropped.Load()
+	st.MalformedRefused = g.stats.malformedRefused.Load()
 	st.Reloads = g.stats.reloads.Load()
 	st.ReloadErrors = g.stats.reloadErrors.Load()
 	if r, ok := g.s.drainer.(DrainReporter); ok {

@@ -20,6 +20,11 @@ var (
 	// ErrNoRoute is returned for a downlink write to a connector or device
 	// the gateway does not know.
 	ErrNoRoute = errors.New("gateway: no route")
+	// ErrMalformedPayload is wrapped by DeliverChecked's error when the
+	// connector's codec cannot decode the frame: nothing was accepted, and
+	// a connector whose protocol can say so refuses the payload (MQTT 5
+	// PUBACK 0x99, CoAP 4.00, HTTP 400) instead of acknowledging it.
+	ErrMalformedPayload = errors.New("gateway: malformed payload")
 )
 
 // Uplink is how a connector hands frames to the gateway. It is safe for
@@ -35,6 +40,29 @@ type Uplink interface {
 	// frame (counted) and accepts f. After shutdown starts it returns
 	// ErrClosed.
 	Deliver(ctx context.Context, f *Frame) error
+}
+
+// CheckingUplink is implemented by the gateway's Uplink: DeliverChecked
+// decodes f with the connector's codec before accepting it. A payload the
+// codec rejects is refused with an error wrapping ErrMalformedPayload and
+// nothing is accepted (it is counted in Stats.MalformedRefused, not
+// dead-lettered: the device was told). Otherwise it is Deliver, and the
+// frame is not decoded a second time. Use it through DeliverChecked.
+type CheckingUplink interface {
+	Uplink
+	DeliverChecked(ctx context.Context, f *Frame) error
+}
+
+// DeliverChecked decodes before accepting when up supports it (see
+// CheckingUplink), and is up.Deliver otherwise. Connectors call it where
+// the protocol can refuse a payload before acknowledging it; where it
+// cannot (MQTT 3.1.1, QoS 0, polled devices), they call Deliver and a
+// frame the codec rejects goes to the dead letters (see WithDeadLetter).
+func DeliverChecked(ctx context.Context, up Uplink, f *Frame) error {
+	if cu, ok := up.(CheckingUplink); ok {
+		return cu.DeliverChecked(ctx, f)
+	}
+	return up.Deliver(ctx, f)
 }
 
 // DeviceConnector is a southbound protocol endpoint: an MQTT listener, a

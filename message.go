@@ -98,7 +98,8 @@ type Frame struct {
 	Payload []byte
 
 	bind     *binding
-	storeSeq uint64 // edge mode: the Store record holding this frame
+	storeSeq uint64   // edge mode: the Store record holding this frame
+	decoded  *Message // decoded before acceptance (DeliverChecked)
 }
 
 // Reset clears f for reuse, keeping the payload capacity.
@@ -119,6 +120,9 @@ func AcquireFrame() *Frame { return framePool.Get().(*Frame) }
 // releases every frame it was handed; connectors call Release only on frames
 // they did not deliver.
 func (f *Frame) Release() {
+	if f.decoded != nil {
+		releaseMsg(f.decoded)
+	}
 	if cap(f.Payload) > maxPooledPayload {
 		f.Payload = nil
 	}
@@ -162,6 +166,8 @@ type Message struct {
 	// how many of its sinks have yet to publish or spill it (atomic).
 	storeSeq uint64
 	pending  int32
+	// deadSink, when set, sends a dead letter to this sink, not the router.
+	deadSink string
 }
 
 // Reset clears m for reuse, keeping slice capacity.
@@ -177,6 +183,7 @@ func (m *Message) Reset() {
 	atomic.StoreInt32(&m.refs, 0)
 	m.storeSeq = 0
 	atomic.StoreInt32(&m.pending, 0)
+	m.deadSink = ""
 }
 
 // AddPoint appends a point.

@@ -130,6 +130,7 @@ type settings struct {
 	allowEmpty      bool
 	statsDevices    int
 	connectorCodecs map[string]string
+	deadLetter      DeadLetterConfig
 }
 
 func defaultSettings() *settings {

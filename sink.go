@@ -229,7 +229,10 @@ func (g *Gateway) spill(sink string, batch []*Message) error {
 		return err
 	}
 	if err := g.s.store.Release(ctx, recs); err != nil {
-		g.log.Warn("store release failed; spilled records wait for a restart", "sink", sink, "err", err)
+		// Durable but still held: the release queue hands them to the
+		// replay once the Store takes them back.
+		g.releaseFailed(err, len(recs))
+		g.releaseQ.Add(recs...)
 	}
 	g.stats.spilled.Add(uint64(len(batch)))
 	return nil

@@ -28,8 +28,14 @@
 //     INTEGER PRIMARY KEY that encodes priority then arrival (never the
 //     clock), MessageID, attempts and next try persisted. Bounded in rows
 //     and bytes (reject new, or drop oldest with a counted eviction); a
-//     free-space guard and ENOSPC give ErrStoreFull, never a crash; a
-//     corrupt file is moved aside, not deleted.
+//     free-space guard (MinFreeBytes, by default 2% of the file system,
+//     1 MiB to 16 MiB) and ENOSPC give ErrStoreFull with the figures,
+//     never a crash; acks and releases a full disk refused are retried
+//     with backoff, so the backlog drains when space returns, without a
+//     restart; a corrupt file is moved aside, not deleted. A dead_letter
+//     table keeps frames their codec could not decode, raw with their
+//     connector, device, topic, codec and error (gateway.DeadLetterStore:
+//     the gateway lists, replays and deletes them).
 //   - Machine: Online, Degraded, Offline, Recovering, Draining with
 //     guarded transitions and entry/exit actions.
 //   - Monitor with ICMPProbe, HTTPHeadProbe and HeartbeatProbe (the

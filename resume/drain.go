@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/lograte"
+	"github.com/iotgw/gateway/internal/retrylater"
 )
 
 // Redialer is implemented by sinks that can drop their upstream connection
@@ -80,6 +82,12 @@ type Drainer struct {
 
 	shareMu sync.Mutex
 	shares  map[string]*UplinkShare // per sink name, made by WrapLive
+
+	// releases keeps records a failed Release left held (a full disk
+	// cannot persist their new attempt count) and retries until the store
+	// takes them back, so they drain without a restart.
+	releases retrylater.Queue[gateway.Record]
+	lograte  *lograte.Limiter
 
 	inflight                      atomic.Int64
 	sent, failed, acked, orphaned atomic.Uint64
@@ -200,7 +208,16 @@ func NewDrainer(cfg DrainerConfig) (*Drainer, error) {
 	if cfg.BacklogWeight <= 0 {
 		cfg.BacklogWeight = 1
 	}
-	d := &Drainer{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), shares: map[string]*UplinkShare{}}
+	d := &Drainer{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), shares: map[string]*UplinkShare{},
+		lograte: lograte.New(time.Minute)}
+	d.releases.Do = func(ctx context.Context, recs []gateway.Record) error {
+		if err := cfg.Store.Release(ctx, recs); err != nil {
+			return err
+		}
+		d.Kick()
+		return nil
+	}
+	d.releases.OnFail = d.releaseFailed
 	if m := cfg.Machine; m != nil {
 		start := func(State, State, Event) { d.Kick() }
 		m.OnEnter(Recovering, start)
@@ -310,6 +327,16 @@ func (d *Drainer) Run(ctx context.Context) error {
 func (d *Drainer) run(ctx context.Context) error {
 	d.wheel = NewRetryWheel(d.cfg.Tick)
 	defer d.wheel.Close()
+	relCtx, stopRel := context.WithCancel(context.WithoutCancel(ctx))
+	relDone := make(chan struct{})
+	go func() {
+		defer close(relDone)
+		if left := d.releases.Run(relCtx, 2*time.Second); len(left) > 0 {
+			d.log.Warn("drain: release failed at shutdown; records are replayed at the next start", "count", len(left))
+		}
+	}()
+	// Runs after the batches in flight finished (deferred before wg.Wait).
+	defer func() { stopRel(); <-relDone }()
 	slots := make(chan struct{}, d.cfg.InFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -406,7 +433,7 @@ func (d *Drainer) publish(ctx context.Context, recs []gateway.Record) {
 			for i := range frames {
 				frames[i].NextTry = due
 			}
-			_ = d.cfg.Store.Release(context.WithoutCancel(ctx), frames)
+			d.release(ctx, frames)
 		}
 	}
 	for _, g := range groups {
@@ -460,12 +487,24 @@ func (d *Drainer) publishGroup(ctx context.Context, sink gateway.Sink, good []ga
 		good[i].Attempts++
 		good[i].NextTry = due
 	}
-	if rerr := d.cfg.Store.Release(context.WithoutCancel(ctx), good); rerr != nil {
-		d.log.Warn("drain: release failed; records wait for a restart", "err", rerr)
-	}
+	d.release(ctx, good)
 	d.wheel.At(due, d.Kick)
 	if ctx.Err() == nil {
 		d.log.Debug("drain: publish failed; retry scheduled", "records", len(good), "attempt", attempts,
 			"in", delay.Round(time.Millisecond), "err", fmt.Sprint(err))
 	}
+}
+
+// release returns records to the store's queue; on failure they wait in
+// the release queue, retried with backoff.
+func (d *Drainer) release(ctx context.Context, recs []gateway.Record) {
+	if err := d.cfg.Store.Release(context.WithoutCancel(ctx), recs); err != nil {
+		d.releaseFailed(err, len(recs))
+		d.releases.Add(recs...)
+	}
+}
+
+func (d *Drainer) releaseFailed(err error, n int) {
+	d.lograte.Log(context.Background(), d.log, slog.LevelWarn, "release",
+		"drain: release failed; retrying with backoff", "records", n, "err", err)
 }

@@ -19,7 +19,7 @@ import (
 //	    max_rows: 10000000
 //	    max_bytes: 1073741824
 //	    overflow: reject_new         # reject_new (default) | drop_oldest
-//	    min_free_bytes: 16777216     # -1 disables the check
+//	    min_free_bytes: 0            # 0: 2% of the file system, 1 MiB..16 MiB; -1 disables the check
 //	    skip_integrity_check: false
 //	    drain:                       # optional: the resume Drainer replays the backlog
 //	      batch: 256

@@ -82,9 +82,15 @@ type SQLiteConfig struct {
 	MaxBytes int64
 	// Overflow picks the policy at the bound. Default OverflowRejectNew.
 	Overflow Overflow
-	// MinFreeBytes is the free space the file system must keep; below it
-	// Append returns ErrStoreFull before SQLite runs into ENOSPC.
-	// Default 16 MiB; negative disables the check.
+	// MinFreeBytes is the free space the file system must keep (plus
+	// three times the bytes of the batch being appended, for the WAL copy
+	// and the checkpoint); below it Append returns ErrStoreFull, with the
+	// figures, before SQLite runs into ENOSPC. Default (0): 2% of the file
+	// system's size, at least 1 MiB and at most 16 MiB (DefaultMinFree),
+	// so a 16 MiB partition keeps 1 MiB and stores up to the rest, while a
+	// large one keeps 16 MiB for the rest of the system. A larger value
+	// protects other writers on a shared file system; a smaller one uses
+	// more of it. Negative disables the check.
 	MinFreeBytes int64
 	// SkipIntegrityCheck skips PRAGMA quick_check at open (which reads the
 	// whole file: about a second per GiB). Default false.
@@ -114,9 +120,6 @@ func (c *SQLiteConfig) withDefaults() error {
 	}
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = 1 << 30
-	}
-	if c.MinFreeBytes == 0 {
-		c.MinFreeBytes = 16 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -150,6 +153,18 @@ CREATE TABLE IF NOT EXISTS records (
 	attempts INTEGER NOT NULL,
 	next_try INTEGER NOT NULL,
 	enqueued INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+	seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+	id        BLOB    NOT NULL UNIQUE,
+	connector TEXT    NOT NULL,
+	device    TEXT    NOT NULL,
+	topic     TEXT    NOT NULL,
+	codec     TEXT    NOT NULL,
+	error     TEXT    NOT NULL,
+	received  INTEGER NOT NULL,
+	failed    INTEGER NOT NULL,
+	payload   BLOB    NOT NULL
 );`
 
 // SQLiteStore is the reference gateway.Store: a SQLite database in WAL mode
@@ -183,6 +198,8 @@ type SQLiteStore struct {
 	cursor  uint64 // Next scans from here: every lower seq is held or gone
 	counter uint64
 
+	ackRetry []uint64 // acks a failed transaction left; the writer's own
+
 	rows, bytes, evicted, commits, committedRecs atomic.Int64
 }
 
@@ -203,8 +220,9 @@ type releaseReq struct {
 }
 
 var (
-	_ gateway.Store   = (*SQLiteStore)(nil)
-	_ gateway.Checker = (*SQLiteStore)(nil)
+	_ gateway.Store           = (*SQLiteStore)(nil)
+	_ gateway.Checker         = (*SQLiteStore)(nil)
+	_ gateway.DeadLetterStore = (*SQLiteStore)(nil)
 )
 
 // NewSQLiteStore validates cfg and returns a store that opens its file on
@@ -608,13 +626,39 @@ func (s *SQLiteStore) Stats() StoreStats {
 	}
 }
 
+// Bounds of the default MinFreeBytes (see DefaultMinFree).
+const (
+	minFreeFloor   = 1 << 20
+	minFreeCap     = 16 << 20
+	minFreePercent = 2
+)
+
+// DefaultMinFree is the free space a store keeps by default on a file
+// system of size bytes: 2% of it, at least 1 MiB, at most 16 MiB.
+func DefaultMinFree(size int64) int64 {
+	return min(max(size/100*minFreePercent, minFreeFloor), minFreeCap)
+}
+
+// statfs reports free space and size of the file system holding a
+// directory; tests replace it.
+var statfs = fsSpace
+
 func (s *SQLiteStore) spaceLeft(need int64) error {
 	if s.cfg.MinFreeBytes < 0 {
 		return nil
 	}
-	free, ok := freeBytes(filepath.Dir(s.cfg.Path))
-	if ok && free < s.cfg.MinFreeBytes+need {
-		return fmt.Errorf("%w: %d bytes free on the file system of %s, %d wanted", ErrStoreFull, free, s.cfg.Path, s.cfg.MinFreeBytes+need)
+	dir := filepath.Dir(s.cfg.Path)
+	free, size, ok := statfs(dir)
+	if !ok {
+		return nil
+	}
+	keep, how := s.cfg.MinFreeBytes, "min_free_bytes"
+	if keep == 0 {
+		keep, how = DefaultMinFree(size), "default min_free_bytes: 2% of the file system, 1 MiB to 16 MiB"
+	}
+	if free < keep+need {
+		return fmt.Errorf("%w: %d bytes free on the file system of %s (size %d bytes), %d required (%d to keep, %s; %d for this batch)",
+			ErrStoreFull, free, dir, size, keep+need, keep, how, need)
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/iotgw/gateway/internal/backoff"
 )
 
 // insertRows is how many records one INSERT statement carries: fewer
@@ -24,9 +26,23 @@ const maxAckBatch = 1 << 16
 func (s *SQLiteStore) writer() {
 	defer close(s.stopped)
 	w := &txWork{}
+	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second, Stable: time.Second}
 	for {
 		w.reset()
+		// Acks a failed transaction could not apply (a full disk cannot
+		// even grow the WAL for the deletes) are retried with backoff:
+		// dropping them would leave the records held, so taking space
+		// until a restart, which then delivers them again.
+		var retry <-chan time.Time
+		var timer *time.Timer
+		if len(s.ackRetry) > 0 {
+			timer = time.NewTimer(bo.Next())
+			retry = timer.C
+		}
+		w.acks = append(w.acks, s.ackRetry...)
+		s.ackRetry = s.ackRetry[:0]
 		select {
+		case <-retry:
 		case <-s.stop:
 			s.drainAcks(w)
 			if len(w.acks) > 0 || len(w.updates) > 0 {
@@ -41,8 +57,13 @@ func (s *SQLiteStore) writer() {
 		case u := <-s.updates:
 			w.updates = append(w.updates, u)
 		}
+		if timer != nil {
+			timer.Stop()
+		}
 		s.gather(w)
-		s.commit(w)
+		if s.commit(w) {
+			bo.Up()
+		}
 	}
 }
 
@@ -132,8 +153,10 @@ func (s *SQLiteStore) gather(w *txWork) {
 
 // commit runs one transaction for w and answers its producers. When the
 // appends fail (disk full, I/O error), the acks and releases are retried
-// on their own: deleting is how space comes back.
-func (s *SQLiteStore) commit(w *txWork) {
+// on their own: deleting is how space comes back. Acks that still fail are
+// kept for the writer's next turn. It reports whether the acks and
+// releases were written.
+func (s *SQLiteStore) commit(w *txWork) bool {
 	accepted, refused := s.admit(w)
 	for _, r := range refused {
 		r.req.done <- r.err
@@ -157,8 +180,11 @@ func (s *SQLiteStore) commit(w *txWork) {
 		u.done <- err
 	}
 	if err != nil {
-		s.log.Error("store write failed", "path", s.cfg.Path, "acks", len(w.acks), "err", err)
+		s.ackRetry = append(s.ackRetry, w.acks...)
+		s.log.Error("store write failed; acks retried with backoff", "path", s.cfg.Path, "acks", len(w.acks), "err", err)
+		return false
 	}
+	return true
 }
 
 type refusal struct {

@@ -2,5 +2,5 @@
 
 package resume
 
-// freeBytes is not known on this platform; the MinFreeBytes check is off.
-func freeBytes(dir string) (int64, bool) { return 0, false }
+// fsSpace is not known on this platform; the MinFreeBytes check is off.
+func fsSpace(dir string) (free, size int64, ok bool) { return 0, 0, false }

@@ -452,13 +452,15 @@ func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, auth *peerAut
 		defer cancel()
 	}
 	start := time.Now()
-	err = up.Deliver(ctx, f)
+	err = gateway.DeliverChecked(ctx, up, f) // a payload the codec rejects gets 4.00, not 2.04
 	ds.Latency(time.Since(start))
 	switch {
 	case err == nil:
 		ds.Frame(n)
 		c.stats.Total.Frame(n)
 		return outcome{code: codeChanged}
+	case errors.Is(err, gateway.ErrMalformedPayload):
+		return fail(codeBadRequest, err.Error(), true, false)
 	case errors.Is(err, gateway.ErrDropped):
 		return fail(codeServiceUnavail, "gateway queue full", false, true)
 	case errors.Is(err, gateway.ErrClosed):

@@ -13,10 +13,13 @@
 // by WithPathPrefix); the frame's Topic is <topic...>, the part after the
 // device id, as for every connector. The payload, reassembled from Block1 transfers when
 // large, becomes one frame. The answer is 2.04 Changed only once the
-// gateway accepted the frame; otherwise 4.00 (bad path or empty body),
+// gateway accepted the frame; otherwise 4.00 (bad path, empty body, or a
+// payload the connector's codec cannot decode: ingest decodes before
+// answering, gateway.DeliverChecked),
 // 4.05 (other methods), 4.13 (larger than WithMaxBody) or 5.03 with
 // Max-Age 1 (queue full, shutting down, not accepted in time), each with
-// a plain-text reason.
+// a plain-text reason. Observe notifications cannot be refused: one the
+// codec rejects goes to the gateway's dead letters (gateway.WithDeadLetter).
 //
 // # Observe and downlink
 //

@@ -16,7 +16,10 @@
 // The answer is:
 //
 //   - 202 once the gateway accepted the frame (Uplink.Deliver returned nil);
-//   - 400 for a bad device id, topic or an empty body;
+//   - 400 for a bad device id, topic or an empty body, or a body the
+//     connector's codec cannot decode (decoded before answering,
+//     gateway.DeliverChecked; polled devices' frames cannot be refused and
+//     go to the gateway's dead letters instead);
 //   - 401 when tokens are configured and the bearer token is missing or wrong;
 //   - 413 when the body is larger than WithMaxBody;
 //   - 429 when the device exceeds its rate limit or the gateway's queue is

@@ -289,13 +289,15 @@ func (h *ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), c.s.deliverTimeout)
 	defer cancel()
 	start := time.Now()
-	err = h.up.Deliver(ctx, f)
+	err = gateway.DeliverChecked(ctx, h.up, f) // a payload the codec rejects gets 400, not 202
 	ds.Latency(time.Since(start))
 	switch {
 	case err == nil:
 		ds.Frame(n)
 		c.stats.Total.Frame(n)
 		reply(w, http.StatusAccepted, "accepted")
+	case errors.Is(err, gateway.ErrMalformedPayload):
+		fail(http.StatusBadRequest, err.Error(), true)
 	case errors.Is(err, gateway.ErrDropped):
 		w.Header().Set("Retry-After", "1")
 		fail(http.StatusTooManyRequests, "gateway queue full, frame not accepted", false)

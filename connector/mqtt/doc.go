@@ -23,8 +23,14 @@
 // yields "env" (after the first level equal to the device id); a client
 // pattern "sensors/{device}/#" turns "sensors/s1/temp" into "temp".
 // When no level follows the device id (or, in listener mode, no level
-// is the device id), Topic is the whole MQTT topic. QoS 1/2 messages are acknowledged
-// only once the gateway accepted the frame.
+// is the device id), Topic is the whole MQTT topic. QoS 1/2 messages are
+// acknowledged only once the gateway accepted the frame.
+//
+// The listener decodes an MQTT 5 QoS 1/2 publish before acknowledging it
+// (gateway.DeliverChecked): a payload its codec rejects gets PUBACK 0x99
+// (payload format invalid). MQTT 3.1.1 and QoS 0 cannot refuse a payload:
+// such a frame is accepted and goes to the gateway's dead letters
+// (gateway.WithDeadLetter), as do those of client mode.
 //
 // # Downlink
 //

@@ -325,7 +325,14 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	n := len(f.Payload)
 	ctx, cancel := context.WithTimeout(h.ctx, h.l.s.deliverTimeout)
 	start := time.Now()
-	err := h.up.Deliver(ctx, f)
+	v5 := cl.Properties.ProtocolVersion == 5
+	var err error
+	if v5 && pk.FixedHeader.Qos > 0 {
+		// MQTT 5 can refuse a payload in the PUBACK: decode first.
+		err = gateway.DeliverChecked(ctx, h.up, f)
+	} else {
+		err = h.up.Deliver(ctx, f)
+	}
 	cancel()
 	lat := time.Since(start)
 	if err == nil {
@@ -340,7 +347,10 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	if pk.FixedHeader.Qos == 0 {
 		return pk, packets.ErrRejectPacket
 	}
-	if cl.Properties.ProtocolVersion == 5 {
+	if v5 && errors.Is(err, gateway.ErrMalformedPayload) {
+		return pk, packets.ErrPayloadFormatInvalid
+	}
+	if v5 {
 		return pk, packets.ErrQuotaExceeded
 	}
 	// MQTT 3 has no negative PUBACK: drop the session so the device
