@@ -154,3 +154,33 @@ func TestReloadAndStatsKeys(t *testing.T) {
 		t.Fatalf("the same config differs from itself: %v", g.config.staticDiff(cfg))
 	}
 }
+
+// TestReloadKeepsDeadLetterSink: a reload that would remove the sink named
+// by gateway.dead_letter.sink is refused (its dead letters would be lost);
+// one that keeps it applies.
+func TestReloadKeepsDeadLetterSink(t *testing.T) {
+	w := newTestWorld(t)
+	path := filepath.Join(t.TempDir(), "gw.yaml")
+	withDead := "gateway:\n  dead_letter: {sink: b}\n"
+	writeFile(t, path, withDead+fmt.Sprintf(reloadBase, "a"))
+	g, err := New(WithRegistry(w.reg), WithConfigFile(path, false), WithLogger(quietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, g)
+	// The dead-letter setting is read at start; a file that drops both it
+	// and the sink must not leave dead letters without a place.
+	noB := strings.Replace(fmt.Sprintf(reloadBase, "a"), "  - name: b\n    collect: {}\n", "", 1)
+	writeFile(t, path, noB)
+	err = g.Reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `sink "b" is the dead-letter sink`) {
+		t.Fatalf("reload without the dead-letter sink: err = %v", err)
+	}
+	if st := g.Stats(); len(st.Sinks) != 2 {
+		t.Fatalf("after the refused reload: %d sinks, want 2", len(st.Sinks))
+	}
+	writeFile(t, path, withDead+fmt.Sprintf(reloadBase, "a, b"))
+	if err := g.Reload(context.Background()); err != nil {
+		t.Fatalf("reload that keeps the dead-letter sink: %v", err)
+	}
+}
