@@ -131,6 +131,9 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 	caps.MaximumInflight = 64
 	caps.ReceiveMaximum = 64
 	caps.RetainAvailable = 0
+	// Acknowledgements carry no properties of the packet they answer
+	// (the broker copies them by default, user properties included).
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mochi.New(&mochi.Options{
 		Capabilities: caps,
 		// The session loop reads through its own buffer (session.go);
@@ -240,7 +243,7 @@ func (h *listenerHook) ID() string { return "iotgw-devices" }
 
 func (h *listenerHook) Provides(b byte) bool {
 	switch b {
-	case mochi.OnACLCheck, mochi.OnPublish:
+	case mochi.OnACLCheck, mochi.OnPublish, mochi.OnPacketEncode:
 		return true
 	}
 	return false
@@ -339,6 +342,16 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	// retransmits the unacknowledged message after reconnecting.
 	cl.Stop(packets.ErrServerBusy)
 	return pk, packets.ErrRejectPacket
+}
+
+// OnPacketEncode corrects what the embedded broker writes: it answers a
+// QoS 1 PUBLISH with the SUBACK code "granted QoS 1" (0x01), which is not a
+// PUBACK reason code; a successful PUBACK has reason 0x00.
+func (h *listenerHook) OnPacketEncode(_ *mochi.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Puback && pk.ReasonCode == packets.CodeGrantedQos1.Code {
+		pk.ReasonCode = packets.CodeSuccess.Code
+	}
+	return pk
 }
 
 // warnOnly passes only warnings and errors of the embedded broker on.
