@@ -15,6 +15,7 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/lograte"
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -45,6 +46,7 @@ type DeviceAuth struct {
 type Listener struct {
 	s     listenerSettings
 	stats connstats.Table
+	logs  *lograte.Limiter
 
 	mu       sync.Mutex
 	run      *listenerRun
@@ -80,7 +82,7 @@ func NewListener(opts ...ListenerOption) (*Listener, error) {
 	if len(s.users) == 0 && s.tls == nil && !s.anonymous {
 		return nil, errors.New("mqtt listener: no way to authenticate devices: add WithDeviceAuth, WithClientCerts or WithAnonymous")
 	}
-	return &Listener{s: s}, nil
+	return &Listener{s: s, logs: lograte.New(s.logEvery)}, nil
 }
 
 // Addr returns the listening address once connected, or nil.
@@ -140,7 +142,7 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 		// the broker's per-client reader is never used.
 		ClientNetReadBufferSize:  16,
 		ClientNetWriteBufferSize: l.s.readBuffer,
-		Logger:                   slog.New(warnOnly{l.s.logger.Handler()}),
+		Logger:                   slog.New(brokerLog{l.s.logger.Handler(), l.logs}),
 		InlineClient:             true,
 		SysTopicResendInterval:   3600,
 	})
@@ -239,7 +241,10 @@ type listenerHook struct {
 	ctx context.Context
 }
 
-func (h *listenerHook) ID() string { return "iotgw-devices" }
+// hookID names the connector's hook inside the embedded broker.
+const hookID = "iotgw-devices"
+
+func (h *listenerHook) ID() string { return hookID }
 
 func (h *listenerHook) Provides(b byte) bool {
 	switch b {
@@ -301,7 +306,11 @@ func (h *listenerHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bo
 	if !ok {
 		ss.stats.Error()
 		h.l.stats.Total.Error()
-		h.l.s.logger.Warn("mqtt ACL denied", "device", ss.device, "topic", topic, "publish", write)
+		op := "subscribe"
+		if write {
+			op = "publish"
+		}
+		h.l.logRepeat(slog.LevelWarn, "acl:"+op+":"+ss.device, "mqtt ACL denied", "device", ss.device, "topic", topic, "op", op)
 	}
 	return ok
 }
@@ -331,7 +340,9 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	}
 	ss.stats.Error()
 	h.l.stats.Total.Error()
-	h.l.s.logger.Warn("mqtt frame not accepted", "device", ss.device, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
+	reason := refusalReason(err)
+	h.l.logRepeat(slog.LevelWarn, "refused:"+reason+":"+ss.device, "mqtt message not accepted",
+		"device", ss.device, "topic", pk.TopicName, "reason", reason, "err", err)
 	if pk.FixedHeader.Qos == 0 {
 		return pk, packets.ErrRejectPacket
 	}
@@ -354,12 +365,67 @@ func (h *listenerHook) OnPacketEncode(_ *mochi.Client, pk packets.Packet) packet
 	return pk
 }
 
-// warnOnly passes only warnings and errors of the embedded broker on.
-type warnOnly struct{ slog.Handler }
-
-func (w warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn && w.Handler.Enabled(ctx, l)
+// refusalReason names why the gateway did not accept a frame, in a word
+// that keys the log's repeat counting.
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, gateway.ErrDropped):
+		return "queue_full"
+	case errors.Is(err, gateway.ErrClosed):
+		return "closed"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "error"
 }
 
-func (w warnOnly) WithAttrs(as []slog.Attr) slog.Handler { return warnOnly{w.Handler.WithAttrs(as)} }
-func (w warnOnly) WithGroup(g string) slog.Handler       { return warnOnly{w.Handler.WithGroup(g)} }
+// brokerLog is the embedded broker's log: warnings and errors only, a
+// packet attribute reduced to its type, topic and size (the broker logs
+// whole packet structs, kilobytes each), and repeats counted per message
+// and client (see WithLogInterval). The broker's "publish packet error"
+// after this connector refused a PUBLISH is dropped: the connector has
+// already logged the cause.
+type brokerLog struct {
+	slog.Handler
+	logs *lograte.Limiter
+}
+
+func (b brokerLog) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && b.Handler.Enabled(ctx, l)
+}
+
+func (b brokerLog) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	key, ours := r.Message, false
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "hook":
+			ours = a.Value.String() == hookID
+		case "client":
+			key += ":" + a.Value.String()
+		}
+		if pk, ok := a.Value.Any().(packets.Packet); ok {
+			a = slog.Group(a.Key, "type", packets.PacketNames[pk.FixedHeader.Type], "topic", pk.TopicName, "bytes", pk.FixedHeader.Remaining)
+		}
+		out.AddAttrs(a)
+		return true
+	})
+	if ours && r.Message == "publish packet error" {
+		return nil
+	}
+	ok, n := b.logs.Allow("broker:" + key)
+	if !ok {
+		return nil
+	}
+	if n > 0 {
+		out.AddAttrs(slog.Uint64("suppressed", n))
+	}
+	return b.Handler.Handle(ctx, out)
+}
+
+func (b brokerLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return brokerLog{b.Handler.WithAttrs(as), b.logs}
+}
+func (b brokerLog) WithGroup(g string) slog.Handler { return brokerLog{b.Handler.WithGroup(g), b.logs} }

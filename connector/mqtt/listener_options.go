@@ -29,6 +29,7 @@ type listenerSettings struct {
 	deliverTimeout time.Duration
 	connectTimeout time.Duration
 	logger         *slog.Logger
+	logEvery       time.Duration
 }
 
 func defaultListenerSettings() listenerSettings {
@@ -47,6 +48,7 @@ func defaultListenerSettings() listenerSettings {
 		deliverTimeout: 5 * time.Second,
 		connectTimeout: 10 * time.Second,
 		logger:         slog.Default(),
+		logEvery:       time.Minute,
 	}
 }
 
@@ -217,6 +219,22 @@ func WithListenerLogger(l *slog.Logger) ListenerOption {
 			return fmt.Errorf("nil logger")
 		}
 		s.logger = l
+		return nil
+	}
+}
+
+// WithLogInterval sets how often a repeated problem is logged: the first
+// refused message, ACL denial, failed login or oversized packet of a cause
+// (a device or username and the reason) is logged at once; repeats within
+// d are only counted, and the next line of that cause after d carries
+// suppressed=N. Default 1 minute. A shorter interval shows more detail and
+// costs more log volume when a device misbehaves in a loop.
+func WithLogInterval(d time.Duration) ListenerOption {
+	return func(s *listenerSettings) error {
+		if d <= 0 {
+			return fmt.Errorf("log interval must be positive")
+		}
+		s.logEvery = d
 		return nil
 	}
 }

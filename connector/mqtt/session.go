@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -81,7 +82,7 @@ func (l *Listener) serve(run *listenerRun, conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
-	err := run.srv.SendConnack(cl, packets.CodeSuccess, present, nil)
+	err := run.srv.SendConnack(cl, packets.CodeSuccess, present, l.connackProperties())
 	if err == nil && present {
 		err = cl.ResendInflightMessages(true)
 	}
@@ -101,6 +102,9 @@ func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd 
 	for !cl.Closed() {
 		first, body, err := rd.Next()
 		if err != nil {
+			if errors.Is(err, packets.ErrPacketTooLarge) {
+				l.oversized(cl, ss, err)
+			}
 			return err
 		}
 		if err := l.handle(run, cl, ss, first, body); err != nil {
@@ -121,7 +125,11 @@ func (l *Listener) handle(run *listenerRun, cl *mochi.Client, ss *session, first
 	if err := mqttwire.Decode(&pk, first, body); err != nil {
 		return err
 	}
-	if err := l.inject(run, cl, pk); err != nil {
+	err := l.checkRetain(cl, ss, &pk)
+	if err == nil {
+		err = l.inject(run, cl, pk)
+	}
+	if err != nil {
 		var code packets.Code
 		if errors.As(err, &code) && cl.Properties.ProtocolVersion == 5 && code.Code >= packets.ErrUnspecifiedError.Code {
 			_ = run.srv.DisconnectClient(cl, code)
@@ -203,8 +211,9 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 	ss, ok := run.hook.identify(cl, pk)
 	if !ok {
 		l.stats.Total.Error()
-		l.s.logger.Warn("mqtt device refused: bad credentials", "client_id", cl.ID,
-			"username", string(pk.Connect.Username), "remote", remote)
+		user := string(pk.Connect.Username)
+		l.logRepeat(slog.LevelWarn, "auth:"+user, "mqtt device refused: bad credentials", "client_id", cl.ID,
+			"username", user, "remote", remote)
 		return refuse(packets.ErrBadUsernameOrPassword)
 	}
 	// The broker's connected-clients figure is the session count: only
@@ -212,7 +221,7 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 	if atomic.AddInt64(&srv.Info.ClientsConnected, 1) > int64(l.s.maxSessions) {
 		atomic.AddInt64(&srv.Info.ClientsConnected, -1)
 		l.stats.Total.Error()
-		l.s.logger.Warn("mqtt device refused: session limit reached", "device", ss.device, "limit", l.s.maxSessions)
+		l.logRepeat(slog.LevelWarn, "limit", "mqtt device refused: session limit reached", "device", ss.device, "limit", l.s.maxSessions)
 		if cl.Properties.ProtocolVersion < 5 {
 			return refuse(packets.ErrServerUnavailable)
 		}
@@ -251,7 +260,9 @@ func validateConnect(srv *mochi.Server, cl *mochi.Client, pk packets.Packet) pac
 		return packets.ErrUnsupportedProtocolVersion
 	case cl.Properties.Will.Qos > caps.MaximumQos:
 		return packets.ErrQosNotSupported
-	case cl.Properties.Will.Retain && caps.RetainAvailable == 0:
+	case cl.Properties.Will.Retain && caps.RetainAvailable == 0 && cl.Properties.ProtocolVersion == 5:
+		// MQTT 5 only: MQTT 3.1.1 has no way to refuse retain, so its
+		// retained will is taken as an ordinary one (see checkRetain).
 		return packets.ErrRetainNotSupported
 	}
 	return packets.CodeSuccess

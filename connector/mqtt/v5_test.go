@@ -57,6 +57,7 @@ func readV5(t *testing.T, c net.Conn) packets.Packet {
 	if err := pk.FixedHeader.Decode(first); err != nil {
 		t.Fatal(err)
 	}
+	pk.FixedHeader.Remaining = len(body)
 	switch pk.FixedHeader.Type {
 	case packets.Connack:
 		err = pk.ConnackDecode(body)

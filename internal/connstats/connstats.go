@@ -14,6 +14,7 @@ import (
 // Counters is one set of counters. The zero value is ready.
 type Counters struct {
 	frames, bytes, errors, malformed, reconnects atomic.Uint64
+	oversized                                    atomic.Uint64
 	latencyN, latencySum, latencyMax             atomic.Uint64
 }
 
@@ -25,6 +26,10 @@ func (c *Counters) Error() { c.errors.Add(1) }
 
 // Malformed counts one piece of device input that could not be parsed.
 func (c *Counters) Malformed() { c.malformed.Add(1) }
+
+// Oversized counts one packet or message refused for exceeding the
+// connector's size limit.
+func (c *Counters) Oversized() { c.oversized.Add(1) }
 
 // Reconnect counts one re-established session or connection.
 func (c *Counters) Reconnect() { c.reconnects.Add(1) }
@@ -52,6 +57,8 @@ type Snapshot struct {
 	Errors     uint64
 	Malformed  uint64
 	Reconnects uint64
+	// Oversized counts packets refused for exceeding the size limit.
+	Oversized uint64
 	// Requests is how many latency samples were taken.
 	Requests uint64
 	// LatencyAvg and LatencyMax summarise the recorded latencies.
@@ -63,7 +70,7 @@ type Snapshot struct {
 func (c *Counters) Snapshot() Snapshot {
 	s := Snapshot{
 		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Errors: c.errors.Load(),
-		Malformed: c.malformed.Load(), Reconnects: c.reconnects.Load(),
+		Malformed: c.malformed.Load(), Reconnects: c.reconnects.Load(), Oversized: c.oversized.Load(),
 		Requests: c.latencyN.Load(), LatencyMax: time.Duration(c.latencyMax.Load()),
 	}
 	if s.Requests > 0 {
