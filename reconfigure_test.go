@@ -49,7 +49,7 @@ func TestReloadReconfiguresInPlace(t *testing.T) {
 	}
 	cfg := func(addr string, devices int) *Config {
 		t.Helper()
-		c, err := ParseConfig([]byte("connectors:\n  - name: r\n    retune: {address: \"" + addr + "\", devices: " + strconv.Itoa(devices) + "}\n"), "gw.yaml")
+		c, err := ParseConfig([]byte("connectors:\n  - name: r\n    retune: {address: \""+addr+"\", devices: "+strconv.Itoa(devices)+"}\n"), "gw.yaml")
 		if err != nil {
 			t.Fatal(err)
 		}
