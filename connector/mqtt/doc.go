@@ -20,6 +20,17 @@
 // MQTT topic, Payload the message bytes. QoS 1/2 messages are acknowledged
 // only once the gateway accepted the frame.
 //
+// # Reload
+//
+// The listener implements gateway.Reconfigurer: a configuration reload
+// that changes its devices, ACLs, anonymous access, session limit,
+// timeouts or command topic takes effect in place and connected devices
+// stay connected. A device whose credentials were removed or changed (or
+// an anonymous device when anonymous access is turned off) is
+// disconnected at once, without its will; every other device's new ACL
+// applies from its next packet. Only a new listen address or TLS identity
+// restarts the listener, dropping its sessions. See Listener.Reconfigure.
+//
 // # Retain, packet size and acknowledgements
 //
 // The gateway keeps no retained messages: a device's message is data for

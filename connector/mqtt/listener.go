@@ -44,9 +44,16 @@ type DeviceAuth struct {
 // with reason "quota exceeded" and an MQTT 3 device is disconnected so it
 // retransmits after reconnecting.
 type Listener struct {
-	s     listenerSettings
+	s     listenerSettings // as built; the fields Reconfigure may change are read from live
 	stats connstats.Table
 	logs  *lograte.Limiter
+
+	// live holds the settings in force: credentials, ACLs, limits and
+	// timeouts (see Reconfigure). reconf orders authentication against
+	// their replacement: sessions authenticate and register under the
+	// read lock, Reconfigure swaps and re-checks under the write lock.
+	live   atomic.Pointer[listenerSettings]
+	reconf sync.RWMutex
 
 	mu       sync.Mutex
 	run      *listenerRun
@@ -55,12 +62,26 @@ type Listener struct {
 
 type session struct {
 	device    string
-	publish   []string
-	subscribe []string
+	login     string   // the username it logged in with, for authBy == authPassword
+	authBy    authKind // how the device proved who it is
+	acl       atomic.Pointer[sessionACL]
 	stats     *connstats.Counters
 	takenOver atomic.Bool // another connection took the client id over
 	writer    atomic.Bool // the broker's write loop runs
+	revoked   atomic.Bool // its credentials were removed or changed (Reconfigure)
 }
+
+// sessionACL is a session's ACL, {device} expanded.
+type sessionACL struct{ publish, subscribe []string }
+
+// authKind is how a session's device authenticated.
+type authKind uint8
+
+const (
+	authCert authKind = iota
+	authPassword
+	authAnonymous
+)
 
 var (
 	_ gateway.DeviceConnector = (*Listener)(nil)
@@ -82,7 +103,10 @@ func NewListener(opts ...ListenerOption) (*Listener, error) {
 	if len(s.users) == 0 && s.tls == nil && !s.anonymous {
 		return nil, errors.New("mqtt listener: no way to authenticate devices: add WithDeviceAuth, WithClientCerts or WithAnonymous")
 	}
-	return &Listener{s: s, logs: lograte.New(s.logEvery)}, nil
+	l := &Listener{s: s, logs: lograte.New(s.logEvery)}
+	live := s
+	l.live.Store(&live)
+	return l, nil
 }
 
 // Addr returns the listening address once connected, or nil.
@@ -222,11 +246,12 @@ func (l *Listener) Write(_ context.Context, f *gateway.Frame) error {
 		return fmt.Errorf("mqtt listener: write %s: %w", f.Device, gateway.ErrClosed)
 	}
 	srv := run.srv
-	topic := commandTopic(l.s.commandTopic, f.Device, f.Topic)
+	cur := l.live.Load()
+	topic := commandTopic(cur.commandTopic, f.Device, f.Topic)
 	if f.Device == "" || !validPublishTopic(topic) {
 		return fmt.Errorf("mqtt listener: write %s: invalid command topic %q", f.Device, topic)
 	}
-	if err := srv.Publish(topic, bytes.Clone(f.Payload), false, l.s.commandQoS); err != nil {
+	if err := srv.Publish(topic, bytes.Clone(f.Payload), false, cur.commandQoS); err != nil {
 		return fmt.Errorf("mqtt listener: write %s to %s: %w", f.Device, topic, err)
 	}
 	return nil
@@ -254,34 +279,47 @@ func (h *listenerHook) Provides(b byte) bool {
 	return false
 }
 
-// identify returns the device id and ACLs of a connecting client, or
-// false.
+// identify returns the session of a connecting client, with its device
+// id and ACLs, or false. Called under l.reconf's read lock.
 func (h *listenerHook) identify(cl *mochi.Client, pk packets.Packet) (*session, bool) {
-	s := &h.l.s
+	s := h.l.live.Load()
+	var ss *session
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && s.tls != nil {
 		st := tc.ConnectionState()
 		if len(st.PeerCertificates) > 0 && st.PeerCertificates[0].Subject.CommonName != "" {
-			dev := st.PeerCertificates[0].Subject.CommonName
-			return &session{device: dev, publish: expand(s.publish, dev), subscribe: expand(s.subscribe, dev)}, true
+			ss = &session{device: st.PeerCertificates[0].Subject.CommonName, authBy: authCert}
 		}
 	}
-	if u, ok := s.users[string(pk.Connect.Username)]; ok {
+	if u, ok := s.users[string(pk.Connect.Username)]; ss == nil && ok {
 		if subtle.ConstantTimeCompare(pk.Connect.Password, []byte(u.Password)) != 1 {
 			return nil, false
 		}
-		pub, sub := s.publish, s.subscribe
+		ss = &session{device: u.Device, login: u.Username, authBy: authPassword}
+	}
+	if ss == nil && s.anonymous && cl.ID != "" {
+		ss = &session{device: cl.ID, authBy: authAnonymous}
+	}
+	if ss == nil {
+		return nil, false
+	}
+	ss.acl.Store(s.aclFor(ss))
+	return ss, true
+}
+
+// aclFor returns the ACL of ss under settings s: its user's filters when
+// it logged in with a username that has its own, the listener's otherwise.
+func (s *listenerSettings) aclFor(ss *session) *sessionACL {
+	pub, sub := s.publish, s.subscribe
+	if ss.authBy == authPassword {
+		u := s.users[ss.login]
 		if u.Publish != nil {
 			pub = u.Publish
 		}
 		if u.Subscribe != nil {
 			sub = u.Subscribe
 		}
-		return &session{device: u.Device, publish: expand(pub, u.Device), subscribe: expand(sub, u.Device)}, true
 	}
-	if s.anonymous && cl.ID != "" {
-		return &session{device: cl.ID, publish: expand(s.publish, cl.ID), subscribe: expand(s.subscribe, cl.ID)}, true
-	}
-	return nil, false
+	return &sessionACL{publish: expand(pub, ss.device), subscribe: expand(sub, ss.device)}
 }
 
 func (h *listenerHook) session(cl *mochi.Client) *session {
@@ -298,10 +336,10 @@ func (h *listenerHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bo
 		return false
 	}
 	var ok bool
-	if write {
-		ok = allowed(ss.publish, topic, false)
+	if acl := ss.acl.Load(); write {
+		ok = allowed(acl.publish, topic, false)
 	} else {
-		ok = allowed(ss.subscribe, topic, true)
+		ok = allowed(acl.subscribe, topic, true)
 	}
 	if !ok {
 		ss.stats.Error()
@@ -327,7 +365,7 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	f.Device, f.Topic = ss.device, pk.TopicName
 	f.Payload = append(f.Payload[:0], pk.Payload...)
 	n := len(f.Payload)
-	ctx, cancel := context.WithTimeout(h.ctx, h.l.s.deliverTimeout)
+	ctx, cancel := context.WithTimeout(h.ctx, h.l.live.Load().deliverTimeout)
 	start := time.Now()
 	err := h.up.Deliver(ctx, f)
 	cancel()

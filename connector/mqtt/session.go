@@ -76,7 +76,7 @@ func (l *Listener) serve(run *listenerRun, conn net.Conn) {
 	run.conns.Store(conn, struct{}{})
 	defer run.conns.Delete(conn)
 	rd := mqttwire.NewReader(conn, l.s.readBuffer, l.s.maxPacket)
-	rd.Idle = l.s.connectTimeout
+	rd.Idle = l.live.Load().connectTimeout
 	cl, ss, present := l.establish(run, conn, rd)
 	if cl == nil {
 		_ = conn.Close()
@@ -208,8 +208,12 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 		l.s.logger.Warn("mqtt connection refused: invalid CONNECT", "remote", remote, "client_id", cl.ID, "err", code)
 		return refuse(code)
 	}
+	// Authenticated sessions register before Reconfigure can change the
+	// credentials they were checked against (see Reconfigure).
+	l.reconf.RLock()
 	ss, ok := run.hook.identify(cl, pk)
 	if !ok {
+		l.reconf.RUnlock()
 		l.stats.Total.Error()
 		user := string(pk.Connect.Username)
 		l.logRepeat(slog.LevelWarn, "auth:"+user, "mqtt device refused: bad credentials", "client_id", cl.ID,
@@ -218,10 +222,11 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 	}
 	// The broker's connected-clients figure is the session count: only
 	// this loop changes it.
-	if atomic.AddInt64(&srv.Info.ClientsConnected, 1) > int64(l.s.maxSessions) {
+	if limit := l.live.Load().maxSessions; atomic.AddInt64(&srv.Info.ClientsConnected, 1) > int64(limit) {
 		atomic.AddInt64(&srv.Info.ClientsConnected, -1)
+		l.reconf.RUnlock()
 		l.stats.Total.Error()
-		l.logRepeat(slog.LevelWarn, "limit", "mqtt device refused: session limit reached", "device", ss.device, "limit", l.s.maxSessions)
+		l.logRepeat(slog.LevelWarn, "limit", "mqtt device refused: session limit reached", "device", ss.device, "limit", limit)
 		if cl.Properties.ProtocolVersion < 5 {
 			return refuse(packets.ErrServerUnavailable)
 		}
@@ -243,6 +248,7 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 	}
 	l.sessions.Store(cl, ss)
 	run.swap.Unlock()
+	l.reconf.RUnlock()
 	return cl, ss, present
 }
 
@@ -311,7 +317,7 @@ func (l *Listener) takeOver(run *listenerRun, cl *mochi.Client, clean bool) bool
 func (l *Listener) endSession(run *listenerRun, cl *mochi.Client, ss *session, err error) {
 	srv := run.srv
 	cl.Stop(err)
-	if err != nil {
+	if err != nil && !ss.revoked.Load() {
 		l.sendWill(run, cl)
 	} else {
 		cl.Properties.Will = mochi.Will{} // [MQTT-3.1.2-10]
@@ -323,7 +329,7 @@ func (l *Listener) endSession(run *listenerRun, cl *mochi.Client, ss *session, e
 		l.s.logger.Warn("mqtt device sent a malformed packet; session closed", "device", ss.device, "err", err)
 	}
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
-		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean) || ss.revoked.Load()
 	run.swap.Lock()
 	l.sessions.Delete(cl)
 	if expire && !ss.takenOver.Load() {
