@@ -138,6 +138,7 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 	if l.run != nil {
 		return errors.New("mqtt listener: already connected")
 	}
+	l.checkFileLimit(l.live.Load().maxSessions)
 	ln := l.s.listener
 	if ln == nil {
 		lc := net.ListenConfig{KeepAliveConfig: tcpkeepalive.Config()}

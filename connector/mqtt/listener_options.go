@@ -140,7 +140,10 @@ func WithACL(publish, subscribe []string) ListenerOption {
 }
 
 // WithMaxSessions caps concurrent device sessions; more are refused with
-// "server unavailable"/"server busy". Default 10000.
+// "server unavailable"/"server busy". Default 10000. Each session holds a
+// file descriptor: on Linux, Connect raises the soft open file limit
+// (RLIMIT_NOFILE) towards n plus 256 for the rest of the gateway, up to
+// the hard limit, and logs a warning if that is still short.
 func WithMaxSessions(n int) ListenerOption {
 	return func(s *listenerSettings) error {
 		if n < 1 {

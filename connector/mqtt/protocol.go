@@ -94,7 +94,3 @@ func linger(conn net.Conn) {
 func (l *Listener) logRepeat(level slog.Level, key, msg string, args ...any) {
 	l.logs.Log(context.Background(), l.s.logger, level, key, msg, args...)
 }
-
-// checkFileLimit is a placeholder until the file-limit check lands.
-
-func (l *Listener) checkFileLimit(int) {}
