@@ -182,8 +182,10 @@ connectors:
 		t.Fatalf("new device: %v %s", err, out)
 	}
 	expect("field|dev3|devices/dev3/t|3")
-	if n := l.Sessions(); n != 3 || l.Stats().Total.Reconnects != reconnects {
-		t.Fatalf("after adding a device: %d sessions (want 3), reconnects %d -> %d", n, reconnects, l.Stats().Total.Reconnects)
+	// dev3's session ends on its own; the three others stay.
+	conntest.Eventually(t, 5*time.Second, "three sessions", func() bool { return l.Sessions() == 3 })
+	if l.Stats().Total.Reconnects != reconnects {
+		t.Fatalf("after adding a device: reconnects %d -> %d", reconnects, l.Stats().Total.Reconnects)
 	}
 	if _, err := raw1.Write(publishPacket("devices/dev1/temp", []byte("21"))); err != nil {
 		t.Fatal(err)
