@@ -59,8 +59,9 @@
 // Problems that a misbehaving device can repeat in a loop (refused
 // messages, ACL denials, failed logins, oversized packets, the embedded
 // broker's own warnings) are logged as one short line per cause (device or
-// username, and reason) per interval (WithLogInterval, a minute by
-// default); the next line of a cause says how many were suppressed.
+// username, and reason) per interval (WithLogInterval, YAML log_interval,
+// a minute by default); the next line of a cause says how many were
+// suppressed.
 //
 // # Downlink
 //

@@ -46,7 +46,7 @@ type DeviceAuth struct {
 type Listener struct {
 	s     listenerSettings // as built; the fields Reconfigure may change are read from live
 	stats connstats.Table
-	logs  *lograte.Limiter
+	logs  atomic.Pointer[lograte.Limiter] // see logRepeat
 
 	// live holds the settings in force: credentials, ACLs, limits and
 	// timeouts (see Reconfigure). reconf orders authentication against
@@ -103,7 +103,8 @@ func NewListener(opts ...ListenerOption) (*Listener, error) {
 	if len(s.users) == 0 && s.tls == nil && !s.anonymous {
 		return nil, errors.New("mqtt listener: no way to authenticate devices: add WithDeviceAuth, WithClientCerts or WithAnonymous")
 	}
-	l := &Listener{s: s, logs: lograte.New(s.logEvery)}
+	l := &Listener{s: s}
+	l.logs.Store(lograte.New(s.logEvery))
 	live := s
 	l.live.Store(&live)
 	return l, nil
@@ -167,7 +168,7 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 		// the broker's per-client reader is never used.
 		ClientNetReadBufferSize:  16,
 		ClientNetWriteBufferSize: l.s.readBuffer,
-		Logger:                   slog.New(brokerLog{l.s.logger.Handler(), l.logs}),
+		Logger:                   slog.New(brokerLog{l.s.logger.Handler(), &l.logs}),
 		InlineClient:             true,
 		SysTopicResendInterval:   3600,
 	})
@@ -428,7 +429,7 @@ func refusalReason(err error) string {
 // already logged the cause.
 type brokerLog struct {
 	slog.Handler
-	logs *lograte.Limiter
+	logs *atomic.Pointer[lograte.Limiter]
 }
 
 func (b brokerLog) Enabled(ctx context.Context, l slog.Level) bool {
@@ -454,7 +455,7 @@ func (b brokerLog) Handle(ctx context.Context, r slog.Record) error {
 	if ours && r.Message == "publish packet error" {
 		return nil
 	}
-	ok, n := b.logs.Allow("broker:" + key)
+	ok, n := b.logs.Load().Allow("broker:" + key)
 	if !ok {
 		return nil
 	}

@@ -92,5 +92,5 @@ func linger(conn net.Conn) {
 // logRepeat logs one line per cause (key) per log interval; the next line
 // of a cause says how many were suppressed.
 func (l *Listener) logRepeat(level slog.Level, key, msg string, args ...any) {
-	l.logs.Log(context.Background(), l.s.logger, level, key, msg, args...)
+	l.logs.Load().Log(context.Background(), l.s.logger, level, key, msg, args...)
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,7 +286,9 @@ func TestListenerRefusalLogRate(t *testing.T) {
 // not the packet struct, and repeats are counted.
 func TestBrokerLogShort(t *testing.T) {
 	var buf logBuffer
-	log := slog.New(brokerLog{slog.NewTextHandler(&buf, nil), lograte.New(time.Hour)})
+	var lim atomic.Pointer[lograte.Limiter]
+	lim.Store(lograte.New(time.Hour))
+	log := slog.New(brokerLog{slog.NewTextHandler(&buf, nil), &lim})
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Remaining: 2000}, TopicName: "devices/a/b", Payload: make([]byte, 1990)}
 	for range 10 {
 		log.Warn("error processing packet", "error", "x", "client", "c1", "pk", pk)

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/lograte"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -13,8 +14,8 @@ import (
 var _ gateway.Reconfigurer = (*Listener)(nil)
 
 // Reconfigure implements gateway.Reconfigurer: a reload that changes the
-// listener's devices, ACLs, anonymous access, session limit, timeouts or
-// command topic applies them in place, and connected devices stay
+// listener's devices, ACLs, anonymous access, session limit, timeouts,
+// command topic or log interval applies them in place, and connected devices stay
 // connected. A changed listen address or TLS identity (certificate, client
 // CA, client authentication), a WithNetListener listener or a changed
 // WithSessionLimits needs a new listener: Reconfigure returns false and the
@@ -36,15 +37,14 @@ var _ gateway.Reconfigurer = (*Listener)(nil)
 //
 // next must be a *Listener that was never connected (the gateway passes
 // the one its factory built from the changed configuration); it is not
-// used afterwards. The listener's logger and log interval stay as they
-// are.
+// used afterwards. The listener's logger stays as it is.
 func (l *Listener) Reconfigure(next gateway.DeviceConnector) bool {
 	n, ok := next.(*Listener)
 	if !ok || n == l || !l.s.sameTransport(&n.s) {
 		return false
 	}
 	cur := *n.live.Load()
-	cur.logger, cur.logEvery = l.s.logger, l.s.logEvery
+	cur.logger = l.s.logger
 
 	l.reconf.Lock()
 	prev := l.live.Swap(&cur)
@@ -72,6 +72,9 @@ func (l *Listener) Reconfigure(next gateway.DeviceConnector) bool {
 			})
 		}
 		cl.Stop(packets.ErrNotAuthorized)
+	}
+	if cur.logEvery != prev.logEvery {
+		l.logs.Store(lograte.New(cur.logEvery))
 	}
 	if cur.maxSessions != prev.maxSessions {
 		l.checkFileLimit(cur.maxSessions)
