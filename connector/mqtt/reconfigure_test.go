@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
 	"fmt"
 	"net"
 	"os/exec"
@@ -249,5 +250,54 @@ func TestReconfigureDecisions(t *testing.T) {
 	}
 	if l.Reconfigure(nil) || l.Reconfigure(l) {
 		t.Fatal("took a nil or itself")
+	}
+}
+
+// TestReconfigureTLSFromYAML: the same tls: block read again (new
+// tls.Config values, same files) is the same identity, so credential
+// changes still apply in place; another client CA is not.
+func TestReconfigureTLSFromYAML(t *testing.T) {
+	p := newPKI(t)
+	cert := p.write(t, "server.pem", "CERTIFICATE", p.server.Certificate[0])
+	key := p.writeKey(t, "server.key", p.server.PrivateKey.(*ecdsa.PrivateKey))
+	build := func(clientCA, devices string) *Listener {
+		t.Helper()
+		reg := gateway.NewRegistry()
+		var got *Listener
+		if err := reg.AddConnector("mqtt", func(_ string, spec gateway.Section) (gateway.DeviceConnector, error) {
+			var cfg Config
+			if err := spec.Decode(&cfg); err != nil {
+				return nil, err
+			}
+			c, err := cfg.listener(spec)
+			if err == nil {
+				got = c.(*Listener)
+			}
+			return c, err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := gateway.ParseConfig([]byte(fmt.Sprintf(`
+connectors:
+  - name: m
+    mqtt:
+      address: 127.0.0.1:8883
+      tls: {cert: %q, key: %q, client_ca: %q}
+      devices: [%s]
+`, cert, key, clientCA, devices)), "t.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := gateway.New(gateway.WithRegistry(reg), gateway.WithConfig(cfg)); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	l := build(p.caFile, "{username: a, password: b}")
+	if !l.Reconfigure(build(p.caFile, "{username: a, password: b}, {username: c, password: d}")) {
+		t.Fatal("unchanged tls block: credentials not taken in place")
+	}
+	if l.Reconfigure(build(p.rogueCert, "{username: a, password: b}")) {
+		t.Fatal("another client CA was taken in place")
 	}
 }
