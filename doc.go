@@ -49,6 +49,7 @@
 // Registry the host program fills with the kinds it links, so a firmware
 // build only carries the protocols it registers. Reload and ApplyConfig
 // apply a new configuration at run time: unchanged connectors keep their
-// device sessions, changed parts restart, routes swap atomically, and an
-// invalid configuration changes nothing.
+// device sessions, changed connectors that implement Reconfigurer take the
+// change in place (keeping their sessions), other changed parts restart,
+// routes swap atomically, and an invalid configuration changes nothing.
 package gateway

@@ -174,14 +174,16 @@ func (g *Gateway) apply(c components, running bool) error {
 		g.log.Info("sink removed", "sink", sr.name)
 	}
 
-	// 5. connectors: unchanged ones keep running; changed ones restart.
+	// 5. connectors: unchanged ones keep running, changed ones that can
+	// take the change in place do (Reconfigurer), other changed ones
+	// restart.
 	want := map[string]namedConnector{}
 	for _, nc := range c.connectors {
 		want[nc.name] = nc
 	}
 	for name, cr := range g.connectors {
 		nc, ok := want[name]
-		if ok && (nc.conn == nil || nc.hash == "") {
+		if ok && (nc.conn == nil || nc.hash == "" || g.reconfigureInPlace(cr, nc)) {
 			cd := codecOf(name)
 			if prev := cr.bind.codec.Load(); prev.name != cd.name || prev.hash != cd.hash {
 				cr.bind.codec.Store(&cd)

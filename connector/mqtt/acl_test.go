@@ -116,6 +116,9 @@ func TestRegisterStrictYAML(t *testing.T) {
 		{"connectors:\n  - name: m\n    mqtt: {mode: client, broker: 'tcp://h:1', topics: ['s/{device}'], devices: []}\n", "connectors[0].mqtt.devices: only for mode: listener"},
 		{"connectors:\n  - name: m\n    mqtt: {anonymous: true, broker: 'tcp://h:1'}\n", "connectors[0].mqtt.broker: only for mode: client"},
 		{"connectors:\n  - name: m\n    mqtt: {devices: [{username: a}]}\n", "connectors[0].mqtt.devices: devices[0]"},
+		{"connectors:\n  - name: m\n    mqtt: {anonymous: true, log_interval: 10s}\n", ""},
+		{"connectors:\n  - name: m\n    mqtt: {anonymous: true, log_interval: -1s}\n", "connectors[0].mqtt.log_interval: log interval must be positive"},
+		{"connectors:\n  - name: m\n    mqtt: {mode: client, broker: 'tcp://h:1', topics: ['s/{device}'], log_interval: 1s}\n", "connectors[0].mqtt.log_interval: only for mode: listener"},
 		{"connectors:\n  - name: m\n    mqtt: {anonymous: true, tls: {cert: /nonexistent.pem, key: /nonexistent.key}}\n", "connectors[0].mqtt.tls: server certificate"},
 	}
 	for _, tt := range tests {

@@ -23,6 +23,7 @@ import (
 //	  max_sessions: 10000
 //	  tls: {cert: /etc/gw/server.pem, key: /etc/gw/server.key, client_ca: /etc/gw/devices-ca.pem}
 //	  command_topic: "devices/{device}/cmd/{topic}"
+//	  log_interval: 1m    # repeated problems: one line per cause per interval
 //
 //	mqtt:
 //	  mode: client
@@ -42,6 +43,7 @@ type Config struct {
 	TLS            *TLSConfig         `yaml:"tls"`
 	DeliverTimeout time.Duration      `yaml:"deliver_timeout"`
 	ConnectTimeout time.Duration      `yaml:"connect_timeout"`
+	LogInterval    time.Duration      `yaml:"log_interval"`
 
 	// both modes
 	CommandTopic string `yaml:"command_topic"`
@@ -151,6 +153,11 @@ func (cfg Config) listener(spec gateway.Section) (gateway.DeviceConnector, error
 			return nil, err
 		}
 	}
+	if cfg.LogInterval != 0 {
+		if err := add("log_interval", WithLogInterval(cfg.LogInterval)); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.CommandTopic != "" || cfg.CommandQoS != nil {
 		t, q := DefaultCommandTopic, byte(1)
 		if cfg.CommandTopic != "" {
@@ -172,7 +179,8 @@ func (cfg Config) listener(spec gateway.Section) (gateway.DeviceConnector, error
 
 func (cfg Config) client(spec gateway.Section) (gateway.DeviceConnector, error) {
 	for field, set := range map[string]bool{"address": cfg.Address != "", "anonymous": cfg.Anonymous, "devices": cfg.Devices != nil,
-		"acl": cfg.ACL != nil, "max_sessions": cfg.MaxSessions != 0, "connect_timeout": cfg.ConnectTimeout != 0, "tls": cfg.TLS != nil} {
+		"acl": cfg.ACL != nil, "max_sessions": cfg.MaxSessions != 0, "connect_timeout": cfg.ConnectTimeout != 0, "tls": cfg.TLS != nil,
+		"log_interval": cfg.LogInterval != 0} {
 		if set {
 			return nil, spec.Errorf(field, "only for mode: listener")
 		}

@@ -32,6 +32,49 @@
 // such a frame is accepted and goes to the gateway's dead letters
 // (gateway.WithDeadLetter), as do those of client mode.
 //
+// # Reload
+//
+// The listener implements gateway.Reconfigurer: a configuration reload
+// that changes its devices, ACLs, anonymous access, session limit,
+// timeouts or command topic takes effect in place and connected devices
+// stay connected. A device whose credentials were removed or changed (or
+// an anonymous device when anonymous access is turned off) is
+// disconnected at once, without its will; every other device's new ACL
+// applies from its next packet. Only a new listen address or TLS identity
+// restarts the listener, dropping its sessions. See Listener.Reconfigure.
+//
+// # Retain, packet size and acknowledgements
+//
+// The gateway keeps no retained messages: a device's message is data for
+// the pipeline, not state for other devices. The MQTT 5 CONNACK says so
+// (Retain Available 0) along with the Maximum Packet Size
+// (WithSessionLimits, 256 KiB by default), so MQTT 5 clients send neither
+// (libmosquitto clears the retain flag and holds back an oversized
+// message). An MQTT 5 device that sends a retained PUBLISH anyway is
+// disconnected with "retain not supported" (0x9A), and a will with retain
+// is refused in CONNACK (0x9A), as the specification requires. MQTT 3.1.1
+// has no way to refuse retain: a retained PUBLISH or will is taken as an
+// ordinary one, the flag dropped.
+//
+// A packet over the size limit ends the session: an MQTT 5 device gets
+// DISCONNECT "packet too large" (0x95), and the listener reads and
+// discards the rest of the packet for up to a second before closing, so
+// the device sees the DISCONNECT and an orderly close rather than a
+// connection reset. Each is counted (Stats Oversized) and logged.
+//
+// A successful MQTT 5 PUBACK has reason 0x00 and no properties; a refused
+// message gets "quota exceeded" (0x97), an ACL-denied one "not
+// authorized" (0x87).
+//
+// # Logs
+//
+// Problems that a misbehaving device can repeat in a loop (refused
+// messages, ACL denials, failed logins, oversized packets, the embedded
+// broker's own warnings) are logged as one short line per cause (device or
+// username, and reason) per interval (WithLogInterval, YAML log_interval,
+// a minute by default); the next line of a cause says how many were
+// suppressed.
+//
 // # Downlink
 //
 // Write publishes the frame payload to the command topic template,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/lograte"
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -43,8 +44,16 @@ type DeviceAuth struct {
 // with reason "quota exceeded" and an MQTT 3 device is disconnected so it
 // retransmits after reconnecting.
 type Listener struct {
-	s     listenerSettings
+	s     listenerSettings // as built; the fields Reconfigure may change are read from live
 	stats connstats.Table
+	logs  atomic.Pointer[lograte.Limiter] // see logRepeat
+
+	// live holds the settings in force: credentials, ACLs, limits and
+	// timeouts (see Reconfigure). reconf orders authentication against
+	// their replacement: sessions authenticate and register under the
+	// read lock, Reconfigure swaps and re-checks under the write lock.
+	live   atomic.Pointer[listenerSettings]
+	reconf sync.RWMutex
 
 	mu       sync.Mutex
 	run      *listenerRun
@@ -53,12 +62,26 @@ type Listener struct {
 
 type session struct {
 	device    string
-	publish   []string
-	subscribe []string
+	login     string   // the username it logged in with, for authBy == authPassword
+	authBy    authKind // how the device proved who it is
+	acl       atomic.Pointer[sessionACL]
 	stats     *connstats.Counters
 	takenOver atomic.Bool // another connection took the client id over
 	writer    atomic.Bool // the broker's write loop runs
+	revoked   atomic.Bool // its credentials were removed or changed (Reconfigure)
 }
+
+// sessionACL is a session's ACL, {device} expanded.
+type sessionACL struct{ publish, subscribe []string }
+
+// authKind is how a session's device authenticated.
+type authKind uint8
+
+const (
+	authCert authKind = iota
+	authPassword
+	authAnonymous
+)
 
 var (
 	_ gateway.DeviceConnector = (*Listener)(nil)
@@ -80,7 +103,11 @@ func NewListener(opts ...ListenerOption) (*Listener, error) {
 	if len(s.users) == 0 && s.tls == nil && !s.anonymous {
 		return nil, errors.New("mqtt listener: no way to authenticate devices: add WithDeviceAuth, WithClientCerts or WithAnonymous")
 	}
-	return &Listener{s: s}, nil
+	l := &Listener{s: s}
+	l.logs.Store(lograte.New(s.logEvery))
+	live := s
+	l.live.Store(&live)
+	return l, nil
 }
 
 // Addr returns the listening address once connected, or nil.
@@ -118,6 +145,7 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 	if l.run != nil {
 		return errors.New("mqtt listener: already connected")
 	}
+	l.checkFileLimit(l.live.Load().maxSessions)
 	ln := l.s.listener
 	if ln == nil {
 		lc := net.ListenConfig{KeepAliveConfig: tcpkeepalive.Config()}
@@ -137,13 +165,16 @@ func (l *Listener) Connect(ctx context.Context, up gateway.Uplink) error {
 	caps.MaximumInflight = 64
 	caps.ReceiveMaximum = 64
 	caps.RetainAvailable = 0
+	// Acknowledgements carry no properties of the packet they answer
+	// (the broker copies them by default, user properties included).
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mochi.New(&mochi.Options{
 		Capabilities: caps,
 		// The session loop reads through its own buffer (session.go);
 		// the broker's per-client reader is never used.
 		ClientNetReadBufferSize:  16,
 		ClientNetWriteBufferSize: l.s.readBuffer,
-		Logger:                   slog.New(warnOnly{l.s.logger.Handler()}),
+		Logger:                   slog.New(brokerLog{l.s.logger.Handler(), &l.logs}),
 		InlineClient:             true,
 		SysTopicResendInterval:   3600,
 	})
@@ -223,11 +254,12 @@ func (l *Listener) Write(_ context.Context, f *gateway.Frame) error {
 		return fmt.Errorf("mqtt listener: write %s: %w", f.Device, gateway.ErrClosed)
 	}
 	srv := run.srv
-	topic := commandTopic(l.s.commandTopic, f.Device, f.Topic)
+	cur := l.live.Load()
+	topic := commandTopic(cur.commandTopic, f.Device, f.Topic)
 	if f.Device == "" || !validPublishTopic(topic) {
 		return fmt.Errorf("mqtt listener: write %s: invalid command topic %q", f.Device, topic)
 	}
-	if err := srv.Publish(topic, bytes.Clone(f.Payload), false, l.s.commandQoS); err != nil {
+	if err := srv.Publish(topic, bytes.Clone(f.Payload), false, cur.commandQoS); err != nil {
 		return fmt.Errorf("mqtt listener: write %s to %s: %w", f.Device, topic, err)
 	}
 	return nil
@@ -242,44 +274,60 @@ type listenerHook struct {
 	ctx context.Context
 }
 
-func (h *listenerHook) ID() string { return "iotgw-devices" }
+// hookID names the connector's hook inside the embedded broker.
+const hookID = "iotgw-devices"
+
+func (h *listenerHook) ID() string { return hookID }
 
 func (h *listenerHook) Provides(b byte) bool {
 	switch b {
-	case mochi.OnACLCheck, mochi.OnPublish:
+	case mochi.OnACLCheck, mochi.OnPublish, mochi.OnPacketEncode:
 		return true
 	}
 	return false
 }
 
-// identify returns the device id and ACLs of a connecting client, or
-// false.
+// identify returns the session of a connecting client, with its device
+// id and ACLs, or false. Called under l.reconf's read lock.
 func (h *listenerHook) identify(cl *mochi.Client, pk packets.Packet) (*session, bool) {
-	s := &h.l.s
+	s := h.l.live.Load()
+	var ss *session
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && s.tls != nil {
 		st := tc.ConnectionState()
 		if len(st.PeerCertificates) > 0 && st.PeerCertificates[0].Subject.CommonName != "" {
-			dev := st.PeerCertificates[0].Subject.CommonName
-			return &session{device: dev, publish: expand(s.publish, dev), subscribe: expand(s.subscribe, dev)}, true
+			ss = &session{device: st.PeerCertificates[0].Subject.CommonName, authBy: authCert}
 		}
 	}
-	if u, ok := s.users[string(pk.Connect.Username)]; ok {
+	if u, ok := s.users[string(pk.Connect.Username)]; ss == nil && ok {
 		if subtle.ConstantTimeCompare(pk.Connect.Password, []byte(u.Password)) != 1 {
 			return nil, false
 		}
-		pub, sub := s.publish, s.subscribe
+		ss = &session{device: u.Device, login: u.Username, authBy: authPassword}
+	}
+	if ss == nil && s.anonymous && cl.ID != "" {
+		ss = &session{device: cl.ID, authBy: authAnonymous}
+	}
+	if ss == nil {
+		return nil, false
+	}
+	ss.acl.Store(s.aclFor(ss))
+	return ss, true
+}
+
+// aclFor returns the ACL of ss under settings s: its user's filters when
+// it logged in with a username that has its own, the listener's otherwise.
+func (s *listenerSettings) aclFor(ss *session) *sessionACL {
+	pub, sub := s.publish, s.subscribe
+	if ss.authBy == authPassword {
+		u := s.users[ss.login]
 		if u.Publish != nil {
 			pub = u.Publish
 		}
 		if u.Subscribe != nil {
 			sub = u.Subscribe
 		}
-		return &session{device: u.Device, publish: expand(pub, u.Device), subscribe: expand(sub, u.Device)}, true
 	}
-	if s.anonymous && cl.ID != "" {
-		return &session{device: cl.ID, publish: expand(s.publish, cl.ID), subscribe: expand(s.subscribe, cl.ID)}, true
-	}
-	return nil, false
+	return &sessionACL{publish: expand(pub, ss.device), subscribe: expand(sub, ss.device)}
 }
 
 func (h *listenerHook) session(cl *mochi.Client) *session {
@@ -296,17 +344,21 @@ func (h *listenerHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bo
 		return false
 	}
 	var ok bool
-	if write {
-		ok = allowed(ss.publish, topic, false)
+	if acl := ss.acl.Load(); write {
+		ok = allowed(acl.publish, topic, false)
 	} else {
-		ok = allowed(ss.subscribe, topic, true)
+		ok = allowed(acl.subscribe, topic, true)
 	}
 	if !ok {
 		ss.stats.Error()
 		h.l.stats.Total.Error()
 		ss.stats.Denied()
 		h.l.stats.Total.Denied()
-		h.l.s.logger.Warn("mqtt ACL denied", "device", ss.device, "topic", topic, "publish", write)
+		op := "subscribe"
+		if write {
+			op = "publish"
+		}
+		h.l.logRepeat(slog.LevelWarn, "acl:"+op+":"+ss.device, "mqtt ACL denied", "device", ss.device, "topic", topic, "op", op)
 	}
 	return ok
 }
@@ -323,7 +375,7 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	f.Device, f.Topic = ss.device, listenerFrameTopic(pk.TopicName, ss.device)
 	f.Payload = append(f.Payload[:0], pk.Payload...)
 	n := len(f.Payload)
-	ctx, cancel := context.WithTimeout(h.ctx, h.l.s.deliverTimeout)
+	ctx, cancel := context.WithTimeout(h.ctx, h.l.live.Load().deliverTimeout)
 	start := time.Now()
 	v5 := cl.Properties.ProtocolVersion == 5
 	var err error
@@ -343,7 +395,9 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	}
 	ss.stats.Error()
 	h.l.stats.Total.Error()
-	h.l.s.logger.Warn("mqtt frame not accepted", "device", ss.device, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
+	reason := refusalReason(err)
+	h.l.logRepeat(slog.LevelWarn, "refused:"+reason+":"+ss.device, "mqtt message not accepted",
+		"device", ss.device, "topic", pk.TopicName, "reason", reason, "err", err)
 	if pk.FixedHeader.Qos == 0 {
 		return pk, packets.ErrRejectPacket
 	}
@@ -359,12 +413,77 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	return pk, packets.ErrRejectPacket
 }
 
-// warnOnly passes only warnings and errors of the embedded broker on.
-type warnOnly struct{ slog.Handler }
-
-func (w warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn && w.Handler.Enabled(ctx, l)
+// OnPacketEncode corrects what the embedded broker writes: it answers a
+// QoS 1 PUBLISH with the SUBACK code "granted QoS 1" (0x01), which is not a
+// PUBACK reason code; a successful PUBACK has reason 0x00.
+func (h *listenerHook) OnPacketEncode(_ *mochi.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Puback && pk.ReasonCode == packets.CodeGrantedQos1.Code {
+		pk.ReasonCode = packets.CodeSuccess.Code
+	}
+	return pk
 }
 
-func (w warnOnly) WithAttrs(as []slog.Attr) slog.Handler { return warnOnly{w.Handler.WithAttrs(as)} }
-func (w warnOnly) WithGroup(g string) slog.Handler       { return warnOnly{w.Handler.WithGroup(g)} }
+// refusalReason names why the gateway did not accept a frame, in a word
+// that keys the log's repeat counting.
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, gateway.ErrDropped):
+		return "queue_full"
+	case errors.Is(err, gateway.ErrClosed):
+		return "closed"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "error"
+}
+
+// brokerLog is the embedded broker's log: warnings and errors only, a
+// packet attribute reduced to its type, topic and size (the broker logs
+// whole packet structs, kilobytes each), and repeats counted per message
+// and client (see WithLogInterval). The broker's "publish packet error"
+// after this connector refused a PUBLISH is dropped: the connector has
+// already logged the cause.
+type brokerLog struct {
+	slog.Handler
+	logs *atomic.Pointer[lograte.Limiter]
+}
+
+func (b brokerLog) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && b.Handler.Enabled(ctx, l)
+}
+
+func (b brokerLog) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	key, ours := r.Message, false
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "hook":
+			ours = a.Value.String() == hookID
+		case "client":
+			key += ":" + a.Value.String()
+		}
+		if pk, ok := a.Value.Any().(packets.Packet); ok {
+			a = slog.Group(a.Key, "type", packets.PacketNames[pk.FixedHeader.Type], "topic", pk.TopicName, "bytes", pk.FixedHeader.Remaining)
+		}
+		out.AddAttrs(a)
+		return true
+	})
+	if ours && r.Message == "publish packet error" {
+		return nil
+	}
+	ok, n := b.logs.Load().Allow("broker:" + key)
+	if !ok {
+		return nil
+	}
+	if n > 0 {
+		out.AddAttrs(slog.Uint64("suppressed", n))
+	}
+	return b.Handler.Handle(ctx, out)
+}
+
+func (b brokerLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return brokerLog{b.Handler.WithAttrs(as), b.logs}
+}
+func (b brokerLog) WithGroup(g string) slog.Handler { return brokerLog{b.Handler.WithGroup(g), b.logs} }

@@ -29,6 +29,7 @@ type listenerSettings struct {
 	deliverTimeout time.Duration
 	connectTimeout time.Duration
 	logger         *slog.Logger
+	logEvery       time.Duration
 }
 
 func defaultListenerSettings() listenerSettings {
@@ -47,6 +48,7 @@ func defaultListenerSettings() listenerSettings {
 		deliverTimeout: 5 * time.Second,
 		connectTimeout: 10 * time.Second,
 		logger:         slog.Default(),
+		logEvery:       time.Minute,
 	}
 }
 
@@ -138,7 +140,10 @@ func WithACL(publish, subscribe []string) ListenerOption {
 }
 
 // WithMaxSessions caps concurrent device sessions; more are refused with
-// "server unavailable"/"server busy". Default 10000.
+// "server unavailable"/"server busy". Default 10000. Each session holds a
+// file descriptor: on Linux, Connect raises the soft open file limit
+// (RLIMIT_NOFILE) towards n plus 256 for the rest of the gateway, up to
+// the hard limit, and logs a warning if that is still short.
 func WithMaxSessions(n int) ListenerOption {
 	return func(s *listenerSettings) error {
 		if n < 1 {
@@ -217,6 +222,22 @@ func WithListenerLogger(l *slog.Logger) ListenerOption {
 			return fmt.Errorf("nil logger")
 		}
 		s.logger = l
+		return nil
+	}
+}
+
+// WithLogInterval sets how often a repeated problem is logged: the first
+// refused message, ACL denial, failed login or oversized packet of a cause
+// (a device or username and the reason) is logged at once; repeats within
+// d are only counted, and the next line of that cause after d carries
+// suppressed=N. Default 1 minute. A shorter interval shows more detail and
+// costs more log volume when a device misbehaves in a loop.
+func WithLogInterval(d time.Duration) ListenerOption {
+	return func(s *listenerSettings) error {
+		if d <= 0 {
+			return fmt.Errorf("log interval must be positive")
+		}
+		s.logEvery = d
 		return nil
 	}
 }

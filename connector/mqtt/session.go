@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -75,13 +76,13 @@ func (l *Listener) serve(run *listenerRun, conn net.Conn) {
 	run.conns.Store(conn, struct{}{})
 	defer run.conns.Delete(conn)
 	rd := mqttwire.NewReader(conn, l.s.readBuffer, l.s.maxPacket)
-	rd.Idle = l.s.connectTimeout
+	rd.Idle = l.live.Load().connectTimeout
 	cl, ss, present := l.establish(run, conn, rd)
 	if cl == nil {
 		_ = conn.Close()
 		return
 	}
-	err := run.srv.SendConnack(cl, packets.CodeSuccess, present, nil)
+	err := run.srv.SendConnack(cl, packets.CodeSuccess, present, l.connackProperties())
 	if err == nil && present {
 		err = cl.ResendInflightMessages(true)
 	}
@@ -101,6 +102,9 @@ func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd 
 	for !cl.Closed() {
 		first, body, err := rd.Next()
 		if err != nil {
+			if errors.Is(err, packets.ErrPacketTooLarge) {
+				l.oversized(cl, ss, err)
+			}
 			return err
 		}
 		if err := l.handle(run, cl, ss, first, body); err != nil {
@@ -121,7 +125,11 @@ func (l *Listener) handle(run *listenerRun, cl *mochi.Client, ss *session, first
 	if err := mqttwire.Decode(&pk, first, body); err != nil {
 		return err
 	}
-	if err := l.inject(run, cl, pk); err != nil {
+	err := l.checkRetain(cl, ss, &pk)
+	if err == nil {
+		err = l.inject(run, cl, pk)
+	}
+	if err != nil {
 		var code packets.Code
 		if errors.As(err, &code) && cl.Properties.ProtocolVersion == 5 && code.Code >= packets.ErrUnspecifiedError.Code {
 			_ = run.srv.DisconnectClient(cl, code)
@@ -200,19 +208,25 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 		l.s.logger.Warn("mqtt connection refused: invalid CONNECT", "remote", remote, "client_id", cl.ID, "err", code)
 		return refuse(code)
 	}
+	// Authenticated sessions register before Reconfigure can change the
+	// credentials they were checked against (see Reconfigure).
+	l.reconf.RLock()
 	ss, ok := run.hook.identify(cl, pk)
 	if !ok {
+		l.reconf.RUnlock()
 		l.stats.Total.Error()
-		l.s.logger.Warn("mqtt device refused: bad credentials", "client_id", cl.ID,
-			"username", string(pk.Connect.Username), "remote", remote)
+		user := string(pk.Connect.Username)
+		l.logRepeat(slog.LevelWarn, "auth:"+user, "mqtt device refused: bad credentials", "client_id", cl.ID,
+			"username", user, "remote", remote)
 		return refuse(packets.ErrBadUsernameOrPassword)
 	}
 	// The broker's connected-clients figure is the session count: only
 	// this loop changes it.
-	if atomic.AddInt64(&srv.Info.ClientsConnected, 1) > int64(l.s.maxSessions) {
+	if limit := l.live.Load().maxSessions; atomic.AddInt64(&srv.Info.ClientsConnected, 1) > int64(limit) {
 		atomic.AddInt64(&srv.Info.ClientsConnected, -1)
+		l.reconf.RUnlock()
 		l.stats.Total.Error()
-		l.s.logger.Warn("mqtt device refused: session limit reached", "device", ss.device, "limit", l.s.maxSessions)
+		l.logRepeat(slog.LevelWarn, "limit", "mqtt device refused: session limit reached", "device", ss.device, "limit", limit)
 		if cl.Properties.ProtocolVersion < 5 {
 			return refuse(packets.ErrServerUnavailable)
 		}
@@ -234,6 +248,7 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 	}
 	l.sessions.Store(cl, ss)
 	run.swap.Unlock()
+	l.reconf.RUnlock()
 	return cl, ss, present
 }
 
@@ -251,7 +266,9 @@ func validateConnect(srv *mochi.Server, cl *mochi.Client, pk packets.Packet) pac
 		return packets.ErrUnsupportedProtocolVersion
 	case cl.Properties.Will.Qos > caps.MaximumQos:
 		return packets.ErrQosNotSupported
-	case cl.Properties.Will.Retain && caps.RetainAvailable == 0:
+	case cl.Properties.Will.Retain && caps.RetainAvailable == 0 && cl.Properties.ProtocolVersion == 5:
+		// MQTT 5 only: MQTT 3.1.1 has no way to refuse retain, so its
+		// retained will is taken as an ordinary one (see checkRetain).
 		return packets.ErrRetainNotSupported
 	}
 	return packets.CodeSuccess
@@ -300,7 +317,7 @@ func (l *Listener) takeOver(run *listenerRun, cl *mochi.Client, clean bool) bool
 func (l *Listener) endSession(run *listenerRun, cl *mochi.Client, ss *session, err error) {
 	srv := run.srv
 	cl.Stop(err)
-	if err != nil {
+	if err != nil && !ss.revoked.Load() {
 		l.sendWill(run, cl)
 	} else {
 		cl.Properties.Will = mochi.Will{} // [MQTT-3.1.2-10]
@@ -312,7 +329,7 @@ func (l *Listener) endSession(run *listenerRun, cl *mochi.Client, ss *session, e
 		l.s.logger.Warn("mqtt device sent a malformed packet; session closed", "device", ss.device, "err", err)
 	}
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
-		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean) || ss.revoked.Load()
 	run.swap.Lock()
 	l.sessions.Delete(cl)
 	if expire && !ss.takenOver.Load() {

@@ -16,6 +16,7 @@ import (
 // Counters is one set of counters. The zero value is ready.
 type Counters struct {
 	frames, bytes, errors, malformed, denied, reconnects atomic.Uint64
+	oversized                                            atomic.Uint64
 	latencyN, latencySum, latencyMax                     atomic.Uint64
 }
 
@@ -31,6 +32,10 @@ func (c *Counters) Malformed() { c.malformed.Add(1) }
 // Denied counts one request refused by policy (an ACL, a rate limit, a
 // failed authentication). Callers count it as an Error too.
 func (c *Counters) Denied() { c.denied.Add(1) }
+
+// Oversized counts one packet or message refused for exceeding the
+// connector's size limit.
+func (c *Counters) Oversized() { c.oversized.Add(1) }
 
 // Reconnect counts one re-established session or connection.
 func (c *Counters) Reconnect() { c.reconnects.Add(1) }
@@ -59,6 +64,8 @@ type Snapshot struct {
 	Malformed  uint64 `json:"malformed"`
 	Denied     uint64 `json:"denied"`
 	Reconnects uint64 `json:"reconnects"`
+	// Oversized counts packets refused for exceeding the size limit.
+	Oversized uint64 `json:"oversized"`
 	// Requests is how many latency samples were taken.
 	Requests uint64 `json:"requests"`
 	// LatencyAvg and LatencyMax summarise the recorded latencies
@@ -71,7 +78,7 @@ type Snapshot struct {
 func (c *Counters) Snapshot() Snapshot {
 	s := Snapshot{
 		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Errors: c.errors.Load(),
-		Malformed: c.malformed.Load(), Denied: c.denied.Load(), Reconnects: c.reconnects.Load(),
+		Malformed: c.malformed.Load(), Denied: c.denied.Load(), Reconnects: c.reconnects.Load(), Oversized: c.oversized.Load(),
 		Requests: c.latencyN.Load(), LatencyMax: time.Duration(c.latencyMax.Load()),
 	}
 	if s.Requests > 0 {
@@ -161,7 +168,7 @@ func (t *Table) Report(maxDevices int) Report {
 	for k, s := range st.Devices {
 		all = append(all, dev{k, s})
 	}
-	trouble := func(s Snapshot) uint64 { return s.Errors + s.Malformed + s.Denied + s.Reconnects }
+	trouble := func(s Snapshot) uint64 { return s.Errors + s.Malformed + s.Denied + s.Oversized + s.Reconnects }
 	slices.SortFunc(all, func(a, b dev) int {
 		if c := cmp.Compare(trouble(b.s), trouble(a.s)); c != 0 {
 			return c
