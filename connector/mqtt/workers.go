@@ -22,8 +22,10 @@ import (
 // A session hands off and waits, so its packets are processed in order,
 // one batch at a time. A batch runs on an idle worker, or on a new one
 // when none is idle: sessions never wait for each other, however long a
-// Deliver blocks. Up to 4 per GOMAXPROCS idle workers stay for the next
-// batches; the others end.
+// Deliver blocks (every session can have one Deliver in flight, as
+// when sessions processed their own packets). Up to 16 idle workers per
+// GOMAXPROCS stay for the next batches, a few hundred KiB of stacks at
+// most; the others end.
 type workers struct {
 	jobs chan *job       // to an idle worker
 	quit <-chan struct{} // closed when the listener disconnects
@@ -33,7 +35,7 @@ type workers struct {
 }
 
 func newWorkers(quit <-chan struct{}, wg *sync.WaitGroup) *workers {
-	return &workers{jobs: make(chan *job), quit: quit, wg: wg, max: int32(4 * runtime.GOMAXPROCS(0))}
+	return &workers{jobs: make(chan *job), quit: quit, wg: wg, max: int32(16 * runtime.GOMAXPROCS(0))}
 }
 
 // job is one hand-off: process the whole packets buffered in rd.
