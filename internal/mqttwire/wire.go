@@ -6,6 +6,10 @@
 //	first, body, err := rd.Next()
 //	err = mqttwire.Decode(&pk, first, body)
 //
+// Next reads as needed. To read on one goroutine and process on another,
+// Wait blocks until a whole packet is buffered, and Next then takes
+// packets for as long as Ready reports one without reading again.
+//
 // Guard wraps a net.Listener so that a broker reading its own connections
 // only ever sees packets that decode.
 package mqttwire
