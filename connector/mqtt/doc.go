@@ -84,13 +84,17 @@
 //
 // Listener sessions are kept small for gateways with many devices. The
 // connector runs its own session loop on the embedded broker's exported
-// API: one goroutine per session reads packets through a 256 B buffer and
-// hands them to the broker, and the broker's write loop starts only once a
-// session subscribes. An idle session that publishes costs about 8 KiB;
-// one that also holds a subscription about 17 KiB (a second goroutine and
-// the broker's topic index). See WithSessionLimits for buffers, pending
-// outbound packets (32) and in-flight messages (64), and WithConnectTimeout
-// for how long a connection may take to send CONNECT (10 s). A device that
+// API: one goroutine per session waits for packets with a 2 KiB stack and
+// no read buffer (a pooled 256 B buffer is taken while bytes arrive) and
+// hands them to a few shared workers, which run the broker and the
+// Uplink's Deliver on their deeper stacks; the broker's write loop starts
+// only once a session subscribes. With the default GC, a session costs
+// about 6.5 KiB of process RSS idle and 10.5 KiB publishing QoS 1 every
+// 10 s (BENCHMARKS.md); one that also holds a subscription costs a second
+// goroutine and the broker's topic index on top. See WithSessionLimits for
+// buffers, pending outbound packets (32) and in-flight messages (64), and
+// WithConnectTimeout for how long a connection may take to send CONNECT
+// (10 s). A device that
 // drops its connection without DISCONNECT has its will published like any
 // PUBLISH it sends (publish ACL applies; the MQTT 5 will delay is not
 // honoured). Session sockets have TCP keepalive probes after

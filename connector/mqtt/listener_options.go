@@ -158,11 +158,12 @@ func WithMaxSessions(n int) ListenerOption {
 // (default 32), socket read/write buffer bytes (default 256, the minimum),
 // maximum packet size (default 256 KiB) and how long a persistent session
 // of a disconnected device is kept (default 1h). Each pending slot costs a
-// pointer; each read buffer byte costs memory per session, idle or not (the
-// write buffer exists only while writes queue), so the defaults are small
-// for gateways with tens of thousands of devices. A larger read buffer
-// saves read calls for devices that send bursts of many small packets;
-// packets longer than the buffer are read straight into the packet.
+// pointer; read buffers are pooled and held only while a packet arrives
+// (an idle session holds none), and the write buffer exists only while
+// writes queue, so the defaults are small for gateways with tens of
+// thousands of devices. A larger read buffer saves read calls for
+// devices that send bursts of many small packets; packets longer than the
+// buffer are read straight into the packet.
 func WithSessionLimits(writesPending int, buffer int, maxPacket uint32, expiry time.Duration) ListenerOption {
 	return func(s *listenerSettings) error {
 		if writesPending < 1 || buffer < 256 || maxPacket < 64 || expiry < 0 {

@@ -30,6 +30,13 @@ func publishPacket(topic string, payload []byte) []byte {
 	return mqttwire.AppendPacket(nil, 0x30, v)
 }
 
+func publishQoS1Packet(topic string, id uint16, payload []byte) []byte {
+	v := appendString(nil, topic)
+	v = binary.BigEndian.AppendUint16(v, id)
+	v = append(v, payload...)
+	return mqttwire.AppendPacket(nil, 0x32, v)
+}
+
 func subscribePacket(id uint16, filter string, qos byte) []byte {
 	v := binary.BigEndian.AppendUint16(nil, id)
 	v = appendString(v, filter)

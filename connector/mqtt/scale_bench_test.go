@@ -5,6 +5,7 @@ package mqtt
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -74,15 +75,17 @@ func cpuTime() time.Duration {
 
 // runtimeMetrics is where the gateway process's memory is.
 type runtimeMetrics struct {
-	heap, stacks, stackUsed, startStack, goroutines uint64
+	heap, stacks, stackUsed, startStack, goroutines, free uint64
 }
 
 // readRuntimeMetrics reads heap in use, goroutine stacks (allocated, and
 // the part in use that the last GC scanned), the starting stack size of
-// new goroutines and the goroutine count.
+// new goroutines, the goroutine count and the free heap memory not yet
+// returned to the OS (resident: part of RSS).
 func readRuntimeMetrics() runtimeMetrics {
 	ss := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"},
-		{Name: "/gc/scan/stack:bytes"}, {Name: "/gc/stack/starting-size:bytes"}, {Name: "/sched/goroutines:goroutines"}}
+		{Name: "/gc/scan/stack:bytes"}, {Name: "/gc/stack/starting-size:bytes"}, {Name: "/sched/goroutines:goroutines"},
+		{Name: "/memory/classes/heap/free:bytes"}}
 	metrics.Read(ss)
 	v := func(i int) uint64 {
 		if ss[i].Value.Kind() != metrics.KindUint64 {
@@ -90,20 +93,29 @@ func readRuntimeMetrics() runtimeMetrics {
 		}
 		return ss[i].Value.Uint64()
 	}
-	return runtimeMetrics{heap: v(0), stacks: v(1), stackUsed: v(2), startStack: v(3), goroutines: v(4)}
+	return runtimeMetrics{heap: v(0), stacks: v(1), stackUsed: v(2), startStack: v(3), goroutines: v(4), free: v(5)}
 }
 
 // BenchmarkMQTTListenerSessions connects MQTT_SESSIONS (default 10000)
 // device sessions from a separate load-generator process, spread over
 // 127.0.0.1-127.0.0.250 source addresses, and reports the gateway
-// process's RSS per idle session and the msg/s of QoS 0 PUBLISHes that
-// reach the Uplink while every session publishes, with the process's CPU
-// time per message, and where the idle memory is: goroutine stacks
-// (allocated and in use), heap and goroutines per session. b.N is not
-// used: one iteration is the whole scenario. MQTT_READ_BUFFER sets the
+// process's memory per session two ways: RSS as ps shows it (VmRSS, with
+// the default GC and nothing forced: "B-rss-default/...") and RSS after
+// forced GCs and FreeOSMemory ("B-rss/..."). It measures both with every
+// session idle, then with every session active: each publishes one QoS 1
+// message every MQTT_ACTIVE_PERIOD (default 10s), the sessions spread
+// evenly over the period, and waits for its PUBACK, for
+// MQTT_ACTIVE_CYCLES periods (default 4; 0 skips the active phase). The
+// active default-GC figure is the mean of one VmRSS sample per second over
+// the last period. Then every session publishes QoS 0 as fast as the
+// gateway reads, for the msg/s that reach the Uplink, with the process's
+// CPU time per message. It also reports where the memory is: goroutine
+// stacks (allocated and in use), heap and goroutines per session. b.N is
+// not used: one iteration is the whole scenario. MQTT_READ_BUFFER sets the
 // session read buffer (WithSessionLimits); MQTT_HEAPPROFILE names a file
-// for a heap profile taken with all sessions idle; MQTT_SUBSCRIBE=1 has
-// every session subscribe to its command topic after connecting.
+// for a heap profile taken with all sessions idle (and the same name with
+// ".active" at the end of the active phase); MQTT_SUBSCRIBE=1 has every
+// session subscribe to its command topic after connecting.
 //
 //	go test -run '^$' -bench BenchmarkMQTTListenerSessions -benchtime 1x ./connector/mqtt
 func BenchmarkMQTTListenerSessions(b *testing.B) {
@@ -111,6 +123,14 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("MQTT_SESSIONS")); err == nil && v > 0 {
 		sessions = v
 	}
+	cycles, period := 4, 10*time.Second
+	if v, err := strconv.Atoi(os.Getenv("MQTT_ACTIVE_CYCLES")); err == nil && v >= 0 {
+		cycles = v
+	}
+	if v, err := time.ParseDuration(os.Getenv("MQTT_ACTIVE_PERIOD")); err == nil && v > 0 {
+		period = v
+	}
+	raiseFileLimit(b, sessions+1024)
 	up := &countingUplink{}
 	var opts []ListenerOption
 	for i := 0; i < sessions; i++ {
@@ -132,10 +152,11 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 		defer cancel()
 		_ = l.Disconnect(ctx)
 	}()
+	baseRaw := rssKiB(b)
 	base := settledRSS(b)
 	baseRM := readRuntimeMetrics()
 
-	gen := exec.Command(os.Args[0], "-test.run", "^TestMQTTLoadGenerator$", "-test.timeout", "10m")
+	gen := exec.Command(os.Args[0], "-test.run", "^TestMQTTLoadGenerator$", "-test.timeout", "30m")
 	gen.Env = append(os.Environ(), "MQTT_LOADGEN_ADDR="+l.Addr().String(), "MQTT_LOADGEN_SESSIONS="+strconv.Itoa(sessions))
 	stdin, _ := gen.StdinPipe()
 	stdout, _ := gen.StdoutPipe()
@@ -145,13 +166,14 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 	}
 	defer func() { _ = gen.Process.Kill(); _ = gen.Wait() }()
 	lines := bufio.NewScanner(stdout)
-	expect := func(word string) {
+	expect := func(word string) string {
 		for lines.Scan() {
 			if strings.HasPrefix(lines.Text(), word) {
-				return
+				return lines.Text()
 			}
 		}
 		b.Fatalf("load generator ended before %q", word)
+		return ""
 	}
 	start := time.Now()
 	expect("CONNECTED")
@@ -163,20 +185,59 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 	if got := l.Sessions(); got < sessions {
 		b.Fatalf("only %d of %d sessions up", got, sessions)
 	}
+	n := float64(sessions)
+	time.Sleep(time.Second) // let the last sessions block in Read
+	idleRaw := rssKiB(b)
+	rawRM := readRuntimeMetrics()
 	idle := settledRSS(b)
 	rm := readRuntimeMetrics()
-	b.Logf("heap in use %d KiB, stacks %d KiB (%d KiB of them used at the last GC), goroutines %d, starting stack %d B",
+	b.Logf("idle, default GC: RSS %d KiB over base %d KiB (%.0f B/session), heap %d KiB, stacks %d KiB",
+		idleRaw-baseRaw, baseRaw, float64(idleRaw-baseRaw)*1024/n, rawRM.heap/1024, rawRM.stacks/1024)
+	b.Logf("idle, forced GC: heap in use %d KiB, stacks %d KiB (%d KiB of them used at the last GC), goroutines %d, starting stack %d B",
 		rm.heap/1024, rm.stacks/1024, rm.stackUsed/1024, rm.goroutines, rm.startStack)
 	if p := os.Getenv("MQTT_HEAPPROFILE"); p != "" {
-		f, _ := os.Create(p)
-		_ = pprof.WriteHeapProfile(f)
-		f.Close()
+		writeHeapProfile(p)
 	}
-	perSession := float64(idle-base) * 1024 / float64(sessions)
-	b.ReportMetric(float64(rm.stacks-baseRM.stacks)/float64(sessions), "B-stack/session")
-	b.ReportMetric(float64(rm.stackUsed-baseRM.stackUsed)/float64(sessions), "B-stack-used/session")
-	b.ReportMetric(float64(rm.heap-baseRM.heap)/float64(sessions), "B-heap/session")
-	b.ReportMetric(float64(rm.goroutines-baseRM.goroutines)/float64(sessions), "goroutines/session")
+	perSession := float64(idle-base) * 1024 / n
+	b.ReportMetric(float64(idleRaw-baseRaw)*1024/n, "B-rss-default/idle-session")
+	b.ReportMetric(float64(rm.stacks-baseRM.stacks)/n, "B-stack/session")
+	b.ReportMetric(float64(rm.stackUsed-baseRM.stackUsed)/n, "B-stack-used/session")
+	b.ReportMetric(float64(rm.heap-baseRM.heap)/n, "B-heap/session")
+	b.ReportMetric(float64(rm.goroutines-baseRM.goroutines)/n, "goroutines/session")
+
+	if cycles > 0 {
+		// Active phase: QoS 1 every period from every session.
+		_, _ = fmt.Fprintf(stdin, "ACTIVE %s\n", period)
+		expect("ACTIVE")
+		time.Sleep(time.Duration(cycles-1) * period)
+		var sum, samples int
+		var last runtimeMetrics
+		for end := time.Now().Add(period); time.Now().Before(end); {
+			time.Sleep(time.Second)
+			sum += rssKiB(b)
+			samples++
+			last = readRuntimeMetrics()
+		}
+		activeRaw := float64(sum)/float64(samples) - float64(baseRaw)
+		active := settledRSS(b)
+		arm := readRuntimeMetrics()
+		if p := os.Getenv("MQTT_HEAPPROFILE"); p != "" {
+			writeHeapProfile(p + ".active")
+		}
+		_, _ = io.WriteString(stdin, "IDLE\n")
+		acked := expect("ACKED")
+		var nAcked, nFailed int
+		_, _ = fmt.Sscanf(acked, "ACKED %d FAILED %d", &nAcked, &nFailed)
+		if nFailed > 0 || nAcked < sessions*(cycles-1) {
+			b.Fatalf("active phase: %s, want at least %d acked and none failed", acked, sessions*(cycles-1))
+		}
+		b.Logf("active, default GC: RSS %.0f KiB over base (%.0f B/session), heap %d KiB, stacks %d KiB, free heap not returned %d KiB; forced GC: %d KiB (%.0f B/session), stacks %d KiB; %s",
+			activeRaw, activeRaw*1024/n, last.heap/1024, last.stacks/1024, last.free/1024, active-base, float64(active-base)*1024/n, arm.stacks/1024, acked)
+		b.ReportMetric(activeRaw*1024/n, "B-rss-default/active-session")
+		b.ReportMetric(float64(active-base)*1024/n, "B-rss/active-session")
+		b.ReportMetric((float64(last.stacks)-float64(baseRM.stacks))/n, "B-stack-default/active-session")
+		b.ReportMetric((float64(last.heap)-float64(baseRM.heap))/n, "B-heap-default/active-session")
+	}
 
 	// Publishing phase: every session publishes; count what arrives.
 	_, _ = io.WriteString(stdin, "PUBLISH\n")
@@ -193,7 +254,7 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 		b.ReportMetric(float64(c1-c0)/float64(n1-n0), "ns-cpu/msg")
 	}
 
-	b.ReportMetric(float64(sessions), "sessions")
+	b.ReportMetric(n, "sessions")
 	b.ReportMetric(perSession, "B-rss/idle-session")
 	b.ReportMetric(float64(idle-base)/1024, "MiB-rss-sessions")
 	b.ReportMetric(connectTime.Seconds(), "s-connect-all")
@@ -202,9 +263,39 @@ func BenchmarkMQTTListenerSessions(b *testing.B) {
 		sessions, base, idle, perSession, connectTime.Round(time.Millisecond), rate)
 }
 
+// raiseFileLimit raises the soft (and if need be the hard) limit on open
+// files to n for this process and the load generator it starts; raising
+// the hard limit needs privileges, so a failure is only logged.
+func raiseFileLimit(tb testing.TB, n int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= uint64(n) {
+		return
+	}
+	want := lim
+	want.Cur = uint64(n)
+	want.Max = max(lim.Max, uint64(n))
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		want.Cur, want.Max = lim.Max, lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
+		tb.Logf("open files limited to %d: %v", lim.Max, err)
+	}
+}
+
+func writeHeapProfile(name string) {
+	f, err := os.Create(name)
+	if err != nil {
+		return
+	}
+	_ = pprof.WriteHeapProfile(f)
+	_ = f.Close()
+}
+
 // TestMQTTLoadGenerator is the load-generator process of
 // BenchmarkMQTTListenerSessions; it does nothing unless started by it.
-// It speaks just enough MQTT 3.1.1: CONNECT, CONNACK, QoS 0 PUBLISH; with
+// It speaks just enough MQTT 3.1.1: CONNECT, CONNACK, QoS 0 and QoS 1
+// PUBLISH, PUBACK. It reads commands on stdin: "ACTIVE <period>" starts
+// the active phase, ended by the next line; "PUBLISH" the QoS 0 phase,
+// ended by the next line. With
 // MQTT_LOADGEN_RAW set it only opens the TCP connections; with
 // MQTT_SUBSCRIBE set every session also subscribes to its command topic.
 func TestMQTTLoadGenerator(t *testing.T) {
@@ -271,8 +362,23 @@ func TestMQTTLoadGenerator(t *testing.T) {
 	}
 	fmt.Println("CONNECTED")
 	in := bufio.NewScanner(os.Stdin)
-	if !in.Scan() || in.Text() != "PUBLISH" {
-		return
+	for {
+		if !in.Scan() {
+			return
+		}
+		cmd, arg, _ := strings.Cut(in.Text(), " ")
+		if cmd == "PUBLISH" {
+			break
+		}
+		if cmd != "ACTIVE" {
+			return
+		}
+		period, err := time.ParseDuration(arg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acked, failed := activeSessions(conns, period, func() { fmt.Println("ACTIVE") }, func() { in.Scan() })
+		fmt.Printf("ACKED %d FAILED %d\n", acked, failed)
 	}
 	// Each session publishes a burst of 8 messages per round; rounds go as
 	// fast as the gateway reads (QoS 0 has no acks, so TCP flow control
@@ -310,4 +416,52 @@ func TestMQTTLoadGenerator(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
+}
+
+// activeSessions has every connection publish one QoS 1 message per
+// period, connection i at offset i*period/len(conns), and read its PUBACK,
+// until stop returns. It calls started once every connection's loop runs
+// and returns how many PUBLISHes were acknowledged and how many failed.
+func activeSessions(conns []net.Conn, period time.Duration, started, stop func()) (acked, failed int64) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var nAcked, nFailed atomic.Int64
+	t0 := time.Now()
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			topic := "devices/d" + strconv.Itoa(i) + "/t"
+			ack := make([]byte, 4)
+			next := t0.Add(time.Duration(i) * period / time.Duration(len(conns)))
+			for id := uint16(1); ; id = id%65535 + 1 {
+				tm := time.NewTimer(time.Until(next))
+				select {
+				case <-done:
+					tm.Stop()
+					return
+				case <-tm.C:
+				}
+				next = next.Add(period)
+				_ = c.SetDeadline(time.Now().Add(period))
+				if _, err := c.Write(publishQoS1Packet(topic, id, []byte(`{"v":21.5}`))); err != nil {
+					nFailed.Add(1)
+					return
+				}
+				if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x40 || ack[1] != 2 || binary.BigEndian.Uint16(ack[2:]) != id {
+					nFailed.Add(1)
+					return
+				}
+				nAcked.Add(1)
+			}
+		}()
+	}
+	started()
+	stop()
+	close(done)
+	wg.Wait()
+	for _, c := range conns {
+		_ = c.SetDeadline(time.Time{})
+	}
+	return nAcked.Load(), nFailed.Load()
 }

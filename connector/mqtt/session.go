@@ -22,10 +22,13 @@ import (
 // exported API (NewClient, InjectPacket, SendConnack, Clients, Topics).
 // The connection side is the connector's:
 //
-//   - one goroutine per session reads packets and hands each to the
-//     broker; it blocks in Read with a few hundred bytes of stack, so the
-//     runtime shrinks its stack back to the 2 KiB minimum while the device
-//     is idle, however deep the processing of the last packet went;
+//   - one goroutine per session reads packets; it blocks in Read with a
+//     few hundred bytes of stack and no read buffer (mqttwire.Reader
+//     takes a pooled one when bytes arrive), and hands what it read to a
+//     worker (workers.go) that decodes and processes it, so its stack
+//     stays at the size it started with however deep the processing
+//     goes. It starts after CONNACK, so the deeper reading of CONNECT
+//     leaves nothing behind either;
 //   - the broker's write loop (a second goroutine) starts only once the
 //     session subscribes to something, because only subscriptions make the
 //     broker queue packets for it; acknowledgements and pings are written
@@ -43,6 +46,7 @@ type listenerRun struct {
 	cancel func()
 	wg     sync.WaitGroup // the accept loop, sessions and write loops
 	conns  sync.Map       // net.Conn -> struct{}: every connection served, before and after CONNECT
+	work   *workers       // process what sessions read
 	// swap orders session takeover against the end of the session taken
 	// over.
 	swap sync.Mutex
@@ -51,6 +55,7 @@ type listenerRun struct {
 // acceptLoop serves connections until the listener closes.
 func (l *Listener) acceptLoop(run *listenerRun) {
 	defer run.wg.Done()
+	run.work = newWorkers(run.hook.ctx.Done(), &run.wg)
 	var delay time.Duration
 	for {
 		conn, err := run.ln.Accept()
@@ -70,44 +75,57 @@ func (l *Listener) acceptLoop(run *listenerRun) {
 	}
 }
 
-// serve runs one device connection from CONNECT to its end.
+// serve runs one device connection up to CONNACK and starts its session.
 func (l *Listener) serve(run *listenerRun, conn net.Conn) {
-	defer run.wg.Done()
 	run.conns.Store(conn, struct{}{})
-	defer run.conns.Delete(conn)
 	rd := mqttwire.NewReader(conn, l.s.readBuffer, l.s.maxPacket)
 	rd.Idle = l.live.Load().connectTimeout
 	cl, ss, present := l.establish(run, conn, rd)
 	if cl == nil {
 		_ = conn.Close()
+		run.conns.Delete(conn)
+		run.wg.Done()
 		return
 	}
 	err := run.srv.SendConnack(cl, packets.CodeSuccess, present, l.connackProperties())
 	if err == nil && present {
 		err = cl.ResendInflightMessages(true)
 	}
-	if err == nil {
-		if cl.State.Subscriptions.Len() > 0 {
-			l.startWriter(run, cl, ss)
-		}
-		err = l.readLoop(run, cl, ss, rd)
+	if err != nil {
+		l.endSession(run, cl, ss, err)
+		run.conns.Delete(conn)
+		run.wg.Done()
+		return
 	}
-	l.endSession(run, cl, ss, err)
+	if cl.State.Subscriptions.Len() > 0 {
+		l.startWriter(run, cl, ss)
+	}
+	// A new goroutine, with the starting stack size, takes over this
+	// one's count of run.wg; this one ends with the stack CONNECT grew.
+	go l.session(run, conn, cl, ss, rd)
 }
 
-// readLoop hands packets to the broker until the session ends. It keeps
-// its own frame small: the packet is decoded and processed in handle, so
-// an idle session blocks in Read with a shallow stack.
+// session reads the session's packets until it ends.
+func (l *Listener) session(run *listenerRun, conn net.Conn, cl *mochi.Client, ss *session, rd *mqttwire.Reader) {
+	err := l.readLoop(run, cl, ss, rd)
+	l.endSession(run, cl, ss, err)
+	run.conns.Delete(conn)
+	run.wg.Done()
+}
+
+// readLoop waits for whole packets and has a worker process them until
+// the session ends. It keeps its own frames small: it only ever blocks in
+// Read or waits for the worker.
 func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd *mqttwire.Reader) error {
 	for !cl.Closed() {
-		first, body, err := rd.Next()
+		err := rd.Wait()
+		if err == nil {
+			err = run.work.process(l, run, cl, ss, rd)
+		}
 		if err != nil {
 			if errors.Is(err, packets.ErrPacketTooLarge) {
 				l.oversized(cl, ss, err)
 			}
-			return err
-		}
-		if err := l.handle(run, cl, ss, first, body); err != nil {
 			return err
 		}
 	}
@@ -119,7 +137,21 @@ func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd 
 	return nil
 }
 
-//go:noinline
+// handleBuffered processes the whole packets rd holds, without reading
+// from the connection; it runs on a worker.
+func (l *Listener) handleBuffered(run *listenerRun, cl *mochi.Client, ss *session, rd *mqttwire.Reader) error {
+	for !cl.Closed() && rd.Ready() {
+		first, body, err := rd.Next()
+		if err != nil {
+			return err
+		}
+		if err := l.handle(run, cl, ss, first, body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (l *Listener) handle(run *listenerRun, cl *mochi.Client, ss *session, first byte, body []byte) error {
 	pk := packets.Packet{ProtocolVersion: cl.Properties.ProtocolVersion}
 	if err := mqttwire.Decode(&pk, first, body); err != nil {

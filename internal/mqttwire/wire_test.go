@@ -90,6 +90,46 @@ func TestReaderLargeBody(t *testing.T) {
 	}
 }
 
+// TestReaderReleasesBuffer: once the buffered packets are taken the
+// Reader holds no buffer; a packet split across reads and a burst of
+// packets in one read come out whole, and Ready tells when Next would not
+// read.
+func TestReaderReleasesBuffer(t *testing.T) {
+	a, b := publish("a/b", strings.Repeat("p", 40)), publish("c", "q")
+	conn := &byteConn{data: append(append(append([]byte{}, a...), b...), a...), chunk: len(a) + len(b) + 5}
+	rd := NewReader(conn, 256, 0)
+	if rd.Buffered() || rd.Ready() {
+		t.Fatal("new Reader: something buffered")
+	}
+	if err := rd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if conn.reads != 2 || !rd.Ready() {
+		t.Fatalf("after Wait: %d reads, ready %v; want 2 reads (16 bytes, then the rest) and ready", conn.reads, rd.Ready())
+	}
+	for i, want := range [][]byte{a, b} {
+		first, body, err := rd.Next()
+		if err != nil || !bytes.Equal(AppendPacket(nil, first, body), want) {
+			t.Fatalf("packet %d: %x %v", i, body, err)
+		}
+	}
+	if conn.reads != 2 {
+		t.Fatalf("%d reads for two buffered packets, want 2", conn.reads)
+	}
+	if !rd.Buffered() || rd.Ready() || rd.buf == nil {
+		t.Fatal("the start of the third packet is buffered, not whole")
+	}
+	if first, body, err := rd.Next(); err != nil || !bytes.Equal(AppendPacket(nil, first, body), a) {
+		t.Fatalf("third packet: %x %v", body, err)
+	}
+	if rd.buf != nil || rd.Buffered() {
+		t.Fatal("the buffer is held with nothing buffered")
+	}
+	if _, _, err := rd.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the stream: %v", err)
+	}
+}
+
 // TestGuard: through a guarded listener, good packets arrive byte for
 // byte; the first that does not decode ends the connection.
 func TestGuard(t *testing.T) {
@@ -131,9 +171,11 @@ type byteConn struct {
 	net.Conn
 	data  []byte
 	chunk int
+	reads int
 }
 
 func (c *byteConn) Read(b []byte) (int, error) {
+	c.reads++
 	if len(c.data) == 0 {
 		return 0, io.EOF
 	}
@@ -154,9 +196,14 @@ func FuzzReader(f *testing.F) {
 	f.Add([]byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x01}, uint8(3))
 	f.Add(badSubscribe5, uint8(200))
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
-		rd := NewReader(&byteConn{data: data, chunk: 1 + int(chunk)}, 16, 4096)
+		conn := &byteConn{data: data, chunk: 1 + int(chunk)}
+		rd := NewReader(conn, 16, 4096)
 		for range 64 {
+			ready, reads := rd.Ready(), conn.reads
 			first, body, err := rd.Next()
+			if ready && conn.reads != reads {
+				t.Fatalf("Next read from the connection after Ready")
+			}
 			if err != nil {
 				return
 			}
