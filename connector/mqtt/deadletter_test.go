@@ -76,7 +76,7 @@ func TestMalformedPayload(t *testing.T) {
 	if out, err := pub("-V", "5", "-m", `{"v":1}`); err != nil {
 		t.Fatalf("v5 good payload: %v %s", err, out)
 	}
-	if got := next(up, "device"); got != `field|dev1|devices/dev1/x|{"v":1}` {
+	if got := next(up, "device"); got != `field|dev1|x|{"v":1}` {
 		t.Fatalf("up got %q", got)
 	}
 	if st := g.Stats(); st.MalformedRefused != 1 || st.DeadLetters != 0 {
@@ -86,7 +86,7 @@ func TestMalformedPayload(t *testing.T) {
 	if out, err := pub("-f", blob); err != nil {
 		t.Fatalf("v3.1.1 blob not acknowledged: %v %s", err, out)
 	}
-	if got := next(dead, "dead-letter"); got != "field|dev1|devices/dev1/x|\x00\xff\x10\x80" {
+	if got := next(dead, "dead-letter"); got != "field|dev1|x|\x00\xff\x10\x80" {
 		t.Fatalf("dead letter %q", got)
 	}
 	if st := g.Stats(); st.DeadLetters != 1 {

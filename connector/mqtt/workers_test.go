@@ -70,12 +70,12 @@ func TestWorkersSessionsDoNotWaitForEachOther(t *testing.T) {
 		if first, body, err := readPacket(fast, 5*time.Second); err != nil || first != 0x40 || body[1] != byte(10+i) {
 			t.Fatalf("fast device, PUBLISH %d while another Deliver blocks: %x %x %v", i, first, body, err)
 		}
-		if got := <-up.topics; got != "fast devices/fast/t" {
+		if got := <-up.topics; got != "fast t" {
 			t.Fatalf("delivered %q", got)
 		}
 	}
 	close(up.release)
-	for _, want := range []string{"slow devices/slow/1", "slow devices/slow/2"} {
+	for _, want := range []string{"slow 1", "slow 2"} {
 		select {
 		case got := <-up.topics:
 			if got != want {
