@@ -98,7 +98,7 @@ func (g *Gateway) apply(c components, running bool) error {
 		seenSink[ns.name] = true
 		sinkNames = append(sinkNames, ns.name)
 	}
-	if n := g.s.deadLetter.Sink; running && n != "" && !seenSink[n] {
+	if n := g.s.deadLetter.Sink; n != "" && g.sinks[n] != nil && !seenSink[n] {
 		errs = append(errs, fmt.Errorf("sink %q is the dead-letter sink (gateway.dead_letter.sink) and cannot be removed while the gateway runs", n))
 	}
 	router := c.router

@@ -18,22 +18,7 @@ import (
 )
 
 // lockedBuffer collects a child's output for polling.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = conntest.Buffer
 
 // sClientHandshake runs openssl s_client over DTLS 1.2 to addr until its
 // handshake completes, then closes its stdin so it ends the session

@@ -64,7 +64,8 @@
 // that could not be set) are written once per cause (device, block and
 // exception code; device and failure) per minute; the next line of that
 // cause carries suppressed=N, the repeats in between. The counters of
-// Connector.Stats count every one.
+// Connector.Stats (and of /statz) count every one: exception responses
+// in Exceptions (and Errors), malformed responses in Malformed.
 //
 // Table names in YAML ranges are those of the register-map codec's points
 // (codec/modbus.ParseTableName): hr, ir, coil, di, or holding, input,

@@ -18,7 +18,7 @@ import (
 func TestFlakyPeerKeepsPolling(t *testing.T) {
 	addr := startPymodbusFlaky(t, 300, 10)
 	var logs logBuffer
-	c, err := New(WithLogger(logs.logger()), WithTimeout(time.Second),
+	c, err := New(WithLogger(textLogger(&logs)), WithTimeout(time.Second),
 		WithDevice(Device{Name: "plc", Address: addr, Interval: 50 * time.Millisecond,
 			Ranges: []Range{{HoldingRegisters, 0, 4}, {InputRegisters, 0, 4}}})) // 2 requests per cycle
 	if err != nil {
@@ -54,7 +54,7 @@ func TestFlakyPeerKeepsPolling(t *testing.T) {
 		t.Errorf("reconnects = %d: the peer did not drop connections as arranged", st.Reconnects)
 	}
 	// The drops are logged once per cause and interval, not per drop.
-	if lines := logs.lines("connection lost"); len(lines) != 1 {
+	if lines := logs.Lines("connection lost"); len(lines) != 1 {
 		t.Errorf("%d connection-lost lines for %d reconnects, want 1 per interval:\n%s", len(lines),
 			c.Stats().Devices["plc"].Reconnects, strings.Join(lines, "\n"))
 	}

@@ -1,12 +1,10 @@
 package modbus
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,31 +15,9 @@ import (
 )
 
 // logBuffer collects log lines from the pollers' goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type logBuffer = conntest.Buffer
 
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the lines containing msg.
-func (b *logBuffer) lines(msg string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		if strings.Contains(l, msg) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
+func textLogger(b *logBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
 
 // TestExceptionLogRateLimited: a range the device refuses on every poll
 // is logged once per interval with its cause (device, block, exception
@@ -53,7 +29,7 @@ func TestExceptionLogRateLimited(t *testing.T) {
 	srv := startEdgeServer(t, addr, h)
 	t.Cleanup(func() { _ = srv.Stop() })
 	var logs logBuffer
-	c, err := New(WithLogger(logs.logger()), WithDevice(Device{Name: "plc", Address: addr, Interval: 5 * time.Millisecond,
+	c, err := New(WithLogger(textLogger(&logs)), WithDevice(Device{Name: "plc", Address: addr, Interval: 5 * time.Millisecond,
 		Ranges: []Range{{HoldingRegisters, 40, 2}}}))
 	if err != nil {
 		t.Fatal(err)
@@ -64,10 +40,10 @@ func TestExceptionLogRateLimited(t *testing.T) {
 	start := time.Now()
 	connect(t, c, conntest.NewCollector())
 	conntest.Eventually(t, 20*time.Second, "a line with the suppressed count", func() bool {
-		return len(logs.lines("suppressed=")) > 0
+		return len(logs.Lines("suppressed=")) > 0
 	})
 	elapsed, polls := time.Since(start), d.polls.Load()
-	lines := logs.lines("modbus exception")
+	lines := logs.Lines("modbus exception")
 	if max := int(elapsed/every) + 1; len(lines) > max || len(lines) < 2 {
 		t.Fatalf("%d exception lines for %d polls in %v, want 2..%d:\n%s", len(lines), polls, elapsed, max, strings.Join(lines, "\n"))
 	}
@@ -81,5 +57,10 @@ func TestExceptionLogRateLimited(t *testing.T) {
 	}
 	if polls < 10 {
 		t.Errorf("only %d polls: the test did not repeat the exception", polls)
+	}
+	// Every exception is counted, logged or not, per device and in total.
+	st := c.Stats()
+	if dev := st.Devices["plc"]; dev.Exceptions < 10 || st.Total.Exceptions != dev.Exceptions || dev.Errors < dev.Exceptions {
+		t.Errorf("exception counters: device %+v, total %+v; want at least 10 and counted as errors", dev, st.Total)
 	}
 }

@@ -454,6 +454,8 @@ func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gatew
 			}
 			err = fmt.Errorf("modbus %s: read %s: %w", d.dev.Name, b, err)
 			if code := exceptionCode(err); code != 0 {
+				d.stats.Exception()
+				d.c.stats.Total.Exception()
 				d.c.lim.Log(ctx, d.log(), slog.LevelWarn, "exception:"+d.dev.Name+":"+b.String()+":"+strconv.Itoa(code),
 					"modbus exception", "device", d.dev.Name, "block", b.String(), "code", code, "err", err)
 				continue

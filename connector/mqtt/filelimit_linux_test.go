@@ -35,7 +35,7 @@ func TestFileLimitProcess(t *testing.T) {
 		_ = l.Disconnect(ctx)
 		var r syscall.Rlimit
 		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r)
-		os.Stdout.WriteString("CHILD soft=" + strconv.FormatUint(uint64(r.Cur), 10) + "\n" + logs.all())
+		os.Stdout.WriteString("CHILD soft=" + strconv.FormatUint(uint64(r.Cur), 10) + "\n" + logs.String())
 		return
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFileLimitProcess$", "-test.count=1")

@@ -48,7 +48,7 @@ func TestFileLimitWarning(t *testing.T) {
 	if len(set) != 1 || set[0] != 20000 {
 		t.Fatalf("soft limit set to %v, want [20000]", set)
 	}
-	w := logs.lines("open file limit is below max_sessions")
+	w := logs.Lines("open file limit is below max_sessions")
 	if len(w) != 1 || !strings.Contains(w[0], "max_sessions=25000") || !strings.Contains(w[0], "nofile_soft=20000") {
 		t.Fatalf("warnings %q", w)
 	}
@@ -60,7 +60,7 @@ func TestFileLimitWarning(t *testing.T) {
 	if !l.Reconfigure(n) {
 		t.Fatal("not reconfigured")
 	}
-	if w := logs.lines("open file limit is below max_sessions"); len(w) != 1 {
+	if w := logs.Lines("open file limit is below max_sessions"); len(w) != 1 {
 		t.Fatalf("warned for 100 sessions: %q", w)
 	}
 	// A failed raise is reported and warned about.
@@ -70,7 +70,7 @@ func TestFileLimitWarning(t *testing.T) {
 	if !l.Reconfigure(n) {
 		t.Fatal("not reconfigured")
 	}
-	if w := logs.lines("open file limit is below max_sessions"); len(w) != 2 || !strings.Contains(w[1], "nofile_soft=1024") {
+	if w := logs.Lines("open file limit is below max_sessions"); len(w) != 2 || !strings.Contains(w[1], "nofile_soft=1024") {
 		t.Fatalf("warnings after a failed raise: %q", w)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,35 +21,7 @@ import (
 )
 
 // logBuffer collects log lines, safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the lines containing s.
-func (b *logBuffer) lines(s string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		if strings.Contains(l, s) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-func (b *logBuffer) all() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer = conntest.Buffer
 
 func newLogBuffer() (*logBuffer, ListenerOption) {
 	b := &logBuffer{}
@@ -103,8 +74,8 @@ func TestListenerOversizeV5(t *testing.T) {
 	if st.Total.Oversized != 1 || st.Devices["dev1"].Oversized != 1 {
 		t.Errorf("oversized counters: total %d, dev1 %d; want 1", st.Total.Oversized, st.Devices["dev1"].Oversized)
 	}
-	if n := len(logs.lines("over the size limit")); n != 1 {
-		t.Errorf("%d log lines about the oversized packet, want 1:\n%s", n, logs.all())
+	if n := len(logs.Lines("over the size limit")); n != 1 {
+		t.Errorf("%d log lines about the oversized packet, want 1:\n%s", n, logs.String())
 	}
 	if col.Len() != 0 {
 		t.Fatal("oversized frame delivered")
@@ -257,9 +228,9 @@ func TestListenerRefusalLogRate(t *testing.T) {
 	if time.Since(start) >= 2*time.Second {
 		t.Skip("machine too slow to send the refusals within the log interval")
 	}
-	lines := strings.Split(strings.TrimSpace(logs.all()), "\n")
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	if len(lines) != 1 {
-		t.Fatalf("%d log lines for %d refusals, want 1:\n%s", len(lines), n, logs.all())
+		t.Fatalf("%d log lines for %d refusals, want 1:\n%s", len(lines), n, logs.String())
 	}
 	if len(lines[0]) > 300 || !strings.Contains(lines[0], "device=dev1") || !strings.Contains(lines[0], "reason=queue_full") {
 		t.Fatalf("log line (%d bytes): %s; want short, with device and reason", len(lines[0]), lines[0])
@@ -267,15 +238,15 @@ func TestListenerRefusalLogRate(t *testing.T) {
 	// Once the interval has passed, the next refusal logs again with the
 	// count of the ones in between.
 	sent := n
-	for len(logs.lines("suppressed=")) == 0 {
+	for len(logs.Lines("suppressed=")) == 0 {
 		if time.Since(start) > 10*time.Second {
-			t.Fatalf("no second line:\n%s", logs.all())
+			t.Fatalf("no second line:\n%s", logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 		sent++
 		publish(uint16(sent))
 	}
-	got := logs.lines("suppressed=")
+	got := logs.Lines("suppressed=")
 	want := fmt.Sprintf("suppressed=%d", sent-2) // all but the first and the last
 	if len(got) != 1 || !strings.Contains(got[0], want) || len(got[0]) > 300 {
 		t.Fatalf("second line %q, want %s", got, want)
@@ -294,7 +265,7 @@ func TestBrokerLogShort(t *testing.T) {
 		log.Warn("error processing packet", "error", "x", "client", "c1", "pk", pk)
 	}
 	log.Error("publish packet error", "error", "quota exceeded", "hook", hookID, "packet", pk)
-	lines := buf.lines("msg=")
+	lines := buf.Lines("msg=")
 	if len(lines) != 1 || len(lines[0]) > 200 || !strings.Contains(lines[0], "pk.topic=devices/a/b") {
 		t.Fatalf("lines %q, want one short line with the topic", lines)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,27 +12,13 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/conntest"
 	"github.com/iotgw/gateway/internal/testenv"
 	"github.com/iotgw/gateway/upstream/mqtt"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the handlers' concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// lockedBuffer is a buffer safe for the handlers' concurrent writes.
+type lockedBuffer = conntest.Buffer
 
 // askedHandler records the levels it was asked about, so a test can tell
 // a line suppressed by this handler's level from one sent elsewhere.

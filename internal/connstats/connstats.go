@@ -16,7 +16,7 @@ import (
 // Counters is one set of counters. The zero value is ready.
 type Counters struct {
 	frames, bytes, errors, malformed, denied, reconnects atomic.Uint64
-	oversized                                            atomic.Uint64
+	oversized, exceptions                                atomic.Uint64
 	latencyN, latencySum, latencyMax                     atomic.Uint64
 }
 
@@ -36,6 +36,10 @@ func (c *Counters) Denied() { c.denied.Add(1) }
 // Oversized counts one packet or message refused for exceeding the
 // connector's size limit.
 func (c *Counters) Oversized() { c.oversized.Add(1) }
+
+// Exception counts one request the device answered with a protocol-level
+// refusal (a Modbus exception response). Callers count it as an Error too.
+func (c *Counters) Exception() { c.exceptions.Add(1) }
 
 // Reconnect counts one re-established session or connection.
 func (c *Counters) Reconnect() { c.reconnects.Add(1) }
@@ -66,6 +70,9 @@ type Snapshot struct {
 	Reconnects uint64 `json:"reconnects"`
 	// Oversized counts packets refused for exceeding the size limit.
 	Oversized uint64 `json:"oversized"`
+	// Exceptions counts requests the device refused (Modbus exception
+	// responses); connectors without such answers leave it 0.
+	Exceptions uint64 `json:"exceptions,omitempty"`
 	// Requests is how many latency samples were taken.
 	Requests uint64 `json:"requests"`
 	// LatencyAvg and LatencyMax summarise the recorded latencies
@@ -78,7 +85,7 @@ type Snapshot struct {
 func (c *Counters) Snapshot() Snapshot {
 	s := Snapshot{
 		Frames: c.frames.Load(), Bytes: c.bytes.Load(), Errors: c.errors.Load(),
-		Malformed: c.malformed.Load(), Denied: c.denied.Load(), Reconnects: c.reconnects.Load(), Oversized: c.oversized.Load(),
+		Malformed: c.malformed.Load(), Denied: c.denied.Load(), Reconnects: c.reconnects.Load(), Oversized: c.oversized.Load(), Exceptions: c.exceptions.Load(),
 		Requests: c.latencyN.Load(), LatencyMax: time.Duration(c.latencyMax.Load()),
 	}
 	if s.Requests > 0 {
@@ -168,7 +175,9 @@ func (t *Table) Report(maxDevices int) Report {
 	for k, s := range st.Devices {
 		all = append(all, dev{k, s})
 	}
-	trouble := func(s Snapshot) uint64 { return s.Errors + s.Malformed + s.Denied + s.Oversized + s.Reconnects }
+	trouble := func(s Snapshot) uint64 {
+		return s.Errors + s.Malformed + s.Denied + s.Oversized + s.Exceptions + s.Reconnects
+	}
 	slices.SortFunc(all, func(a, b dev) int {
 		if c := cmp.Compare(trouble(b.s), trouble(a.s)); c != 0 {
 			return c

@@ -3,11 +3,13 @@
 package conntest
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +158,35 @@ func Run(timeout time.Duration, bin string, args ...string) (string, error) {
 	cmd.WaitDelay = time.Second // do not wait on pipes a stray child still holds
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// Buffer collects output written from several goroutines (a logger's
+// handler, a child process) for a test to poll. The zero value is ready.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Lines returns the lines written so far that contain s.
+func (b *Buffer) Lines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
