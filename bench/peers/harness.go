@@ -22,6 +22,7 @@ type config struct {
 	peers          []string // peer names, in the order of round 1
 	timeout        time.Duration
 	stall          time.Duration // a run with no new message for this long ends
+	probeTimeout   time.Duration // bound on the wait for a probe to come through
 	moduleDir      string
 	cacheDir       string
 	nodeREDVersion string
@@ -199,7 +200,7 @@ func (h *harness) runOne(ctx context.Context, p peer, devices, round int) (res r
 		return res
 	}
 	defer h.ps.stop(fwd, 5*time.Second)
-	if err := probe(ctx, entry, cons, fwd, 90*time.Second); err != nil {
+	if err := probe(ctx, entry, cons, fwd, h.cfg.probeTimeout); err != nil {
 		res.err = err
 		return res
 	}

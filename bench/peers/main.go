@@ -33,6 +33,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	peerList := fs.String("peers", "ceiling,gw-listener,gw-client,gw-edge,nodered", "peers to run, in round 1's order")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on one peer's run, start-up included")
 	stall := fs.Duration("stall", 30*time.Second, "end a run when no new message arrives for this long")
+	probeTimeout := fs.Duration("probe-timeout", 90*time.Second, "bound on the wait for the first message through a newly started peer")
 	nodeRED := fs.String("nodered-version", "4.1.15", "Node-RED version installed with npm")
 	cache := fs.String("cache", "", "directory for the Node-RED install, reused across runs (default $XDG_CACHE_HOME/iotgw-peers or ~/.cache/iotgw-peers)")
 	mosq := fs.String("mosquitto", "mosquitto", "mosquitto binary (2.0.11 for comparable figures)")
@@ -40,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := config{n: *n, rounds: *rounds, window: *window, timeout: *timeout, stall: *stall,
+	cfg := config{n: *n, rounds: *rounds, window: *window, timeout: *timeout, stall: *stall, probeTimeout: *probeTimeout,
 		nodeREDVersion: *nodeRED, cacheDir: *cache, keep: *keep}
 	for _, f := range strings.Split(*devices, ",") {
 		d, err := strconv.Atoi(strings.TrimSpace(f))
@@ -61,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return errors.New("-rounds: at least 1")
 	case cfg.window < 1 || cfg.window > 65535:
 		return errors.New("-window: 1 to 65535")
+	case cfg.timeout <= 0 || cfg.stall <= 0 || cfg.probeTimeout <= 0:
+		return errors.New("-timeout, -stall and -probe-timeout must be positive")
 	case len(cfg.peers) == 0:
 		return errors.New("-peers: none")
 	}
