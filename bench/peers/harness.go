@@ -97,7 +97,7 @@ func runHarness(ctx context.Context, cfg config, out io.Writer) ([]result, error
 		case "nodered":
 			_, err = h.nodeRED(ctx)
 		}
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			fmt.Fprintf(out, "%s will fail: %v\n", name, err)
 		}
 	}
@@ -165,6 +165,7 @@ func (h *harness) runOne(ctx context.Context, p peer, devices, round int) (res r
 		res.err = err
 		return res
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.timeout)
 	defer cancel()
 
@@ -246,6 +247,9 @@ wait:
 			break wait
 		case <-ctx.Done():
 			res.note = "timeout after " + h.cfg.timeout.String()
+			if parent.Err() != nil {
+				res.note = "interrupted"
+			}
 			break wait
 		case <-tick.C:
 			if got := int(cons.unique.Load()); got != last {
