@@ -113,8 +113,10 @@ func us(v float64) string {
 }
 
 func printTable(w io.Writer, cfg config, res []result, startAt time.Time, loadBefore, loadAfter string) {
-	fmt.Fprintf(w, "\n%s UTC; %d QoS 1 messages per run, window %d per device; mosquitto %s; Node-RED %s; load average before %s, after %s\n\n",
-		startAt.Format("2006-01-02 15:04"), cfg.n, cfg.window, mosquittoVersion(cfg.mosquitto), cfg.nodeREDVersion, loadBefore, loadAfter)
+	k10, k90 := markCounts(cfg.n)
+	res10ms := float64(10*time.Millisecond/time.Microsecond) / float64(max(1, k90-k10))
+	fmt.Fprintf(w, "\n%s UTC; %d QoS 1 messages per run, window %d per device; mosquitto %s; Node-RED %s; load average before %s, after %s; CPU figures are in steps of %.2f µs/msg (10 ms ticks)\n\n",
+		startAt.Format("2006-01-02 15:04"), cfg.n, cfg.window, mosquittoVersion(cfg.mosquitto), cfg.nodeREDVersion, loadBefore, loadAfter, res10ms)
 	fmt.Fprintln(w, "| devices | round | path | msg/s (10-90 %) | CPU µs/msg, forwarder + broker A | forwarder | broker A | broker B | peak RSS | received | lost | dup | load (1/5/15 min) | note |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range res {
