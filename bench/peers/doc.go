@@ -57,6 +57,13 @@
 //     The kernel counts CPU time in ticks of 10 ms, so at N messages the
 //     resolution is 10 ms / (0.8 N): 0.125 µs/msg at 100,000, 2.5 µs/msg
 //     at 5,000;
+//   - CPU µs/msg over the whole run, forwarder plus broker A: their CPU
+//     from the devices' first message to the last one received, over the
+//     ids received. A forwarder that acknowledges messages on arrival and
+//     holds them in memory (Node-RED) drains broker A well ahead of what
+//     reaches broker B, so much of its own and broker A's work falls
+//     before the 10 % mark and the window alone undercounts it. Compare
+//     the two columns before quoting either;
 //   - peak RSS: VmHWM of the forwarder (from /proc/<pid>/status) at the
 //     end of the run;
 //   - received (distinct ids), lost (ids never received) and dup
