@@ -127,8 +127,10 @@ func TestHarnessFailingPeers(t *testing.T) {
 		peer{name: "half", label: "half", needsA: true, start: startHalf},
 	)
 	cfg := testConfig(t, 1000, "broken", "blackhole", "half", "ceiling")
-	cfg.probeTimeout = time.Second
-	cfg.stall = time.Second
+	// Short enough to keep the test quick, long enough that a loaded
+	// machine does not make the working peers look stalled.
+	cfg.probeTimeout = 3 * time.Second
+	cfg.stall = 3 * time.Second
 	var log bytes.Buffer
 	res, err := runHarness(context.Background(), cfg, &log)
 	t.Logf("progress:\n%s", log.String())
