@@ -43,7 +43,11 @@
 // each with a generated configuration in the temporary directory (-keep
 // keeps it with every process's log). Before the devices start, the
 // harness sends probe messages into the path until one comes out of broker
-// B, so the forwarder is connected and subscribed end to end.
+// B, so the forwarder is connected and subscribed end to end. Then one
+// device sends -warmup messages (default 2,000, not counted) and the
+// harness waits for all of them, so that the measured run finds the
+// forwarder warm: a JIT compiler's hot paths, a Go heap at its working
+// size.
 //
 // # Figures
 //
@@ -60,10 +64,10 @@
 //   - CPU µs/msg over the whole run, forwarder plus broker A: their CPU
 //     from the devices' first message to the last one received, over the
 //     ids received. A forwarder that acknowledges messages on arrival and
-//     holds them in memory (Node-RED) drains broker A well ahead of what
-//     reaches broker B, so much of its own and broker A's work falls
-//     before the 10 % mark and the window alone undercounts it. Compare
-//     the two columns before quoting either;
+//     holds them in memory (Node-RED) can drain broker A well ahead of
+//     what reaches broker B; much of its own and broker A's work then
+//     falls before the 10 % mark, and the window alone undercounts it.
+//     Compare the two columns before quoting either;
 //   - peak RSS: VmHWM of the forwarder (from /proc/<pid>/status) at the
 //     end of the run;
 //   - received (distinct ids), lost (ids never received) and dup

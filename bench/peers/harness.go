@@ -23,6 +23,7 @@ type config struct {
 	timeout        time.Duration
 	stall          time.Duration // a run with no new message for this long ends
 	probeTimeout   time.Duration // bound on the wait for a probe to come through
+	warmup         int           // messages sent through the path before the measured run
 	moduleDir      string
 	cacheDir       string
 	nodeREDVersion string
@@ -203,7 +204,7 @@ func (h *harness) runOne(ctx context.Context, p peer, devices, round int) (res r
 	}
 
 	n := h.cfg.n
-	cons, err := newConsumer(addrB, n)
+	cons, err := newConsumer(addrB, n, h.cfg.warmup)
 	if err != nil {
 		res.err = fmt.Errorf("consumer: %w", err)
 		return res
@@ -219,6 +220,10 @@ func (h *harness) runOne(ctx context.Context, p peer, devices, round int) (res r
 	defer h.ps.stop(fwd, 5*time.Second)
 	if err := probe(ctx, entry, cons, fwd, h.cfg.probeTimeout); err != nil {
 		res.err = err
+		return res
+	}
+	if err := warmUp(ctx, entry, cons, n, h.cfg.warmup, h.cfg.window, h.cfg.stall); err != nil {
+		res.err = fmt.Errorf("warm-up: %w", err)
 		return res
 	}
 	pid := func(p *proc) int {
@@ -378,12 +383,55 @@ func probe(ctx context.Context, entry string, cons *consumer, fwd *proc, timeout
 	}
 }
 
+// warmUp sends warm messages (ids n to n+warm-1) through the path from
+// one device and waits until the consumer got them all, so that the
+// measured run starts with the forwarder's code paths warm (a JIT
+// compiler's, the Go runtime's heap) and its connections settled.
+func warmUp(ctx context.Context, entry string, cons *consumer, n, warm, window int, stall time.Duration) error {
+	if warm <= 0 {
+		return nil
+	}
+	rc, err := dialMQTT(entry, "warm", 4096, 16<<10, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	dv := &device{rc: rc, name: "warm", topic: "devices/warm/env", window: window}
+	for id := n; id < n+warm; id++ {
+		dv.ids = append(dv.ids, id)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- dv.run(ctx) }()
+	defer func() {
+		rc.close()
+		<-errc
+	}()
+	last, lastAt := int64(0), time.Now()
+	for {
+		got := cons.warmed.Load()
+		if got >= int64(warm) {
+			return nil
+		}
+		if got != last {
+			last, lastAt = got, time.Now()
+		} else if time.Since(lastAt) > stall {
+			return fmt.Errorf("%d of %d messages came through, then nothing for %v", got, warm, stall)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // consumer subscribes to everything on broker B and counts ids.
 type consumer struct {
 	rc     *rawConn
 	n      int
 	counts []uint16 // per id; only the run goroutine touches it until done
 	unique atomic.Int64
+	warm   int          // ids n to n+warm-1 are the warm-up's
+	warmed atomic.Int64 // warm-up messages received
 	stray  int
 	probed chan struct{}
 	done   chan struct{} // closed when every id arrived
@@ -392,7 +440,7 @@ type consumer struct {
 	once   sync.Once
 }
 
-func newConsumer(addr string, n int) (*consumer, error) {
+func newConsumer(addr string, n, warm int) (*consumer, error) {
 	rc, err := dialMQTT(addr, "peers-consumer", 1<<20, 64<<10, 5*time.Second)
 	if err != nil {
 		return nil, err
@@ -401,7 +449,7 @@ func newConsumer(addr string, n int) (*consumer, error) {
 		rc.close()
 		return nil, err
 	}
-	return &consumer{rc: rc, n: n, counts: make([]uint16, n), probed: make(chan struct{}, 1),
+	return &consumer{rc: rc, n: n, warm: warm, counts: make([]uint16, n), probed: make(chan struct{}, 1),
 		done: make(chan struct{}), exited: make(chan struct{})}, nil
 }
 
@@ -430,6 +478,10 @@ func (c *consumer) run() {
 			c.rc.writePuback(pid)
 		}
 		id, ok := parseID(payload)
+		if ok && id >= c.n && id < c.n+c.warm {
+			c.warmed.Add(1)
+			continue
+		}
 		if !ok || id >= c.n {
 			if isProbe(payload) {
 				select {

@@ -80,6 +80,7 @@ func TestHarnessGatewayListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.moduleDir = dir
+	cfg.warmup = 200
 	var log bytes.Buffer
 	res, err := runHarness(context.Background(), cfg, &log)
 	t.Logf("progress:\n%s", log.String())

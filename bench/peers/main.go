@@ -33,6 +33,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	peerList := fs.String("peers", "ceiling,gw-listener,gw-client,gw-edge,nodered", "peers to run, in round 1's order")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on one peer's run, start-up included")
 	stall := fs.Duration("stall", 30*time.Second, "end a run when no new message arrives for this long")
+	warmup := fs.Int("warmup", 2000, "messages sent through each path from one device before the measured run (not counted)")
 	probeTimeout := fs.Duration("probe-timeout", 90*time.Second, "bound on the wait for the first message through a newly started peer")
 	nodeRED := fs.String("nodered-version", "4.1.15", "Node-RED version installed with npm")
 	cache := fs.String("cache", "", "directory for the Node-RED install, reused across runs (default $XDG_CACHE_HOME/iotgw-peers or ~/.cache/iotgw-peers)")
@@ -41,7 +42,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := config{n: *n, rounds: *rounds, window: *window, timeout: *timeout, stall: *stall, probeTimeout: *probeTimeout,
+	cfg := config{n: *n, rounds: *rounds, window: *window, timeout: *timeout, stall: *stall, probeTimeout: *probeTimeout, warmup: *warmup,
 		nodeREDVersion: *nodeRED, cacheDir: *cache, keep: *keep}
 	for _, f := range strings.Split(*devices, ",") {
 		d, err := strconv.Atoi(strings.TrimSpace(f))
@@ -58,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case cfg.n < 10:
 		return errors.New("-n: at least 10 messages")
+	case cfg.warmup < 0:
+		return errors.New("-warmup: not negative")
 	case cfg.rounds < 1:
 		return errors.New("-rounds: at least 1")
 	case cfg.window < 1 || cfg.window > 65535:
@@ -115,8 +118,8 @@ func us(v float64) string {
 func printTable(w io.Writer, cfg config, res []result, startAt time.Time, loadBefore, loadAfter string) {
 	k10, k90 := markCounts(cfg.n)
 	res10ms := float64(10*time.Millisecond/time.Microsecond) / float64(max(1, k90-k10))
-	fmt.Fprintf(w, "\n%s UTC; %d QoS 1 messages per run, window %d per device; mosquitto %s; Node-RED %s; load average before %s, after %s; CPU figures are in steps of %.2f µs/msg (10 ms ticks)\n\n",
-		startAt.Format("2006-01-02 15:04"), cfg.n, cfg.window, mosquittoVersion(cfg.mosquitto), cfg.nodeREDVersion, loadBefore, loadAfter, res10ms)
+	fmt.Fprintf(w, "\n%s UTC; %d QoS 1 messages per run after %d to warm up, window %d per device; mosquitto %s; Node-RED %s; load average before %s, after %s; CPU figures are in steps of %.2f µs/msg (10 ms ticks)\n\n",
+		startAt.Format("2006-01-02 15:04"), cfg.n, cfg.warmup, cfg.window, mosquittoVersion(cfg.mosquitto), cfg.nodeREDVersion, loadBefore, loadAfter, res10ms)
 	fmt.Fprintln(w, "| devices | round | path | msg/s (10-90 %) | CPU µs/msg, forwarder + broker A (10-90 %) | forwarder | broker A | broker B | CPU µs/msg, forwarder + broker A (whole run) | peak RSS | received | lost | dup | load (1/5/15 min) | note |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range res {
