@@ -57,7 +57,8 @@
 //     over the time between them;
 //   - CPU µs/msg over the same window (utime+stime from /proc/<pid>/stat,
 //     read at both marks) of the forwarder, of broker A (the broker the
-//     path needs in front of it) and their sum; broker B's for reference.
+//     path needs in front of it) and their sum; broker B's and the
+//     harness's own (devices and consumer) for reference.
 //     The kernel counts CPU time in ticks of 10 ms, so at N messages the
 //     resolution is 10 ms / (0.8 N): 0.125 µs/msg at 100,000, 2.5 µs/msg
 //     at 5,000;

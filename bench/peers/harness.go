@@ -61,6 +61,8 @@ type result struct {
 	rate     float64
 	// CPU per message in the 10-90 % window; negative when unknown.
 	fwdCPU, aCPU, bCPU float64
+	// selfCPU is the harness's own (devices and consumer) in the window.
+	selfCPU float64
 	// CPU per message received over the whole run, from the devices'
 	// first message to the last one received (or the end of the run);
 	// negative when unknown.
@@ -128,8 +130,8 @@ func progressLine(r result) string {
 	if r.err != nil {
 		return fmt.Sprintf("devices=%d round=%d %s: FAILED: %v", r.devices, r.round, r.peer.name, r.err)
 	}
-	return fmt.Sprintf("devices=%d round=%d %s: %.0f msg/s, µs/msg in 10-90 %%: fwd %s, broker A %s, broker B %s; whole run: fwd %s, broker A %s; received %d lost %d dup %d %s",
-		r.devices, r.round, r.peer.name, r.rate, us(r.fwdCPU), us(r.aCPU), us(r.bCPU), us(r.fwdAll), us(r.aAll), r.received, r.lost, r.dups, r.note)
+	return fmt.Sprintf("devices=%d round=%d %s: %.0f msg/s, µs/msg in 10-90 %%: fwd %s, broker A %s, broker B %s, harness %s; whole run: fwd %s, broker A %s; received %d lost %d dup %d %s",
+		r.devices, r.round, r.peer.name, r.rate, us(r.fwdCPU), us(r.aCPU), us(r.bCPU), us(r.selfCPU), us(r.fwdAll), us(r.aAll), r.received, r.lost, r.dups, r.note)
 }
 
 // The points of a run where marks samples the clocks.
@@ -147,15 +149,15 @@ const (
 // whole run, markStart to markEnd, counts it.
 type marks struct {
 	mu   sync.Mutex
-	pids [3]int // forwarder, broker A, broker B; 0: none
+	pids [4]int // forwarder, broker A, broker B, the harness; 0: none
 	at   [numMarks]time.Time
-	cpu  [numMarks][3]time.Duration
-	ok   [numMarks][3]bool
+	cpu  [numMarks][4]time.Duration
+	ok   [numMarks][4]bool
 }
 
 func (m *marks) setPIDs(fwd, a, b int) {
 	m.mu.Lock()
-	m.pids = [3]int{fwd, a, b}
+	m.pids = [4]int{fwd, a, b, os.Getpid()}
 	m.mu.Unlock()
 }
 
@@ -175,7 +177,7 @@ func (m *marks) sample(k int) {
 }
 
 func (h *harness) runOne(ctx context.Context, p peer, devices, round int) (res result) {
-	res = result{peer: p, devices: devices, round: round, fwdCPU: -1, aCPU: -1, bCPU: -1, fwdAll: -1, aAll: -1}
+	res = result{peer: p, devices: devices, round: round, fwdCPU: -1, aCPU: -1, bCPU: -1, selfCPU: -1, fwdAll: -1, aAll: -1}
 	defer func() { res.load = loadAvg() }()
 	dir := filepath.Join(h.tmp, fmt.Sprintf("d%d-r%d-%s", devices, round, p.name))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -316,6 +318,7 @@ wait:
 	msgs := float64(k90 - k10)
 	res.rate = msgs / m.at[mark90].Sub(m.at[mark10]).Seconds()
 	res.fwdCPU, res.aCPU, res.bCPU = per(mark10, mark90, 0, msgs), per(mark10, mark90, 1, msgs), per(mark10, mark90, 2, msgs)
+	res.selfCPU = per(mark10, mark90, 3, msgs)
 	return res
 }
 

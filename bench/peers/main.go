@@ -120,11 +120,11 @@ func printTable(w io.Writer, cfg config, res []result, startAt time.Time, loadBe
 	res10ms := float64(10*time.Millisecond/time.Microsecond) / float64(max(1, k90-k10))
 	fmt.Fprintf(w, "\n%s UTC; %d QoS 1 messages per run after %d to warm up, window %d per device; mosquitto %s; Node-RED %s; load average before %s, after %s; CPU figures are in steps of %.2f µs/msg (10 ms ticks)\n\n",
 		startAt.Format("2006-01-02 15:04"), cfg.n, cfg.warmup, cfg.window, mosquittoVersion(cfg.mosquitto), cfg.nodeREDVersion, loadBefore, loadAfter, res10ms)
-	fmt.Fprintln(w, "| devices | round | path | msg/s (10-90 %) | CPU µs/msg, forwarder + broker A (10-90 %) | forwarder | broker A | broker B | CPU µs/msg, forwarder + broker A (whole run) | peak RSS | received | lost | dup | load (1/5/15 min) | note |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| devices | round | path | msg/s (10-90 %) | CPU µs/msg, forwarder + broker A (10-90 %) | forwarder | broker A | broker B | harness (devices + consumer) | CPU µs/msg, forwarder + broker A (whole run) | peak RSS | received | lost | dup | load (1/5/15 min) | note |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range res {
 		if r.err != nil {
-			fmt.Fprintf(w, "| %d | %d | %s | - | - | - | - | - | - | - | - | - | - | %s | failed: %s |\n",
+			fmt.Fprintf(w, "| %d | %d | %s | - | - | - | - | - | - | - | - | - | - | - | %s | failed: %s |\n",
 				r.devices, r.round, r.peer.label, r.load, oneLine(r.err.Error()))
 			continue
 		}
@@ -139,8 +139,8 @@ func printTable(w io.Writer, cfg config, res []result, startAt time.Time, loadBe
 		if r.stray > 0 {
 			note = strings.TrimSpace(note + fmt.Sprintf(" %d messages without an id", r.stray))
 		}
-		fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s |\n",
-			r.devices, r.round, r.peer.label, rate, us(pathCPU(r.peer, r.fwdCPU, r.aCPU)), us(r.fwdCPU), us(r.aCPU), us(r.bCPU),
+		fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s |\n",
+			r.devices, r.round, r.peer.label, rate, us(pathCPU(r.peer, r.fwdCPU, r.aCPU)), us(r.fwdCPU), us(r.aCPU), us(r.bCPU), us(r.selfCPU),
 			us(pathCPU(r.peer, r.fwdAll, r.aAll)), rss, r.received, r.lost, r.dups, r.load, note)
 	}
 }
