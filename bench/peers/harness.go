@@ -242,14 +242,21 @@ func (h *harness) runOne(ctx context.Context, p peer, devices, round int) (res r
 		return res
 	}
 	var wg sync.WaitGroup
-	var pubErr atomic.Value
+	var (
+		pubMu  sync.Mutex
+		pubErr error // the first device's error
+	)
 	cons.m.sample(markStart)
 	for _, pb := range pubs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := pb.run(ctx); err != nil && ctx.Err() == nil {
-				pubErr.CompareAndSwap(nil, err)
+				pubMu.Lock()
+				if pubErr == nil {
+					pubErr = err
+				}
+				pubMu.Unlock()
 			}
 		}()
 	}
@@ -291,9 +298,11 @@ wait:
 	cons.m.sample(markEnd)
 	// Late duplicates arrive soon after the last new id, if at all.
 	time.Sleep(300 * time.Millisecond)
-	if e, ok := pubErr.Load().(error); ok && res.note == "" {
-		res.note = "device error: " + e.Error()
+	pubMu.Lock()
+	if pubErr != nil && res.note == "" {
+		res.note = "device error: " + pubErr.Error()
 	}
+	pubMu.Unlock()
 	if fwd != nil {
 		if v, err := peakRSS(fwd.pid()); err == nil {
 			res.rss = v
