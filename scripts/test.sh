@@ -2,7 +2,8 @@
 # The whole test suite, the same on a laptop and in CI:
 #   1. installs the system packages tests need (scripts/ci/*.apt, when root)
 #      and staticcheck,
-#   2. gofmt, go vet, staticcheck,
+#   2. gofmt, no tracked build outputs (ELF binaries, *.test), go vet,
+#      staticcheck,
 #   3. cross-builds for linux/arm64 and linux/arm (GOARM=7) without cgo,
 #   4. area checks in scripts/ci/*.sh (fuzzing, generated code),
 #   5. go test -race ./...
@@ -39,6 +40,22 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 if [ -n "$unformatted" ]; then
   echo "gofmt needed:"; echo "$unformatted"; exit 1
 fi
+
+step "no build outputs tracked"
+outputs=""
+while IFS= read -r f; do
+  case "$f" in *.test) outputs="$outputs $f"; continue ;; esac
+  [ -f "$f" ] || continue
+  # ELF executables and shared objects; relocatable objects (the generated
+  # BPF programs, e_type 1 in either byte order) are committed on purpose.
+  hdr=$(head -c 18 "$f" | od -An -tx1 | tr -d ' \n')
+  case "$hdr" in 7f454c46*) ;; *) continue ;; esac
+  case "${hdr:32:4}" in 0100|0001) ;; *) outputs="$outputs $f" ;; esac
+done < <(git ls-files 2>/dev/null)
+if [ -n "$outputs" ]; then
+  echo "build outputs (ELF binaries or *.test files) are tracked:$outputs"; exit 1
+fi
+echo "none"
 
 step "go vet"
 go vet ./...
