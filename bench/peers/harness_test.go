@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotgw/gateway/internal/mqttwire"
 	"github.com/iotgw/gateway/internal/testenv"
 )
 
@@ -246,7 +247,7 @@ func FuzzParseID(f *testing.F) {
 // PUBLISH parser: they return errors, never panic, and what they return
 // lies within the input.
 func FuzzReadPacket(f *testing.F) {
-	pub := appendHeader(nil, pktPublish<<4|0x02, 2+3+2+2)
+	pub := mqttwire.AppendHeader(nil, pktPublish<<4|0x02, 2+3+2+2)
 	pub = append(pub, 0, 3, 'a', '/', 'b', 0, 1, '{', '}')
 	f.Add(pub)
 	f.Add([]byte{pktPuback << 4, 2, 0, 1})

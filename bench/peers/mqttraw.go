@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/iotgw/gateway/internal/mqttwire"
 )
 
 // A minimal MQTT 3.1.1 client for the load generator and the consumer:
@@ -47,7 +49,7 @@ func dialMQTT(addr, clientID string, rbuf, wbuf int, timeout time.Duration) (*ra
 	body = appendString(body, "MQTT")
 	body = append(body, 4, 0x02, 0, 0) // level 4, clean session, keepalive 0
 	body = appendString(body, clientID)
-	rc.w.Write(appendHeader(nil, pktConnect<<4, len(body)))
+	rc.w.Write(mqttwire.AppendHeader(nil, pktConnect<<4, len(body)))
 	rc.w.Write(body)
 	if err := rc.w.Flush(); err != nil {
 		c.Close()
@@ -74,7 +76,7 @@ func (rc *rawConn) subscribe(filter string, timeout time.Duration) error {
 	body = append(body, 0, 1)
 	body = appendString(body, filter)
 	body = append(body, 1)
-	rc.w.Write(appendHeader(nil, pktSubscribe<<4|0x02, len(body)))
+	rc.w.Write(mqttwire.AppendHeader(nil, pktSubscribe<<4|0x02, len(body)))
 	rc.w.Write(body)
 	if err := rc.w.Flush(); err != nil {
 		return err
@@ -98,7 +100,7 @@ func (rc *rawConn) subscribe(filter string, timeout time.Duration) error {
 func (rc *rawConn) writePublish(topic string, id uint16, payload []byte) {
 	n := 2 + len(topic) + 2 + len(payload)
 	var hdr [5]byte
-	h := appendHeader(hdr[:0], pktPublish<<4|0x02, n)
+	h := mqttwire.AppendHeader(hdr[:0], pktPublish<<4|0x02, n)
 	rc.w.Write(h)
 	rc.w.WriteByte(byte(len(topic) >> 8))
 	rc.w.WriteByte(byte(len(topic)))
@@ -156,21 +158,6 @@ func readRemainingLength(r io.ByteReader) (int, error) {
 		mul *= 128
 	}
 	return 0, errors.New("malformed remaining length")
-}
-
-func appendHeader(b []byte, first byte, n int) []byte {
-	b = append(b, first)
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
 }
 
 func appendString(b []byte, s string) []byte {

@@ -74,8 +74,13 @@ func (c *guardedConn) next() error {
 
 // AppendPacket appends a packet: first byte, remaining length and body.
 func AppendPacket(b []byte, first byte, body []byte) []byte {
+	return append(AppendHeader(b, first, len(body)), body...)
+}
+
+// AppendHeader appends a fixed header: the first byte and the remaining
+// length n, for a body the caller writes after it.
+func AppendHeader(b []byte, first byte, n int) []byte {
 	b = append(b, first)
-	n := len(body)
 	for {
 		d := byte(n % 128)
 		n /= 128
@@ -84,8 +89,7 @@ func AppendPacket(b []byte, first byte, body []byte) []byte {
 		}
 		b = append(b, d)
 		if n == 0 {
-			break
+			return b
 		}
 	}
-	return append(b, body...)
 }
