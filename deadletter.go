@@ -149,11 +149,7 @@ func (g *Gateway) deadLetter(f *Frame, m *Message, codec string, derr error) *Me
 		g.logLim.Log(context.Background(), g.log, slog.LevelWarn, cause,
 			"decode failed; frame dropped (no dead-letter place: see WithDeadLetter)",
 			"connector", f.Connector, "device", f.Device, "topic", f.Topic, "codec", codec, "err", derr)
-		if f.storeSeq != 0 {
-			g.ackStored(f.storeSeq)
-		}
-		releaseMsg(m)
-		f.Release()
+		g.settleDead(f, m)
 		return nil
 	}
 	ctx, cancel := g.storeCtx()
@@ -169,12 +165,20 @@ func (g *Gateway) deadLetter(f *Frame, m *Message, codec string, derr error) *Me
 	g.stats.deadLetters.Add(1)
 	g.logLim.Log(context.Background(), g.log, slog.LevelWarn, cause, "decode failed; frame kept in the dead letters",
 		"connector", f.Connector, "device", f.Device, "topic", f.Topic, "codec", codec, "err", derr)
+	g.settleDead(f, m)
+	return nil
+}
+
+// settleDead ends a frame that leaves the pipeline here (kept in the dead
+// letters or dropped): its store record, if any, is acknowledged, since
+// replaying cannot fix a frame its codec rejects, and f and m are
+// released.
+func (g *Gateway) settleDead(f *Frame, m *Message) {
 	if f.storeSeq != 0 {
 		g.ackStored(f.storeSeq)
 	}
 	releaseMsg(m)
 	f.Release()
-	return nil
 }
 
 // deadLetterFailed handles a dead letter that could not be kept: in edge
