@@ -2,7 +2,6 @@ package coap
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,15 +12,7 @@ import (
 	"github.com/iotgw/gateway/internal/conntest"
 )
 
-type chanSink chan string
-
-func (s chanSink) Publish(_ context.Context, msgs []*gateway.Message) error {
-	for _, m := range msgs {
-		p, _ := m.Point("raw")
-		s <- m.Device + "|" + m.Topic + "|" + p.Value.Str()
-	}
-	return nil
-}
+type chanSink = conntest.RawSink
 
 // TestMalformedPayload400: inside a gateway, a POST whose payload the
 // connector's codec cannot decode is answered 4.00 (not 2.04 and then
@@ -31,15 +22,8 @@ func TestMalformedPayload400(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	strict := gateway.CodecFuncs{DecodeFunc: func(f *gateway.Frame, m *gateway.Message) error {
-		if len(f.Payload) == 0 || f.Payload[0] != '{' {
-			return errors.New("json: invalid character at offset 0")
-		}
-		m.AddPoint("raw", gateway.Bytes(f.Payload), "")
-		return nil
-	}}
 	up := make(chanSink, 4)
-	g, err := gateway.New(gateway.WithConnector("coap", c), gateway.WithCodec("json", strict),
+	g, err := gateway.New(gateway.WithConnector("coap", c), gateway.WithCodec("json", conntest.StrictCodec),
 		gateway.WithConnectorCodec("coap", "json"), gateway.WithSink("up", up), gateway.WithLogger(conntest.QuietLogger()))
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +53,7 @@ func TestMalformedPayload400(t *testing.T) {
 	}
 	select {
 	case got := <-up:
-		if got != `dev1|env|{"t":1}` {
+		if got != `coap|dev1|env|{"t":1}` {
 			t.Fatalf("sink got %q", got)
 		}
 	case <-time.After(5 * time.Second):

@@ -3,7 +3,6 @@ package httpc
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -11,17 +10,10 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/conntest"
 )
 
-type chanSink chan string
-
-func (s chanSink) Publish(_ context.Context, msgs []*gateway.Message) error {
-	for _, m := range msgs {
-		p, _ := m.Point("raw")
-		s <- m.Device + "|" + m.Topic + "|" + p.Value.Str()
-	}
-	return nil
-}
+type chanSink = conntest.RawSink
 
 // TestMalformedPayload400: inside a gateway, a POST whose body the
 // connector's codec cannot decode is answered 400 with the codec's error
@@ -31,15 +23,8 @@ func TestMalformedPayload400(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	strict := gateway.CodecFuncs{DecodeFunc: func(f *gateway.Frame, m *gateway.Message) error {
-		if len(f.Payload) == 0 || f.Payload[0] != '{' {
-			return errors.New("json: invalid character at offset 0")
-		}
-		m.AddPoint("raw", gateway.Bytes(f.Payload), "")
-		return nil
-	}}
 	up := make(chanSink, 4)
-	g, err := gateway.New(gateway.WithConnector("http", c), gateway.WithCodec("json", strict),
+	g, err := gateway.New(gateway.WithConnector("http", c), gateway.WithCodec("json", conntest.StrictCodec),
 		gateway.WithConnectorCodec("http", "json"), gateway.WithSink("up", up), gateway.WithLogger(quiet()))
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +58,7 @@ func TestMalformedPayload400(t *testing.T) {
 	}
 	select {
 	case got := <-up:
-		if got != `s1|env|{"t":21.5}` {
+		if got != `http|s1|env|{"t":21.5}` {
 			t.Fatalf("sink got %q", got)
 		}
 	case <-time.After(5 * time.Second):

@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,15 +14,6 @@ import (
 	"github.com/iotgw/gateway/internal/conntest"
 	"github.com/iotgw/gateway/internal/testenv"
 )
-
-// strictCodec takes only payloads that start with '{' (a JSON stand-in).
-var strictCodec = gateway.CodecFuncs{DecodeFunc: func(f *gateway.Frame, m *gateway.Message) error {
-	if len(f.Payload) == 0 || f.Payload[0] != '{' {
-		return errors.New("json: invalid character at offset 0")
-	}
-	m.AddPoint("raw", gateway.Bytes(f.Payload), "")
-	return nil
-}}
 
 // TestMalformedPayload: an MQTT 5 QoS 1 publish its codec cannot decode
 // gets PUBACK 0x99 (payload format invalid) and is not accepted; MQTT
@@ -38,7 +28,7 @@ func TestMalformedPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	up, dead := make(chanSink, 8), make(chanSink, 8)
-	g, err := gateway.New(gateway.WithConnector("field", l), gateway.WithCodec("json", strictCodec),
+	g, err := gateway.New(gateway.WithConnector("field", l), gateway.WithCodec("json", conntest.StrictCodec),
 		gateway.WithConnectorCodec("field", "json"), gateway.WithSink("up", up), gateway.WithSink("dead", dead),
 		gateway.WithRoute(gateway.Route{Topic: "#", Sinks: []string{"up"}}),
 		gateway.WithDeadLetter(gateway.DeadLetterConfig{Sink: "dead"}), gateway.WithLogger(conntest.QuietLogger()))

@@ -12,15 +12,7 @@ import (
 	"github.com/iotgw/gateway/internal/testenv"
 )
 
-type chanSink chan string
-
-func (s chanSink) Publish(_ context.Context, msgs []*gateway.Message) error {
-	for _, m := range msgs {
-		p, _ := m.Point("raw")
-		s <- m.Connector + "|" + m.Device + "|" + m.Topic + "|" + p.Value.Str()
-	}
-	return nil
-}
+type chanSink = conntest.RawSink
 
 // TestThroughGateway runs the listener from YAML inside a real gateway and
 // publishes with mosquitto_pub.

@@ -5,6 +5,7 @@ package conntest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -190,3 +191,27 @@ func (b *Buffer) Lines(s string) []string {
 	}
 	return out
 }
+
+// RawSink is a gateway.Sink for tests inside a gateway: each message
+// arrives as "connector|device|topic|raw", raw being its "raw" point
+// (the payload, with RawCodec or StrictCodec).
+type RawSink chan string
+
+// Publish implements gateway.Sink.
+func (s RawSink) Publish(_ context.Context, msgs []*gateway.Message) error {
+	for _, m := range msgs {
+		p, _ := m.Point("raw")
+		s <- m.Connector + "|" + m.Device + "|" + m.Topic + "|" + p.Value.Str()
+	}
+	return nil
+}
+
+// StrictCodec stands in for a JSON codec in tests of payloads a codec
+// rejects: it takes only payloads that start with '{', as one "raw" point.
+var StrictCodec = gateway.CodecFuncs{DecodeFunc: func(f *gateway.Frame, m *gateway.Message) error {
+	if len(f.Payload) == 0 || f.Payload[0] != '{' {
+		return errors.New("json: invalid character at offset 0")
+	}
+	m.AddPoint("raw", gateway.Bytes(f.Payload), "")
+	return nil
+}}
