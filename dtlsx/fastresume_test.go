@@ -471,8 +471,15 @@ func TestFastResumptionFullBacklog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The client finishes its handshake before the server side closes,
+		// and a client that never does fails the test instead of hanging it.
+		select {
+		case cc := <-c:
+			_ = cc.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("device %d: the client's first handshake did not finish; server %+v", i, l.Stats())
+		}
 		_ = sc.Close()
-		_ = (<-c).Close()
 	}
 	// Nobody accepts now: the first resumed connection fills the backlog.
 	clients := make(chan *dtls.Conn, devices)
