@@ -55,6 +55,18 @@ func (g *Gateway) keepRunning(kind, name, hash string) bool {
 // held.
 func (g *Gateway) apply(c components, running bool) error {
 	// 1. validate everything before touching anything.
+	codecs, def, router, err := g.validate(c)
+	if err != nil {
+		return err
+	}
+	applyValidated(g, c, running, codecs, def, router)
+	return nil
+}
+
+// validate checks a desired set without changing anything and returns
+// the codec table, the default codec and the router apply installs.
+// Called with g.mu held.
+func (g *Gateway) validate(c components) (map[string]namedCodec, string, Router, error) {
 	var errs []error
 	codecs := map[string]namedCodec{"raw": {name: "raw", codec: RawCodec{}}}
 	for _, nc := range c.codecs {
@@ -112,9 +124,14 @@ func (g *Gateway) apply(c components, running bool) error {
 		errs = append(errs, errors.New("routes and a custom router are mutually exclusive"))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return nil, "", nil, err
 	}
+	return codecs, def, router, nil
+}
 
+// applyValidated makes a validated set current (see apply). Called with
+// g.mu held.
+func applyValidated(g *Gateway, c components, running bool, codecs map[string]namedCodec, def string, router Router) {
 	// 2. codecs: bindings read them atomically, so swap in place.
 	g.codecs = codecs
 	codecOf := func(conn string) namedCodec {
@@ -212,7 +229,6 @@ func (g *Gateway) apply(c components, running bool) error {
 		}
 	}
 	g.routes = c.routes
-	return nil
 }
 
 // Reload re-reads the configuration file given to WithConfigFile and
