@@ -206,3 +206,69 @@ func (c *Counters) Check(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ReplayDeadLetters is a hook that, when an update is rolled back,
+// replays through the restored generation the dead letters kept while the
+// update ran (frames its codecs could not decode). In edge mode those
+// frames were acknowledged and kept in the Store; replaying them means a
+// bad codec or mapping update loses nothing. Give it to WithHooks.
+type ReplayDeadLetters struct {
+	Gateway *gateway.Gateway
+	mu      sync.Mutex
+	after   uint64
+}
+
+var (
+	_ PreApplier   = (*ReplayDeadLetters)(nil)
+	_ RollbackHook = (*ReplayDeadLetters)(nil)
+)
+
+// PreApply implements PreApplier: it notes the last dead letter so far.
+func (r *ReplayDeadLetters) PreApply(ctx context.Context, _, _ *Generation) error {
+	last, err := r.last(ctx, 0)
+	if errors.Is(err, gateway.ErrNotSupported) {
+		return nil
+	}
+	r.mu.Lock()
+	r.after = last
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *ReplayDeadLetters) last(ctx context.Context, after uint64) (uint64, error) {
+	for {
+		dls, err := r.Gateway.DeadLetters(ctx, after, 1000)
+		if err != nil {
+			return after, err
+		}
+		if len(dls) == 0 {
+			return after, nil
+		}
+		after = dls[len(dls)-1].Seq
+	}
+}
+
+// Rollback implements RollbackHook: it replays the dead letters kept
+// since PreApply.
+func (r *ReplayDeadLetters) Rollback(ctx context.Context, _, _ *Generation, _ string) error {
+	r.mu.Lock()
+	after := r.after
+	r.mu.Unlock()
+	for {
+		dls, err := r.Gateway.DeadLetters(ctx, after, 1000)
+		if errors.Is(err, gateway.ErrNotSupported) {
+			return nil
+		}
+		if err != nil || len(dls) == 0 {
+			return err
+		}
+		seqs := make([]uint64, len(dls))
+		for i, d := range dls {
+			seqs[i] = d.Seq
+		}
+		if _, err := r.Gateway.ReplayDeadLetters(ctx, seqs...); err != nil {
+			return err
+		}
+		after = seqs[len(seqs)-1]
+	}
+}

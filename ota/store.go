@@ -379,3 +379,21 @@ func WriteBundle(w io.Writer, signed []byte, dir string) error {
 func FileOf(p string, data []byte) File {
 	return File{Path: p, Size: int64(len(data)), SHA256: sha256.Sum256(data)}
 }
+
+// VerifyFiles re-reads every file of g and checks it against the
+// manifest: a whole generation passes.
+func (g *Generation) VerifyFiles() error {
+	for _, f := range g.Manifest.Files {
+		b, err := os.ReadFile(g.Path(f.Path))
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrSizeMismatch, f.Path, err)
+		}
+		if int64(len(b)) != f.Size {
+			return fmt.Errorf("%w: %s", ErrSizeMismatch, f.Path)
+		}
+		if sha256.Sum256(b) != f.SHA256 {
+			return fmt.Errorf("%w: %s", ErrHashMismatch, f.Path)
+		}
+	}
+	return nil
+}
