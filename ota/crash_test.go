@@ -1,7 +1,6 @@
 package ota
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,7 +35,10 @@ func TestCrashInjection(t *testing.T) {
 	devs := newDevices()
 	stopDevs := make(chan struct{})
 	devsDone := make(chan struct{})
-	go func() { defer close(devsDone); devs.run(fmt.Sprintf("127.0.0.1:%d", port), 2*time.Millisecond, stopDevs) }()
+	go func() {
+		defer close(devsDone)
+		devs.run(fmt.Sprintf("127.0.0.1:%d", port), 2*time.Millisecond, stopDevs)
+	}()
 	defer func() {
 		select {
 		case <-stopDevs:
@@ -168,5 +170,3 @@ func expectLine(t testing.TB, c *child, prefix string) string {
 	}
 	return l
 }
-
-var _ = bufio.NewReader

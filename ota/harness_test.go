@@ -298,7 +298,7 @@ type consumer struct {
 func newConsumer(t testing.TB, addr string) *consumer {
 	t.Helper()
 	cs := &consumer{got: map[uint64]string{}, last: map[string]time.Time{}}
-	opts := paho.NewClientOptions().AddBroker("tcp://"+addr).SetClientID(fmt.Sprintf("consumer-%d", time.Now().UnixNano())).
+	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(fmt.Sprintf("consumer-%d", time.Now().UnixNano())).
 		SetUsername("consumer").SetPassword("c0nsumer").SetCleanSession(true).SetAutoReconnect(true).SetOrderMatters(false)
 	ready := make(chan struct{}, 1)
 	opts.SetOnConnectHandler(func(c paho.Client) {
