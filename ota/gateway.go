@@ -181,11 +181,21 @@ func (c *Counters) Baseline(ctx context.Context) {
 	c.notReady = time.Time{}
 }
 
-// Check implements HealthCheck.
+// Check implements HealthCheck. Once it reports a degradation the
+// history is dropped: the counters of a generation being rolled back are
+// no baseline for the next update.
 func (c *Counters) Check(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.defaults()
+	err := c.check(ctx)
+	if err != nil {
+		c.hist = nil
+	}
+	return err
+}
+
+func (c *Counters) check(ctx context.Context) error {
 	now := c.take()
 	if frames := now.frames - c.base.frames; frames >= c.MinFrames && now.errs >= c.base.errs {
 		r := float64(now.errs-c.base.errs) / float64(frames)

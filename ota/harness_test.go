@@ -115,6 +115,14 @@ func testRegistry(t testing.TB) *gateway.Registry {
 	if err := mqtt.Register(reg, nil); err != nil {
 		t.Fatal(err)
 	}
+	// "broken" decodes nothing: a codec update that makes decode errors jump.
+	if err := reg.AddCodec("broken", func(name string, spec gateway.Section) (gateway.Codec, error) {
+		return gateway.CodecFuncs{DecodeFunc: func(f *gateway.Frame, m *gateway.Message) error {
+			return fmt.Errorf("broken codec: cannot decode %d bytes", len(f.Payload))
+		}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := reg.AddConnector("line", func(name string, spec gateway.Section) (gateway.DeviceConnector, error) {
 		var c struct {
 			Address string `yaml:"address"`
@@ -288,16 +296,16 @@ func (d *devices) ackedSet() map[uint64]bool {
 // consumer subscribes to ota/# and records each message's number, topic
 // and arrival time.
 type consumer struct {
-	c    paho.Client
-	mu   sync.Mutex
-	got  map[uint64]string // number -> generation tag of the first copy
-	last map[string]time.Time
-	cond func(tag string, at time.Time)
+	c     paho.Client
+	mu    sync.Mutex
+	got   map[uint64]string // number -> generation tag of the first copy
+	last  map[string]time.Time
+	times map[string][]time.Time // arrivals per tag
 }
 
 func newConsumer(t testing.TB, addr string) *consumer {
 	t.Helper()
-	cs := &consumer{got: map[uint64]string{}, last: map[string]time.Time{}}
+	cs := &consumer{got: map[uint64]string{}, last: map[string]time.Time{}, times: map[string][]time.Time{}}
 	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(fmt.Sprintf("consumer-%d", time.Now().UnixNano())).
 		SetUsername("consumer").SetPassword("c0nsumer").SetCleanSession(true).SetAutoReconnect(true).SetOrderMatters(false)
 	ready := make(chan struct{}, 1)
@@ -345,9 +353,7 @@ func (cs *consumer) handle(_ paho.Client, m paho.Message) {
 		cs.got[numOf(id)] = tag
 	}
 	cs.last[tag] = now
-	if cs.cond != nil {
-		cs.cond(tag, now)
-	}
+	cs.times[tag] = append(cs.times[tag], now)
 }
 
 // missing returns the acknowledged numbers not received.
@@ -367,4 +373,16 @@ func (cs *consumer) lastOf(tag string) time.Time {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	return cs.last[tag]
+}
+
+// firstOf returns the first arrival of tag after t.
+func (cs *consumer) firstOf(tag string, t time.Time) time.Time {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, at := range cs.times[tag] {
+		if at.After(t) {
+			return at
+		}
+	}
+	return time.Time{}
 }
