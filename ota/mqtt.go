@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -41,8 +40,7 @@ type Reported struct {
 // itself configured by the bundles it would carry, so a bad bundle that
 // breaks it must not cut the channel that reports the rollback.
 type MQTTChannel struct {
-	// Client is a paho client; NewMQTTChannel connects it. Its options
-	// should auto-reconnect.
+	// Client is the channel's own client (see NewMQTTChannel).
 	Client paho.Client
 	// Prefix of the topics. Default "iotgw/ota".
 	Prefix  string
@@ -59,26 +57,38 @@ type MQTTChannel struct {
 	notify  chan struct{}
 }
 
-// NewMQTTChannel subscribes to the desired documents of gateway and its
-// groups. The client must be connected (or connect with retry).
-func NewMQTTChannel(c paho.Client, prefix, gateway string, groups ...string) (*MQTTChannel, error) {
+// NewMQTTChannel connects a client built from opts (it keeps retrying in
+// the background when the broker is away) that subscribes to the desired
+// documents of gateway and its groups on every connect. Close
+// disconnects it.
+func NewMQTTChannel(opts *paho.ClientOptions, prefix, gateway string, groups ...string) (*MQTTChannel, error) {
 	if prefix == "" {
 		prefix = "iotgw/ota"
 	}
 	if gateway == "" {
 		return nil, errors.New("ota: MQTT channel needs the gateway's name")
 	}
-	ch := &MQTTChannel{Client: c, Prefix: prefix, Gateway: gateway, Groups: groups, desired: map[string]Desired{}, notify: make(chan struct{}, 1)}
-	filters := map[string]byte{ch.DesiredTopic(): 1}
-	for _, g := range groups {
-		filters[ch.GroupTopic(g)] = 1
-	}
-	tok := c.SubscribeMultiple(filters, ch.receive)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return nil, fmt.Errorf("ota: subscribe to desired documents: %v", tok.Error())
-	}
+	ch := &MQTTChannel{Prefix: prefix, Gateway: gateway, Groups: groups, desired: map[string]Desired{}, notify: make(chan struct{}, 1)}
+	prev := opts.OnConnect
+	opts.SetOnConnectHandler(func(c paho.Client) {
+		filters := map[string]byte{ch.DesiredTopic(): 1}
+		for _, g := range groups {
+			filters[ch.GroupTopic(g)] = 1
+		}
+		c.SubscribeMultiple(filters, ch.receive) // retained documents arrive at once
+		if prev != nil {
+			prev(c)
+		}
+	})
+	opts.SetConnectRetry(true)
+	opts.SetAutoReconnect(true)
+	ch.Client = paho.NewClient(opts)
+	ch.Client.Connect()
 	return ch, nil
 }
+
+// Close disconnects the client.
+func (ch *MQTTChannel) Close() { ch.Client.Disconnect(250) }
 
 // DesiredTopic is this gateway's desired document topic.
 func (ch *MQTTChannel) DesiredTopic() string { return ch.Prefix + "/" + ch.Gateway + "/desired" }

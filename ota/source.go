@@ -280,4 +280,3 @@ func (h *HTTPSource) Resumed() int {
 	defer h.mu.Unlock()
 	return h.resumed
 }
-

@@ -136,10 +136,12 @@ func TestMQTTChannel(t *testing.T) {
 	v1 := map[string]string{ConfigFile: "connectors: [] # 1\n"}
 	publish("iotgw/ota/group/line-3/desired", Desired{Version: 1, Bundle: bundle(t, manifest(1, v1), v1, k.skeys...)})
 
-	ch, err := NewMQTTChannel(client("gw-7-ota"), "", "gw-7", "line-3")
+	ch, err := NewMQTTChannel(paho.NewClientOptions().AddBroker("tcp://"+b.addr).SetClientID("gw-7-ota").
+		SetUsername(brokerUser).SetPassword(brokerPass), "", "gw-7", "line-3")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ch.Close()
 	u := newTestUpdater(t, t.TempDir(), k.trust(1), &fakeApplier{}, WithReport(ch.Report))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

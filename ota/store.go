@@ -345,34 +345,19 @@ func writeFile(path string, data []byte) error {
 // WriteBundle writes a bundle: the signed manifest, then every file the
 // manifest lists, read from dir.
 func WriteBundle(w io.Writer, signed []byte, dir string) error {
-	text, _, ok := bytes.Cut(signed, []byte("\n\n"))
-	if !ok {
-		return fmt.Errorf("%w: no signature block", ErrMalformed)
-	}
-	m, err := ParseManifest(append(text, '\n'))
+	b := &Bundle{Signed: signed, Files: map[string][]byte{}}
+	m, _, err := b.Manifest()
 	if err != nil {
 		return err
 	}
-	tw := tar.NewWriter(w)
-	if err := tw.WriteHeader(&tar.Header{Name: ManifestName, Mode: 0o644, Size: int64(len(signed)), Typeflag: tar.TypeReg}); err != nil {
-		return err
-	}
-	if _, err := tw.Write(signed); err != nil {
-		return err
-	}
 	for _, f := range m.Files {
-		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.Path)))
+		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.Path)))
 		if err != nil {
 			return err
 		}
-		if err := tw.WriteHeader(&tar.Header{Name: f.Path, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(b); err != nil {
-			return err
-		}
+		b.Files[f.Path] = data
 	}
-	return tw.Close()
+	return b.Write(w)
 }
 
 // FileOf describes data as the bundle file at path p.

@@ -80,6 +80,13 @@ func WithReport(f func(Status)) Option {
 	return func(u *Updater) error { u.report = append(u.report, f); return nil }
 }
 
+// OnReport adds f as WithReport does, for reporters built after New.
+func (u *Updater) OnReport(f func(Status)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.report = append(u.report, f)
+}
+
 // Stats counts what an Updater did.
 type Stats struct {
 	Offered    uint64            `json:"offered"`

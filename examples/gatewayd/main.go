@@ -57,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	every := fs.Duration("summary", 5*time.Second, "interval of the one-line summary (0 disables)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	jsonLogs := fs.Bool("json", false, "log JSON instead of text")
+	otaPath := fs.String("ota", "", "YAML file with an ota: block: run signed, staged updates (see ota.go)")
 	simModbus := fs.String("sim-modbus", "", "serve a simulated Modbus TCP device on this address (default 127.0.0.1:5502 with the embedded defaults, off with -config)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -86,7 +87,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var dl mqtt.Downlink
 	reg, brokers := registry(&dl, log)
 	opts := []gateway.Option{gateway.WithLogger(log), gateway.WithRegistry(reg)}
-	if *configPath != "" {
+	var updates *otaRunner
+	if *otaPath != "" {
+		var err error
+		if updates, err = otaOptions(*otaPath, *configPath, log); err != nil {
+			return err
+		}
+		opts = append(opts, gateway.WithConfig(updates.run))
+	} else if *configPath != "" {
 		opts = append(opts, gateway.WithConfigFile(*configPath, true))
 	} else {
 		cfg, err := gateway.ParseConfig(defaultConfig, "default.yaml")
@@ -112,6 +120,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if updates != nil {
+		if err := updates.start(ctx, g, &wg); err != nil {
+			stop()
+			<-runErr
+			return err
+		}
+	}
 	announce(ctx, g, brokers, stdout)
 	wg.Add(1)
 	go func() {
