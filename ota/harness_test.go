@@ -228,9 +228,10 @@ func numOf(id gateway.MessageID) uint64 { return binary.BigEndian.Uint64(id[8:])
 
 // devices send numbered JSON readings and remember what was acknowledged.
 type devices struct {
-	next  atomic.Uint64
-	mu    sync.Mutex
-	acked map[uint64]bool
+	next     atomic.Uint64
+	sessions atomic.Int64 // connections made
+	mu       sync.Mutex
+	acked    map[uint64]bool
 }
 
 func newDevices() *devices { return &devices{acked: map[uint64]bool{}} }
@@ -252,6 +253,7 @@ func (d *devices) run(addr string, every time.Duration, stop <-chan struct{}) {
 			}
 			continue
 		}
+		d.sessions.Add(1)
 		d.session(c, every, stop)
 		c.Close()
 	}

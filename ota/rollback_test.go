@@ -123,6 +123,11 @@ func TestRollbackSpeed(t *testing.T) {
 			t.Errorf("%s: a rollback took %s, over the 10 s target", c.name, max)
 		}
 	}
+	// The connector's configuration never changed: its device session
+	// survived every update and rollback.
+	if n := devs.sessions.Load(); n != 1 {
+		t.Errorf("devices connected %d times, want one session throughout", n)
+	}
 	close(stopDevs)
 	stopped = true
 	acked := devs.ackedSet()
