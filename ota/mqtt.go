@@ -30,6 +30,7 @@ type Reported struct {
 	State   State     `json:"state"`
 	Version uint64    `json:"version"`
 	Target  uint64    `json:"target_version,omitempty"`
+	Offered uint64    `json:"offered_version,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
 	Time    time.Time `json:"time"`
 }
@@ -174,7 +175,7 @@ func (ch *MQTTChannel) Done(err error) {
 // Report publishes s as the reported document (retained, QoS 1) without
 // waiting; give it to WithReport.
 func (ch *MQTTChannel) Report(s Status) {
-	r := Reported{Gateway: ch.Gateway, State: s.State, Version: s.Version, Target: s.TargetVersion, Reason: s.Reason, Time: s.Since}
+	r := Reported{Gateway: ch.Gateway, State: s.State, Version: s.Version, Target: s.TargetVersion, Offered: s.Offered, Reason: s.Reason, Time: s.Since}
 	b, _ := json.Marshal(r)
 	ch.Client.Publish(ch.ReportedTopic(), 1, true, b)
 }

@@ -167,6 +167,9 @@ type Status struct {
 	// Probation), TargetVersion its version.
 	Target        string `json:"target,omitempty"`
 	TargetVersion uint64 `json:"target_version,omitempty"`
+	// Offered is the version of the last bundle whose signatures
+	// verified, whatever became of it.
+	Offered uint64 `json:"offered,omitempty"`
 	// Reason says why the last update failed, was rejected or rolled back.
 	Reason string    `json:"reason,omitempty"`
 	Since  time.Time `json:"since"`

@@ -382,14 +382,20 @@ func (u *Updater) Resume(ctx context.Context) error {
 	return nil
 }
 
-func (u *Updater) reject(err error) error {
+func (u *Updater) reject(err error, offered uint64) error {
 	reason := Reason(err)
 	u.mu.Lock()
 	u.stats.Rejected[reason]++
 	u.mu.Unlock()
 	u.log.Error("ota: bundle rejected", "reason", reason, "err", err)
 	// In memory only: a rejection changes nothing on disk.
-	_ = u.set(EvReject, false, func(s *Status) { s.Reason = err.Error(); s.Target, s.TargetVersion = "", 0 })
+	_ = u.set(EvReject, false, func(s *Status) {
+		s.Reason = err.Error()
+		s.Target, s.TargetVersion = "", 0
+		if offered != 0 {
+			s.Offered = offered
+		}
+	})
 	return err
 }
 
@@ -405,11 +411,13 @@ func (u *Updater) stage(ctx context.Context, r io.Reader) (*Generation, error) {
 	}
 	trust := u.Trust()
 	cur := u.Status()
+	var offered uint64
 	check := func(msg []byte) (*Manifest, error) {
 		m, _, err := OpenManifest(msg, trust)
 		if err != nil {
 			return nil, err
 		}
+		offered = m.Version
 		now := u.now()
 		if !now.Before(m.Expires) {
 			return nil, fmt.Errorf("%w: %s expired at %s", ErrExpired, m.Name, m.Expires.Format(time.RFC3339))
@@ -440,16 +448,16 @@ func (u *Updater) stage(ctx context.Context, r io.Reader) (*Generation, error) {
 	}
 	g, err := u.d.stage(r, u.limit, check, validate)
 	if err != nil {
-		return nil, u.reject(err)
+		return nil, u.reject(err, offered)
 	}
 	if err := u.set(EvVerified, true, func(s *Status) {
-		s.Target, s.TargetVersion = g.Name, g.Manifest.Version
+		s.Target, s.TargetVersion, s.Offered = g.Name, g.Manifest.Version, g.Manifest.Version
 		if g.Manifest.Threshold > 0 {
 			s.Trust = &Trust{Keys: g.Manifest.Trust, Threshold: g.Manifest.Threshold}
 		}
 	}); err != nil {
 		_ = os.RemoveAll(g.Dir)
-		return nil, u.reject(err)
+		return nil, u.reject(err, offered)
 	}
 	u.log.Info("ota: staged", "generation", g.Name, "name", g.Manifest.Name, "version", g.Manifest.Version)
 	return g, nil
