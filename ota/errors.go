@@ -1,6 +1,9 @@
 package ota
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+)
 
 // Sentinels for errors.Is. Every rejection wraps one of them with the
 // detail (which key, which file, which version).
@@ -68,4 +71,5 @@ var reasons = []struct {
 	{ErrBadSignature, "bad_signature"}, {ErrDowngrade, "downgrade"}, {ErrExpired, "expired"},
 	{ErrNotForMe, "not_for_me"}, {ErrHashMismatch, "hash_mismatch"}, {ErrSizeMismatch, "size_mismatch"},
 	{ErrPath, "path"}, {ErrTooLarge, "too_large"}, {ErrInvalidConfig, "invalid_config"}, {ErrHook, "hook"},
+	{syscall.ENOSPC, "no_space"},
 }

@@ -200,7 +200,7 @@ func (d disk) stage(r io.Reader, limit int64, check func(msg []byte) (*Manifest,
 	g := &Generation{Name: name, Dir: partial, Manifest: m}
 	if err := d.fill(g, tr, lr, msg); err != nil {
 		_ = os.RemoveAll(partial)
-		return nil, err
+		return nil, fmt.Errorf("ota: staging %s (version %d): %w", name, m.Version, err)
 	}
 	if err := validate(g); err != nil {
 		_ = os.RemoveAll(partial)
