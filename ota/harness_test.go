@@ -82,6 +82,9 @@ func startBroker(t testing.TB) *broker {
 	}
 }
 
+// tagOf names a generation's messages: its tag at the gateway's port.
+func tagOf(tag string, port int) string { return fmt.Sprintf("%s@%d", tag, port) }
+
 // genConfig is the gateway YAML of a generation: tag names the upstream
 // topic level, password the broker password, codec the connector's codec.
 func genConfig(port int, brokerAddr, tag, password, codecKind string) string {
@@ -98,11 +101,12 @@ sinks:
       broker: tcp://%s
       username: %s
       password: %s
-      topic: ota/%s/{device}
+      client_id: gw-%d
+      topic: ota/%s/%d/{device}
       reconnect_max: 200ms
       connect_timeout: 1s
       publish_timeout: 2s
-`, codecKind, port, brokerAddr, brokerUser, password, tag)
+`, codecKind, port, brokerAddr, brokerUser, password, port, tag, port)
 }
 
 // testRegistry has the line connector, the reference codecs and the
@@ -344,10 +348,10 @@ func (cs *consumer) handle(_ paho.Client, m paho.Message) {
 		return
 	}
 	parts := strings.Split(m.Topic(), "/")
-	if len(parts) < 2 {
+	if len(parts) < 3 {
 		return
 	}
-	tag := parts[1]
+	tag := parts[1] + "@" + parts[2]
 	now := time.Now()
 	cs.mu.Lock()
 	defer cs.mu.Unlock()

@@ -81,7 +81,7 @@ func TestRollbackSpeed(t *testing.T) {
 			close(stopDevs)
 		}
 	}()
-	waitFor(t, func() bool { return !cons.lastOf("base").IsZero() })
+	waitFor(t, func() bool { return !cons.lastOf(tagOf("base", port)).IsZero() })
 
 	cases := []struct{ name, cfg string }{
 		{"wrong broker password", genConfig(port, b.addr, "bad", "wrong-password", "json")},
@@ -109,9 +109,9 @@ func TestRollbackSpeed(t *testing.T) {
 			from := probationAt
 			mu.Unlock()
 			rolledBack := time.Now()
-			waitFor(t, func() bool { return cons.lastOf("base").After(rolledBack) })
+			waitFor(t, func() bool { return cons.lastOf(tagOf("base", port)).After(rolledBack) })
 			// The first message of the old generation after the rollback.
-			took = append(took, cons.firstOf("base", rolledBack).Sub(from))
+			took = append(took, cons.firstOf(tagOf("base", port), rolledBack).Sub(from))
 			if i == 0 {
 				t.Logf("%s: rolled back because: %s", c.name, rb.Reason)
 			}
