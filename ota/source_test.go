@@ -157,6 +157,17 @@ func TestMQTTChannel(t *testing.T) {
 		n := len(reported)
 		return n > 0 && reported[n-1].Version == 2 && reported[n-1].State == Committed
 	})
+	// A desired document may name a URL instead of carrying the bundle.
+	v3 := map[string]string{ConfigFile: "connectors: [] # 3\n"}
+	body := bundle(t, manifest(3, v3), v3, k.skeys...)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v3"`)
+		http.ServeContent(w, r, "v3.otb", time.Time{}, bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	ch.HTTP = &HTTPSource{Dir: t.TempDir()}
+	publish(ch.DesiredTopic(), Desired{Version: 3, URL: srv.URL + "/v3.otb"})
+	waitFor(t, func() bool { return u.Status().Version == 3 && u.Status().State == Committed })
 	mu.Lock()
 	defer mu.Unlock()
 	var states []State
