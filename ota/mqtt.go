@@ -49,6 +49,7 @@ type MQTTChannel struct {
 	Groups  []string
 	// HTTP fetches desired documents that name a URL; its Dir is
 	// required for those (see HTTPSource). Nil: only inline bundles.
+	// Set it before Run.
 	HTTP *HTTPSource
 
 	mu      sync.Mutex

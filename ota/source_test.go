@@ -142,6 +142,15 @@ func TestMQTTChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ch.Close()
+	// A desired document may name a URL instead of carrying the bundle.
+	v3 := map[string]string{ConfigFile: "connectors: [] # 3\n"}
+	body := bundle(t, manifest(3, v3), v3, k.skeys...)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v3"`)
+		http.ServeContent(w, r, "v3.otb", time.Time{}, bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	ch.HTTP = &HTTPSource{Dir: t.TempDir()}
 	u := newTestUpdater(t, t.TempDir(), k.trust(1), &fakeApplier{}, WithReport(ch.Report))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -157,15 +166,6 @@ func TestMQTTChannel(t *testing.T) {
 		n := len(reported)
 		return n > 0 && reported[n-1].Version == 2 && reported[n-1].State == Committed
 	})
-	// A desired document may name a URL instead of carrying the bundle.
-	v3 := map[string]string{ConfigFile: "connectors: [] # 3\n"}
-	body := bundle(t, manifest(3, v3), v3, k.skeys...)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("ETag", `"v3"`)
-		http.ServeContent(w, r, "v3.otb", time.Time{}, bytes.NewReader(body))
-	}))
-	defer srv.Close()
-	ch.HTTP = &HTTPSource{Dir: t.TempDir()}
 	publish(ch.DesiredTopic(), Desired{Version: 3, URL: srv.URL + "/v3.otb"})
 	waitFor(t, func() bool { return u.Status().Version == 3 && u.Status().State == Committed })
 	mu.Lock()
