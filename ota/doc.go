@@ -78,9 +78,24 @@
 // Store across the switch. Passing probation commits it as the new last
 // known-good.
 //
+// # Delivery
+//
+// Run polls Sources: DirSource (a directory of *.otb files, for
+// air-gapped installs), HTTPSource (If-None-Match with the last ETag,
+// Range with If-Range to resume, a size limit) and MQTTChannel (retained
+// desired documents per gateway and per fleet group, naming a version and
+// a URL or carrying a small bundle inline; a retained reported document
+// after every transition). MQTTChannel keeps its own client session to
+// the broker: the upstream connection is configured by the very bundles
+// it would carry, and a bundle that breaks it must not cut the channel
+// that reports the rollback. Package ota/rollout is the fleet side.
+//
 // # Limits
 //
-// One update runs at a time (ErrBusy). A key rotation takes effect once
+// A shutdown or crash during probation rolls the update back at the next
+// start: the new generation did not prove itself. An HTTP server that
+// sends no ETag makes every poll download the bundle again (and refuse it
+// as a downgrade once installed). One update runs at a time (ErrBusy). A key rotation takes effect once
 // its bundle is staged, even if that bundle is later rolled back. The
 // Base configuration's own sections that apply only at restart (gateway:,
 // health:, store:) follow Gateway.ApplyConfig's rules. OS images and

@@ -11,6 +11,10 @@
 //
 // With -config FILE it runs from that YAML file instead, reloading it when
 // it changes or on SIGHUP. SIGINT/SIGTERM shut down cleanly.
+//
+// With -ota FILE (a YAML file with an ota: block, see ota.go and package
+// ota) it installs signed, staged updates of its configuration and rolls
+// them back when its health degrades.
 package main
 
 import (
