@@ -2,6 +2,7 @@ package ota
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 )
@@ -66,6 +67,50 @@ func FuzzOpenManifest(f *testing.F) {
 		}
 		if got == nil {
 			t.Fatal("nil manifest")
+		}
+	})
+}
+
+// FuzzBundle feeds arbitrary archives to ReadBundle and to an Updater:
+// whatever the bytes, an error wraps a sentinel (or is a plain I/O error
+// from the disk), and a refused bundle leaves the state directory as it
+// was.
+func FuzzBundle(f *testing.F) {
+	k := newKeyring(f, "alice")
+	files := map[string]string{ConfigFile: goodCfg, "rules/a.rego": "package a\n"}
+	m := manifest(1, files)
+	m.Expires = testNow.Add(1 << 40)
+	f.Add(bundle(f, m, files, k.skeys...))
+	f.Add(bundle(f, m, map[string]string{ConfigFile: goodCfg}, k.skeys...))
+	f.Add([]byte("not a tar"))
+	dir := f.TempDir()
+	u := newTestUpdater(f, dir, k.trust(1), &fakeApplier{})
+	sentinels := []error{ErrMalformed, ErrPath, ErrThreshold, ErrUnknownKey, ErrBadSignature, ErrDowngrade, ErrExpired,
+		ErrNotForMe, ErrHashMismatch, ErrSizeMismatch, ErrTooLarge, ErrInvalidConfig, ErrHook}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if b, err := ReadBundle(bytes.NewReader(data), 1<<20); err == nil {
+			if _, _, err := b.Verify(k.trust(1)); err != nil && Reason(err) == "other" {
+				t.Fatalf("Verify: unwrapped error %v", err)
+			}
+		}
+		before := snapshot(t, dir)
+		err := u.Update(context.Background(), bytes.NewReader(data))
+		if err == nil {
+			return // a valid bundle (the seed): installed
+		}
+		var rb *RollbackError
+		if errors.As(err, &rb) {
+			return
+		}
+		known := false
+		for _, s := range sentinels {
+			known = known || errors.Is(err, s)
+		}
+		if !known {
+			t.Fatalf("unwrapped error %v", err)
+		}
+		if after := snapshot(t, dir); len(after) != len(before) {
+			t.Fatalf("a refused bundle changed the disk: %v -> %v", keys(before), keys(after))
 		}
 	})
 }
