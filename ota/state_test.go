@@ -211,6 +211,13 @@ func TestRecover(t *testing.T) {
 			stage2(t, dir)
 			write(t, dir, Status{State: RollingBack, Current: "gen-2", Good: "gen-1", Target: "gen-2"}, "gen-2")
 		}, RolledBack, "gen-1", []string{"gen-2"}},
+		{"staged generation missing", func(t *testing.T, dir string) {
+			stage2(t, dir)
+			os.RemoveAll(filepath.Join(dir, "gen-2"))
+		}, Idle, "gen-1", nil},
+		{"applying, generation missing", func(t *testing.T, dir string) {
+			write(t, dir, Status{State: Applying, Current: "gen-1", Good: "gen-1", Target: "gen-2"}, "gen-1")
+		}, RolledBack, "gen-1", nil},
 		{"committed, good pointer not moved", func(t *testing.T, dir string) {
 			stage2(t, dir)
 			write(t, dir, Status{State: Committed, Current: "gen-2", Good: "gen-2"}, "gen-2")

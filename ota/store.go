@@ -104,6 +104,15 @@ func (d disk) writeStatus(s Status) error {
 	return writeAtomic(d.dir, stateFile, s.marshal(), "state:"+s.State.String())
 }
 
+// whole reports whether generation name is on disk with its manifest.
+func (d disk) whole(name string) bool {
+	if !validGenName(name) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(d.dir, name, ManifestName))
+	return err == nil
+}
+
 // load reads a generation's manifest (verified when it was staged).
 func (d disk) load(name string) (*Generation, error) {
 	if name == "" {

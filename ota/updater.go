@@ -172,6 +172,16 @@ func (u *Updater) recover() error {
 	if err != nil {
 		return err
 	}
+	if (next == Staged || next == Probation) && !u.d.whole(st.Target) {
+		// The generation to resume is gone (removed by hand, a broken
+		// disk): nothing to resume, run the last known-good.
+		st.Reason = fmt.Sprintf("generation %q to resume is missing", st.Target)
+		if next == Staged {
+			next = Idle
+		} else {
+			next = RollingBack
+		}
+	}
 	switch next {
 	case Probation: // an apply was interrupted: finish it
 		hit("recover:apply")
