@@ -8,6 +8,7 @@
 //		ota.WithHealth(ota.NewCounters(g)))
 //	cur, err := u.Current()        // run this generation (nil: base)
 //	err = u.Update(ctx, bundle)   // verify, stage, apply, probation, commit or roll back
+//	err = u.Run(ctx, time.Minute, &ota.DirSource{Dir: "/media/usb"}) // or poll sources
 //
 // # Bundle format
 //
@@ -39,8 +40,11 @@
 // not above the running one. trust and threshold rotate the keys: once a
 // bundle carrying them is accepted (signed by the current threshold) they
 // replace the trusted keys. File paths are relative, slash separated, in
-// clean form and stay inside the bundle root. The signing tool
-// (examples/otasign) writes and checks bundles.
+// clean form and stay inside the bundle root. Signatures by keys the
+// gateway does not trust do not count (a bundle that needs them to reach
+// the threshold is refused with ErrUnknownKey). The archive may exceed the
+// sum of its files by 128 KiB (manifest, headers, padding). The signing
+// tool (examples/otasign) writes and checks bundles.
 //
 // # What is rejected
 //
