@@ -1,0 +1,260 @@
+package modbus
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/conntest"
+	"github.com/iotgw/gateway/internal/testenv"
+)
+
+// requirePymodbus returns Debian's python3 with pymodbus and pyserial.
+func requirePymodbus(t testing.TB) string {
+	t.Helper()
+	py := testenv.RequireCommand(t, "python3")
+	if _, err := exec.LookPath("/usr/bin/python3"); err == nil {
+		py = "/usr/bin/python3"
+	}
+	if err := exec.Command(py, "-c", "import pymodbus.server, serial_asyncio").Run(); err != nil {
+		testenv.Skip(t, "needs python3-pymodbus, python3-serial and python3-serial-asyncio")
+	}
+	return py
+}
+
+// startRTUSerialPeer joins two ptys with socat and runs the pymodbus RTU
+// server (8N1, the given units) on one end. It returns the other end's
+// path, which the connector opens.
+func startRTUSerialPeer(t testing.TB, units string) string {
+	t.Helper()
+	py := requirePymodbus(t)
+	socat := testenv.RequireCommand(t, "socat")
+	dir := t.TempDir()
+	ours, theirs := filepath.Join(dir, "gw"), filepath.Join(dir, "dev")
+	sc := exec.Command(socat, "pty,raw,echo=0,link="+ours, "pty,raw,echo=0,link="+theirs)
+	if err := sc.Start(); err != nil {
+		t.Fatalf("socat: %v", err)
+	}
+	t.Cleanup(func() { _ = sc.Process.Kill(); _ = sc.Wait() })
+	conntest.Eventually(t, 5*time.Second, "socat ptys", func() bool {
+		_, e1 := os.Stat(ours)
+		_, e2 := os.Stat(theirs)
+		return e1 == nil && e2 == nil
+	})
+	// socat ends when the last holder of a pty end closes it; hold our
+	// end open for the test so the connector may close and re-open it.
+	hold, err := os.OpenFile(ours, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hold.Close() })
+	srv := exec.Command(py, "testdata/pymodbus_rtu_server.py", "serial", theirs, "115200", units)
+	var stderr conntest.Buffer
+	srv.Stderr = &stderr
+	if err := srv.Start(); err != nil {
+		t.Fatalf("pymodbus: %v", err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	// The server is up once it answers.
+	u, _ := strconv.Atoi(strings.Split(units, ",")[0])
+	bus := newRTUBus(RTU, ours, Serial{Baud: 115200, Parity: ParityNone}, 200*time.Millisecond)
+	defer bus.shutdown()
+	conntest.Eventually(t, 10*time.Second, "pymodbus RTU server answering", func() bool {
+		_, err := (&rtuClient{bus: bus, unit: uint8(u)}).readRegisters(HoldingRegisters, 0, 1)
+		return err == nil
+	})
+	return ours
+}
+
+var pty8N1 = Serial{Baud: 115200, Parity: ParityNone}
+
+// TestRTUSerialUnitsOneSilent: three units on one pty line, unit 9 never
+// answers. It times out (counted, no frames) while units 1 and 2 keep
+// being polled with their own images; a write reaches its unit only.
+func TestRTUSerialUnitsOneSilent(t *testing.T) {
+	line := startRTUSerialPeer(t, "1,2")
+	dev := func(name string, unit uint8) Device {
+		return Device{Name: name, Transport: RTU, Address: line, Serial: pty8N1, UnitID: unit,
+			Interval: 50 * time.Millisecond, Ranges: []Range{{HoldingRegisters, 0, 2}, {HoldingRegisters, 4, 1}, {Coils, 0, 5}}}
+	}
+	c, err := New(WithLogger(quietLogger()), WithTimeout(150*time.Millisecond), WithRetries(0),
+		WithBackoff(50*time.Millisecond, 300*time.Millisecond, time.Second),
+		WithDevice(dev("u1", 1)), WithDevice(dev("u2", 2)), WithDevice(dev("silent", 9)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := conntest.NewCollector()
+	connect(t, c, col)
+	conntest.Eventually(t, 10*time.Second, "unit 9 timing out", func() bool { return c.Stats().Devices["silent"].Errors >= 3 })
+	// After the silent unit's timeouts, the others keep flowing.
+	n1, n2 := c.Stats().Devices["u1"].Frames, c.Stats().Devices["u2"].Frames
+	conntest.Eventually(t, 10*time.Second, "units 1 and 2 polled while 9 times out", func() bool {
+		st := c.Stats()
+		return st.Devices["u1"].Frames >= n1+10 && st.Devices["u2"].Frames >= n2+10
+	})
+	got := latest(col.Frames())
+	want := map[string][]byte{
+		"u1|hr/0":   be16(1000, 1001, 1002, 1003, 1004),
+		"u2|hr/0":   be16(2000, 2001, 2002, 2003, 2004),
+		"u1|coil/0": {0b01001},
+		"u2|coil/0": {0b01001},
+	}
+	for k, w := range want {
+		if string(got[k].Payload) != string(w) {
+			t.Errorf("%s = % x, want % x", k, got[k].Payload, w)
+		}
+	}
+	if st := c.Stats().Devices["silent"]; st.Frames != 0 {
+		t.Errorf("silent unit delivered frames: %+v", st)
+	}
+	for k := range got {
+		if strings.HasPrefix(k, "silent|") {
+			t.Errorf("frame from the silent unit: %s", k)
+		}
+	}
+	ctx := context.Background()
+	if err := c.Write(ctx, &gateway.Frame{Device: "u2", Topic: "hr/3", Payload: be16(0xbeef, 0xcafe)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(ctx, &gateway.Frame{Device: "u2", Topic: "coil/1", Payload: []byte{0x01}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(ctx, &gateway.Frame{Device: "u1", Topic: "hr/7", Payload: be16(7)}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := c.Read(ctx, "u2", Block{HoldingRegisters, 3, 2}); err != nil || string(b) != string(be16(0xbeef, 0xcafe)) {
+		t.Errorf("u2 hr/3+2 after write = % x, %v", b, err)
+	}
+	if b, err := c.Read(ctx, "u1", Block{HoldingRegisters, 3, 1}); err != nil || string(b) != string(be16(1003)) {
+		t.Errorf("u1 hr/3 after a write to u2 = % x, %v (the write reached the wrong unit)", b, err)
+	}
+	if _, err := c.Read(ctx, "u1", Block{HoldingRegisters, 299, 3}); !errors.Is(err, ErrIllegalDataAddress) {
+		t.Errorf("read past the image: %v, want ErrIllegalDataAddress", err)
+	}
+}
+
+// crcRelay forwards TCP both ways and flips a bit in every every-th reply
+// (server to client chunk), so the client sees CRC errors.
+type crcRelay struct {
+	ln        net.Listener
+	to        string
+	every     int64
+	n, broken atomic.Int64
+	wg        sync.WaitGroup
+}
+
+func startCRCRelay(t *testing.T, to string, every int64) *crcRelay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &crcRelay{ln: ln, to: to, every: every}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		r.wg.Wait()
+	})
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", to)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			r.wg.Add(2)
+			go func() { defer r.wg.Done(); _, _ = io.Copy(out, in); out.Close() }()
+			go func() {
+				defer r.wg.Done()
+				defer in.Close()
+				buf := make([]byte, 512)
+				for {
+					n, err := out.Read(buf)
+					if n > 0 {
+						if r.n.Add(1)%r.every == 0 {
+							buf[n/2] ^= 0x04
+							r.broken.Add(1)
+						}
+						if _, werr := in.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return r
+}
+
+// TestRTUOverTCPCRCErrors: RTU frames over TCP through a relay that
+// corrupts every third reply. Corrupted replies are counted as malformed
+// and never delivered; the good ones keep flowing for both units.
+func TestRTUOverTCPCRCErrors(t *testing.T) {
+	py := requirePymodbus(t)
+	port := testenv.FreePort(t)
+	srv := exec.Command(py, "testdata/pymodbus_rtu_server.py", "tcp", strconv.Itoa(port), "3,4")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	conntest.WaitTCP(t, addr)
+	relay := startCRCRelay(t, addr, 3)
+	dev := func(name string, unit uint8) Device {
+		return Device{Name: name, Transport: RTUOverTCP, Address: relay.ln.Addr().String(), UnitID: unit,
+			Interval: 20 * time.Millisecond, Ranges: []Range{{InputRegisters, 10, 3}}}
+	}
+	c, err := New(WithLogger(quietLogger()), WithTimeout(300*time.Millisecond), WithRetries(0),
+		WithBackoff(10*time.Millisecond, 50*time.Millisecond, time.Second),
+		WithDevice(dev("u3", 3)), WithDevice(dev("u4", 4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := conntest.NewCollector()
+	connect(t, c, col)
+	conntest.Eventually(t, 10*time.Second, "CRC errors counted and frames flowing", func() bool {
+		st := c.Stats()
+		return st.Total.Malformed >= 4 && st.Devices["u3"].Frames >= 5 && st.Devices["u4"].Frames >= 5
+	})
+	for _, f := range col.Frames() {
+		want := map[string][]byte{"u3": be16(2310, 2311, 2312), "u4": be16(2410, 2411, 2412)}[f.Device]
+		if string(f.Payload) != string(want) {
+			t.Fatalf("%s %s: delivered % x, want % x (a corrupted reply got through)", f.Device, f.Topic, f.Payload, want)
+		}
+	}
+	_, err = c.Read(context.Background(), "u3", Block{InputRegisters, 10, 3})
+	for i := 0; i < 5 && err == nil; i++ {
+		_, err = c.Read(context.Background(), "u3", Block{InputRegisters, 10, 3})
+	}
+	if !errors.Is(err, ErrCRC) || !errors.Is(err, ErrMalformedResponse) {
+		t.Errorf("reads through the relay: err = %v, want ErrCRC (and ErrMalformedResponse)", err)
+	}
+}
