@@ -258,3 +258,31 @@ func TestRTUOverTCPCRCErrors(t *testing.T) {
 		t.Errorf("reads through the relay: err = %v, want ErrCRC (and ErrMalformedResponse)", err)
 	}
 }
+
+// BenchmarkRTUPtyPolls polls 10 holding registers of one unit over a
+// 115200-baud pty line (pymodbus on the far end) and reports polls/s and
+// their ratio to the limit the frame times allow: request (8 bytes) and
+// reply (25 bytes) at 10 bits per character, each followed by t3.5. A pty
+// does not pace bytes at the baud rate, so the ratio shows how close the
+// connector and the peer come to what a real line would allow.
+func BenchmarkRTUPtyPolls(b *testing.B) {
+	line := startRTUSerialPeer(b, "1")
+	bus := newRTUBus(RTU, line, pty8N1, time.Second)
+	defer bus.shutdown()
+	c := &rtuClient{bus: bus, unit: 1}
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.readRegisters(HoldingRegisters, 0, 10); err != nil {
+			b.Fatal(err)
+		}
+	}
+	el := time.Since(start)
+	s := pty8N1.withDefaults()
+	frame := time.Duration(8+25)*s.charTime() + 2*s.silence()
+	polls := float64(b.N) / el.Seconds()
+	limit := float64(time.Second) / float64(frame)
+	b.ReportMetric(polls, "polls/s")
+	b.ReportMetric(limit, "limit-polls/s")
+	b.ReportMetric(polls/limit, "ratio")
+}
