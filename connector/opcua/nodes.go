@@ -19,6 +19,17 @@ func ParseNodeID(s string) (*ua.NodeID, error) {
 	if strings.TrimSpace(s) != s || s == "" {
 		return nil, fmt.Errorf("%w: node id %q: want e.g. i=2258 or ns=2;s=Name", ErrNodeSpec, s)
 	}
+	rest := s
+	if strings.HasPrefix(rest, "ns=") {
+		i := strings.IndexByte(rest, ';')
+		if i < 0 {
+			return nil, fmt.Errorf("%w: node id %q: want ns=<index>;<type>=<id>", ErrNodeSpec, s)
+		}
+		rest = rest[i+1:]
+	}
+	if len(rest) < 2 || rest[1] != '=' || strings.IndexByte("isgb", rest[0]) < 0 {
+		return nil, fmt.Errorf("%w: node id %q: want i=, s=, g= or b= (with an optional ns=<index>; before)", ErrNodeSpec, s)
+	}
 	n, err := ua.ParseNodeID(s)
 	if err != nil {
 		return nil, fmt.Errorf("%w: node id %q: %v", ErrNodeSpec, s, err)

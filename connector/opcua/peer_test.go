@@ -32,7 +32,7 @@ const (
 )
 
 // peer is the node-opcua server that the package's tests share (started
-// once by TestMain; the restart test restarts it on the same port).
+// once per package run; the restart test restarts it on the same port).
 type peer struct {
 	modules, script string
 	port            int
@@ -44,27 +44,34 @@ type peer struct {
 }
 
 var (
+	peerOnce   sync.Once
 	shared     *peer
 	sharedSkip string
 )
 
+// TestMain stops the shared server after the tests. The server starts on
+// the first test that needs it (so unit tests and fuzzing start none).
 func TestMain(m *testing.M) {
-	code := func() int {
-		p, err := startPeer()
-		if err != nil {
-			sharedSkip = err.Error()
-		} else {
-			shared = p
-			defer p.stop()
-		}
-		return m.Run()
-	}()
+	code := m.Run()
+	if shared != nil {
+		shared.stop()
+		_ = os.RemoveAll(filepath.Dir(shared.pki))
+	}
 	os.Exit(code)
 }
 
-// requirePeer returns the shared server or skips (fails in CI).
+// requirePeer returns the shared server, starting it once, or skips
+// (fails in CI) when node-opcua cannot be installed or started.
 func requirePeer(t testing.TB) *peer {
 	t.Helper()
+	peerOnce.Do(func() {
+		p, err := startPeer()
+		if err != nil {
+			sharedSkip = err.Error()
+			return
+		}
+		shared = p
+	})
 	if shared == nil {
 		testenv.Skip(t, "node-opcua peer: "+sharedSkip)
 	}

@@ -4,3 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 fuzz() { scripts/fuzz "$1" "$2" "${FUZZTIME:-10s}"; }
 fuzz ./connector/modbus FuzzDecodeRTUResponse
+fuzz ./connector/opcua FuzzNodeSpec
+fuzz ./connector/opcua FuzzDecodePayload
+fuzz ./connector/opcua FuzzConvert
