@@ -38,6 +38,7 @@ type peer struct {
 	port            int
 	pki             string
 	clientDir       string // a client certificate the server trusts
+	benchNodes      int    // Bench.N<i> nodes
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -135,7 +136,7 @@ func startPeer() (*peer, error) {
 		return nil, err
 	}
 	script, _ := filepath.Abs("testdata/server.js")
-	p := &peer{modules: mods, script: script, pki: filepath.Join(tmp, "pki"), clientDir: filepath.Join(tmp, "client")}
+	p := &peer{modules: mods, script: script, pki: filepath.Join(tmp, "pki"), clientDir: filepath.Join(tmp, "client"), benchNodes: benchNodes}
 	// A client certificate the server trusts from the start.
 	cert, key := filepath.Join(p.clientDir, "cert.der"), filepath.Join(p.clientDir, "key.pem")
 	if err := generateCert(cert, key); err != nil {
@@ -168,7 +169,7 @@ func (p *peer) serverCert() string { return filepath.Join(p.pki, "own", "certs",
 
 func (p *peer) start() error {
 	cmd := exec.Command("node", "--security-revert=CVE-2023-46809", p.script, strconv.Itoa(p.port), p.pki,
-		strconv.Itoa(benchNodes), strconv.Itoa(maxPerRead))
+		strconv.Itoa(p.benchNodes), strconv.Itoa(maxPerRead))
 	cmd.Env = append(os.Environ(), "NODE_PATH="+p.modules)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
