@@ -364,3 +364,30 @@ func TestPeerAuthAndSecurity(t *testing.T) {
 		t.Errorf("client certificate not generated: %v", err)
 	}
 }
+
+// TestPeerDeadband: with an absolute deadband of 5 on a counter that
+// steps by 1, the server reports only changes larger than 5.
+func TestPeerDeadband(t *testing.T) {
+	p := requirePeer(t)
+	c, err := New(WithLogger(conntest.QuietLogger()), WithServer(Server{Name: "plc", Endpoint: p.endpoint(),
+		Interval: 100 * time.Millisecond, SamplingInterval: 50 * time.Millisecond, QueueSize: 1, Deadband: 5,
+		Nodes: []Node{{Name: "counter", ID: "ns=1;s=Demo.Counter"}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := conntest.NewCollector()
+	connect(t, c, col)
+	fs := col.WaitFor(t, 15*time.Second, "four counter values", func(fs []gateway.Frame) bool { return countTopic(fs, "counter") >= 4 })
+	var prev int64
+	for i, f := range fs {
+		var smp Sample
+		if err := DecodePayload(f.Payload, &smp); err != nil {
+			t.Fatal(err)
+		}
+		v := smp.Values[0].Int()
+		if i > 0 && v-prev <= 5 {
+			t.Errorf("values %d then %d: a change within the deadband was reported", prev, v)
+		}
+		prev = v
+	}
+}
