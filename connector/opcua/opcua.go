@@ -798,7 +798,7 @@ func (r *serverRun) dataType(ctx context.Context, cl *opcua.Client, i int, n *ua
 // Anything else is ErrTypeMismatch.
 func Convert(v gateway.Value, t ua.TypeID) (any, error) {
 	bad := func(why string) error {
-		return fmt.Errorf("%w: %s value %q to %s: %s", ErrTypeMismatch, v.Kind(), v.String(), t, why)
+		return fmt.Errorf("%w: %s value %q to %s: %s", ErrTypeMismatch, v.Kind(), v.String(), typeName(t), why)
 	}
 	if v.Kind() == gateway.KindString {
 		switch t {

@@ -88,8 +88,8 @@ func TestPeerPollAllTypes(t *testing.T) {
 		if q, _ := m.Tags.Get("quality"); q != "good" {
 			t.Errorf("%s: quality %q", name, q)
 		}
-		if ty, _ := m.Tags.Get("type"); ty == "" {
-			t.Errorf("%s: no type tag", name)
+		if ty, _ := m.Tags.Get("type"); ty != name {
+			t.Errorf("%s: type tag %q", name, ty)
 		}
 		if _, ok := m.Tags.Get("server_time"); !ok || m.Time.IsZero() {
 			t.Errorf("%s: timestamps not kept: time %v tags %v", name, m.Time, m.Tags)

@@ -71,7 +71,7 @@ func AppendDataValue(dst []byte, dv *ua.DataValue) ([]byte, error) {
 		t, val = dv.Value.Type(), dv.Value.Value()
 	}
 	if t != 0 && !supported(t) {
-		return dst, fmt.Errorf("%w: %s", ErrUnsupportedType, t)
+		return dst, fmt.Errorf("%w: %s", ErrUnsupportedType, typeName(t))
 	}
 	flags := byte(0)
 	if !dv.SourceTimestamp.IsZero() {
@@ -82,7 +82,7 @@ func AppendDataValue(dst []byte, dv *ua.DataValue) ([]byte, error) {
 	}
 	arr := dv.Value != nil && dv.Value.Has(ua.VariantArrayValues)
 	if arr && dv.Value.Has(ua.VariantArrayDimensions) && len(dv.Value.ArrayDimensions()) > 1 {
-		return dst, fmt.Errorf("%w: multi-dimensional %s array", ErrUnsupportedType, t)
+		return dst, fmt.Errorf("%w: multi-dimensional %s array", ErrUnsupportedType, typeName(t))
 	}
 	if arr {
 		flags |= flagArray
@@ -103,7 +103,7 @@ func AppendDataValue(dst []byte, dv *ua.DataValue) ([]byte, error) {
 	}
 	n := sliceLen(val)
 	if n < 0 {
-		return dst, fmt.Errorf("%w: multi-dimensional %s array", ErrUnsupportedType, t)
+		return dst, fmt.Errorf("%w: multi-dimensional %s array", ErrUnsupportedType, typeName(t))
 	}
 	if n > maxArray {
 		return dst, fmt.Errorf("%w: %d elements, at most %d", ErrUnsupportedType, n, maxArray)
@@ -325,7 +325,7 @@ func decodeScalar(t ua.TypeID, p []byte) (gateway.Value, []byte, error) {
 	case ua.TypeIDString, ua.TypeIDByteString, ua.TypeIDGUID:
 		n, k := binary.Uvarint(p)
 		if k <= 0 || n > uint64(len(p)-k) {
-			return gateway.Value{}, p, fmt.Errorf("%w: %s cut off", ErrPayload, t)
+			return gateway.Value{}, p, fmt.Errorf("%w: %s cut off", ErrPayload, typeName(t))
 		}
 		b := p[k : k+int(n)]
 		if t == ua.TypeIDByteString {
@@ -334,7 +334,7 @@ func decodeScalar(t ua.TypeID, p []byte) (gateway.Value, []byte, error) {
 		return gateway.String(string(b)), p[k+int(n):], nil
 	}
 	if len(p) < 8 {
-		return gateway.Value{}, p, fmt.Errorf("%w: %s cut off", ErrPayload, t)
+		return gateway.Value{}, p, fmt.Errorf("%w: %s cut off", ErrPayload, typeName(t))
 	}
 	x := le.Uint64(p)
 	p = p[8:]
@@ -349,6 +349,18 @@ func decodeScalar(t ua.TypeID, p []byte) (gateway.Value, []byte, error) {
 		return gateway.String(time.Unix(0, int64(x)).UTC().Format(time.RFC3339Nano)), p, nil
 	}
 	return gateway.Value{}, p, fmt.Errorf("%w: type id %d", ErrPayload, t)
+}
+
+// typeNames are the OPC UA names of the built-in types 1..15.
+var typeNames = [...]string{"", "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
+	"Float", "Double", "String", "DateTime", "Guid", "ByteString"}
+
+// typeName is the OPC UA name of a built-in type: "Int16", "UInt16".
+func typeName(t ua.TypeID) string {
+	if t > 0 && int(t) < len(typeNames) {
+		return typeNames[t]
+	}
+	return strings.TrimPrefix(t.String(), "TypeID")
 }
 
 // Quality is the quality tag of a status code: "good", "uncertain" or
@@ -408,7 +420,7 @@ func (Codec) Decode(f *gateway.Frame, m *gateway.Message) error {
 		m.Tags = m.Tags.Set("status", fmt.Sprintf("0x%08X", uint32(s.Status)))
 	}
 	if s.Type != 0 {
-		m.Tags = m.Tags.Set("type", s.Type.String())
+		m.Tags = m.Tags.Set("type", typeName(s.Type))
 	}
 	if !s.Server.IsZero() {
 		m.Tags = m.Tags.Set("server_time", s.Server.Format(time.RFC3339Nano))
