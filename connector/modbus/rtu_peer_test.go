@@ -38,43 +38,62 @@ func requirePymodbus(t testing.TB) string {
 // path, which the connector opens.
 func startRTUSerialPeer(t testing.TB, units string) string {
 	t.Helper()
-	py := requirePymodbus(t)
+	ours, theirs := ptyPair(t)
+	startSerialServer(t, theirs, units)
+	waitRTU(t, ours, units)
+	return ours
+}
+
+// ptyPair joins two ptys with socat and returns their paths. Both ends
+// are held open for the test: socat ends when a pty end is closed, and
+// the connector may close and re-open its end.
+func ptyPair(t testing.TB) (string, string) {
+	t.Helper()
 	socat := testenv.RequireCommand(t, "socat")
 	dir := t.TempDir()
-	ours, theirs := filepath.Join(dir, "gw"), filepath.Join(dir, "dev")
-	sc := exec.Command(socat, "pty,raw,echo=0,link="+ours, "pty,raw,echo=0,link="+theirs)
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	sc := exec.Command(socat, "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
 	if err := sc.Start(); err != nil {
 		t.Fatalf("socat: %v", err)
 	}
 	t.Cleanup(func() { _ = sc.Process.Kill(); _ = sc.Wait() })
 	conntest.Eventually(t, 5*time.Second, "socat ptys", func() bool {
-		_, e1 := os.Stat(ours)
-		_, e2 := os.Stat(theirs)
+		_, e1 := os.Stat(a)
+		_, e2 := os.Stat(b)
 		return e1 == nil && e2 == nil
 	})
-	// socat ends when the last holder of a pty end closes it; hold our
-	// end open for the test so the connector may close and re-open it.
-	hold, err := os.OpenFile(ours, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+	for _, p := range []string{a, b} {
+		hold, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { hold.Close() })
 	}
-	t.Cleanup(func() { hold.Close() })
-	srv := exec.Command(py, "testdata/pymodbus_rtu_server.py", "serial", theirs, "115200", units)
-	var stderr conntest.Buffer
-	srv.Stderr = &stderr
+	return a, b
+}
+
+// startSerialServer runs the pymodbus RTU server (8N1, 115200, the given
+// units) on a pty end.
+func startSerialServer(t testing.TB, dev, units string) {
+	t.Helper()
+	py := requirePymodbus(t)
+	srv := exec.Command(py, "testdata/pymodbus_rtu_server.py", "serial", dev, "115200", units)
 	if err := srv.Start(); err != nil {
 		t.Fatalf("pymodbus: %v", err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	// The server is up once it answers.
+}
+
+// waitRTU waits until the first of units answers on line.
+func waitRTU(t testing.TB, line, units string) {
+	t.Helper()
 	u, _ := strconv.Atoi(strings.Split(units, ",")[0])
-	bus := newRTUBus(RTU, ours, Serial{Baud: 115200, Parity: ParityNone}, 200*time.Millisecond)
+	bus := newRTUBus(RTU, line, Serial{Baud: 115200, Parity: ParityNone}, 200*time.Millisecond)
 	defer bus.shutdown()
 	conntest.Eventually(t, 10*time.Second, "pymodbus RTU server answering", func() bool {
 		_, err := (&rtuClient{bus: bus, unit: uint8(u)}).readRegisters(HoldingRegisters, 0, 1)
 		return err == nil
 	})
-	return ours
 }
 
 var pty8N1 = Serial{Baud: 115200, Parity: ParityNone}
@@ -285,4 +304,65 @@ func BenchmarkRTUPtyPolls(b *testing.B) {
 	b.ReportMetric(polls, "polls/s")
 	b.ReportMetric(limit, "limit-polls/s")
 	b.ReportMetric(polls/limit, "ratio")
+}
+
+// TestRTUSerialCRCRelay: a relay between two pty pairs passes the
+// pymodbus server's replies to the connector and corrupts every third
+// one. The corrupted replies are counted (ErrCRC, Malformed) and never
+// delivered; the line recovers for the next request.
+func TestRTUSerialCRCRelay(t *testing.T) {
+	gw, relayIn := ptyPair(t)
+	relayOut, dev := ptyPair(t)
+	startSerialServer(t, dev, "5")
+	in, err := openSerial(relayIn, pty8N1.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := openSerial(relayOut, pty8N1.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { in.Close(); out.Close(); wg.Wait() })
+	var replies atomic.Int64
+	wg.Add(2)
+	go func() { // requests pass as they are
+		defer wg.Done()
+		_, _ = io.Copy(out, in)
+	}()
+	go func() { // every third reply gets a flipped bit
+		defer wg.Done()
+		buf := make([]byte, 256)
+		for {
+			n, err := out.Read(buf)
+			if err != nil {
+				return
+			}
+			if replies.Add(1)%3 == 0 {
+				buf[n-1] ^= 0x01
+			}
+			if _, err := in.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	waitRTU(t, gw, "5")
+	c, err := New(WithLogger(quietLogger()), WithTimeout(300*time.Millisecond), WithRetries(0),
+		WithBackoff(10*time.Millisecond, 50*time.Millisecond, time.Second),
+		WithDevice(Device{Name: "u5", Transport: RTU, Address: gw, Serial: pty8N1, UnitID: 5,
+			Interval: 20 * time.Millisecond, Ranges: []Range{{HoldingRegisters, 2, 2}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := conntest.NewCollector()
+	connect(t, c, col)
+	conntest.Eventually(t, 10*time.Second, "CRC errors counted and frames flowing", func() bool {
+		st := c.Stats().Devices["u5"]
+		return st.Malformed >= 3 && st.Frames >= 5
+	})
+	for _, f := range col.Frames() {
+		if string(f.Payload) != string(be16(5002, 5003)) {
+			t.Fatalf("delivered % x, want % x (a corrupted reply got through)", f.Payload, be16(5002, 5003))
+		}
+	}
 }
