@@ -127,9 +127,10 @@ type Device struct {
 // Stats are the connector's counters; see Connector.Stats.
 type Stats = connstats.Stats
 
-// Connector polls Modbus TCP devices and writes to them. Each device has
-// its own connection and goroutine, so a slow or broken device never
-// delays another.
+// Connector polls Modbus TCP and RTU devices and writes to them. Each
+// device has its own goroutine, and each TCP device its own connection,
+// so a slow or broken TCP device never delays another; RTU devices on one
+// line take turns on it (see the package doc).
 type Connector struct {
 	s     settings
 	stats connstats.Table
