@@ -64,8 +64,12 @@
 // after a network cut) is closed, and after a backoff delay a new session
 // is opened and the subscription and its monitored items are created
 // again. A session without traffic is checked every keepalive period
-// (WithKeepAlive) by reading the server state, so a silent network cut is
-// noticed within twice that period.
+// (WithKeepAlive), so a silent network cut is noticed within twice that
+// period: in Poll mode by reading the server state, in Subscribe mode by
+// asking the server to keep the subscription as it is (ModifySubscription
+// with its own parameters), which also notices a subscription the server
+// dropped, or whose publishing stopped long enough for the server to
+// expire it, while the session lives on.
 //
 // A re-created subscription first sends every item's current value. One
 // that repeats the last value delivered (same value, status and source

@@ -411,6 +411,7 @@ func (r *serverRun) session(ctx context.Context, cl *opcua.Client, states <-chan
 	r.mu.Unlock()
 
 	var notifs chan *opcua.PublishNotificationData
+	var subID uint32
 	var poll <-chan time.Time
 	perRead := 0
 	if r.srv.Mode == Poll {
@@ -430,6 +431,7 @@ func (r *serverRun) session(ctx context.Context, cl *opcua.Client, states <-chan
 		if err != nil {
 			return err
 		}
+		subID = sub.SubscriptionID
 		defer func() {
 			cctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			_ = sub.Cancel(cctx)
@@ -473,8 +475,13 @@ func (r *serverRun) session(ctx context.Context, cl *opcua.Client, states <-chan
 				continue
 			}
 			kctx, cancel := context.WithTimeout(ctx, s.keepAlive)
-			_, err := cl.Read(kctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{
-				NodeID: ua.NewNumericNodeID(0, id.Server_ServerStatus_State), AttributeID: ua.AttributeIDValue}}})
+			var err error
+			if subID != 0 {
+				err = r.checkSubscription(kctx, cl, subID)
+			} else {
+				_, err = cl.Read(kctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{
+					NodeID: ua.NewNumericNodeID(0, id.Server_ServerStatus_State), AttributeID: ua.AttributeIDValue}}})
+			}
 			cancel()
 			if ctx.Err() != nil {
 				return nil
@@ -550,15 +557,35 @@ func (r *serverRun) pollOnce(ctx context.Context, cl *opcua.Client, ids []*ua.No
 	return nil
 }
 
+// subParams are the subscription's parameters: the server sends at
+// least a keepalive every keepalive period, and keeps the subscription
+// for twelve of them without publish requests.
+func (r *serverRun) subParams() *opcua.SubscriptionParameters {
+	keepAlive := uint32(max(3, int(r.c.s.keepAlive/r.srv.Interval)))
+	return &opcua.SubscriptionParameters{Interval: r.srv.Interval, MaxKeepAliveCount: keepAlive, LifetimeCount: 12 * keepAlive,
+		MaxNotificationsPerPublish: opcua.DefaultSubscriptionMaxNotificationsPerPublish}
+}
+
+// checkSubscription asks the server to keep the subscription as it is
+// (a ModifySubscription with its own parameters): it fails when the
+// session or the subscription is gone, which a read alone would not show
+// (a server that dropped the subscription, or the client's publish loop
+// stopped by an error, while the session lives on).
+func (r *serverRun) checkSubscription(ctx context.Context, cl *opcua.Client, id uint32) error {
+	p := r.subParams()
+	return cl.Send(ctx, &ua.ModifySubscriptionRequest{SubscriptionID: id,
+		RequestedPublishingInterval: float64(p.Interval.Milliseconds()), RequestedLifetimeCount: p.LifetimeCount,
+		RequestedMaxKeepAliveCount: p.MaxKeepAliveCount, MaxNotificationsPerPublish: p.MaxNotificationsPerPublish},
+		func(ua.Response) error { return nil })
+}
+
 // subscribe creates the subscription and a monitored item per resolved
 // node (client handle: the node's index), in batches of 1000.
 func (r *serverRun) subscribe(ctx context.Context, cl *opcua.Client, ids []*ua.NodeID, notifs chan *opcua.PublishNotificationData) (*opcua.Subscription, error) {
 	srv := r.srv
 	sctx, cancel := context.WithTimeout(ctx, r.c.s.timeout)
 	defer cancel()
-	keepAlive := uint32(max(3, int(r.c.s.keepAlive/srv.Interval)))
-	sub, err := cl.Subscribe(sctx, &opcua.SubscriptionParameters{Interval: srv.Interval, MaxKeepAliveCount: keepAlive,
-		LifetimeCount: 3 * keepAlive * 4}, notifs)
+	sub, err := cl.Subscribe(sctx, r.subParams(), notifs)
 	if err != nil {
 		return nil, fmt.Errorf("opcua %s: create subscription: %w", srv.Name, err)
 	}

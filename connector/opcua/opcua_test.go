@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopcua/opcua/ua"
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/conntest"
 )
@@ -389,5 +390,36 @@ func TestPeerDeadband(t *testing.T) {
 			t.Errorf("values %d then %d: a change within the deadband was reported", prev, v)
 		}
 		prev = v
+	}
+}
+
+// TestPeerSubscriptionDropped: the subscription disappears from the
+// server while the session lives on (deleted here through the
+// connector's own session, as a server that expired it would). Reads
+// still work, so only the subscription check notices; the subscription
+// is re-created and values flow again.
+func TestPeerSubscriptionDropped(t *testing.T) {
+	p := requirePeer(t)
+	c, err := New(WithLogger(conntest.QuietLogger()), WithKeepAlive(300*time.Millisecond), WithBackoff(20*time.Millisecond, 200*time.Millisecond),
+		WithServer(Server{Name: "plc", Endpoint: p.endpoint(), Interval: 100 * time.Millisecond,
+			Nodes: []Node{{Name: "counter", ID: "ns=1;s=Demo.Counter"}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := conntest.NewCollector()
+	connect(t, c, col)
+	col.WaitFor(t, 15*time.Second, "counter changes", func(fs []gateway.Frame) bool { return countTopic(fs, "counter") >= 3 })
+	cl, _ := c.servers["plc"].current()
+	ids := cl.SubscriptionIDs()
+	if len(ids) != 1 {
+		t.Fatalf("subscriptions %v", ids)
+	}
+	if err := cl.Send(context.Background(), &ua.DeleteSubscriptionsRequest{SubscriptionIDs: ids}, func(ua.Response) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	n := countTopic(col.Frames(), "counter")
+	col.WaitFor(t, 10*time.Second, "counter changes after the subscription was dropped", func(fs []gateway.Frame) bool { return countTopic(fs, "counter") >= n+5 })
+	if st := c.Stats().Servers["plc"]; st.Resubscribes == 0 {
+		t.Errorf("stats %+v: want the subscription re-created", st)
 	}
 }

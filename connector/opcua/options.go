@@ -256,8 +256,10 @@ func WithTimeout(d time.Duration) Option {
 	}
 }
 
-// WithKeepAlive sets how often a session is checked by reading the
-// server's state when nothing else proves it alive. A check that gets no
+// WithKeepAlive sets how often a session is checked when nothing else
+// proves it alive: by reading the server's state (Poll) or by a
+// ModifySubscription that keeps the subscription's parameters
+// (Subscribe; it fails when the server dropped the subscription). A check that gets no
 // answer within the same time ends the session, which is then re-created
 // with its subscriptions: a network cut is noticed within twice this.
 // Default 5s; shorter notices cuts sooner for one small read more per
