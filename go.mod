@@ -7,6 +7,7 @@ require (
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/expr-lang/expr v1.17.8
 	github.com/fsnotify/fsnotify v1.10.1
+	github.com/gopcua/opcua v0.8.0
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/open-policy-agent/opa v1.22.2
 	github.com/pion/dtls/v3 v3.1.15

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
-	mb "github.com/simonvetter/modbus"
 )
 
 // benchPoints is 250 scattered points for one device: 100 holding
@@ -49,7 +48,7 @@ func BenchmarkModbusPollCycle(b *testing.B) {
 				b.Fatal(err)
 			}
 			var runs []*deviceRun
-			var clients []*mb.ModbusClient
+			var clients []client
 			requests := 0
 			for _, d := range c.devices {
 				cl, err := d.open()

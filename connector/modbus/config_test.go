@@ -29,6 +29,24 @@ func TestRegisterStrictYAML(t *testing.T) {
             - {table: hr, address: 0, count: 10}
             - {table: coils, address: 100, count: 8}
 `
+	rtu := ok + `        - name: meter5
+          transport: rtu
+          address: /dev/ttyUSB0
+          serial: {baud: 9600, parity: none, stop_bits: 2}
+          unit_id: 5
+          ranges: [{table: ir, address: 0, count: 2}]
+        - name: meter7
+          transport: rtu
+          address: /dev/ttyUSB0
+          serial: {baud: 9600, parity: none, stop_bits: 2}
+          unit_id: 7
+          ranges: [{table: ir, address: 0, count: 2}]
+        - name: gw
+          transport: rtu-over-tcp
+          address: 127.0.0.1:4001
+          unit_id: 7
+          ranges: [{table: hr, address: 0, count: 2}]
+`
 	tests := []struct{ yaml, wantErr string }{
 		{ok, ""},
 		{strings.Replace(ok, "timeout: 500ms", "timout: 500ms", 1), "connectors[0].modbus.timout: unknown key"},
@@ -42,6 +60,16 @@ func TestRegisterStrictYAML(t *testing.T) {
 		{strings.Replace(ok, "coalesce: false", "reconnect: {reset_after: 5}", 1), "connectors[0].modbus.reconnect.reset_after: unknown key"},
 		{strings.Replace(ok, "coalesce: false", "reconnect: {reset_after_requests: -1}", 1), "connectors[0].modbus.reconnect.reset_after_requests: must not be negative"},
 		{strings.Replace(ok, "coalesce: false", "reconnect: {stable: -1s}", 1), "connectors[0].modbus.reconnect.stable: must be positive"},
+		{rtu, ""},
+		{strings.Replace(rtu, "transport: rtu\n", "transport: rs485\n", 1), `connectors[0].modbus.devices[1].transport: unknown transport "rs485"`},
+		{strings.Replace(rtu, "baud: 9600", "baud: 9601", 1), "connectors[0].modbus.devices[1].serial.baud: baud 9601: not a standard rate"},
+		{strings.Replace(rtu, "parity: none", "parity: mark", 1), `connectors[0].modbus.devices[1].serial.parity: unknown parity "mark"`},
+		{strings.Replace(rtu, "stop_bits: 2", "stop_bits: 3", 1), "connectors[0].modbus.devices[1].serial.stop_bits: want 1 or 2"},
+		{strings.Replace(rtu, "unit_id: 7", "unit_id: 5", 1), "connectors[0].modbus.devices[2].unit_id: unit 5 on /dev/ttyUSB0 is also devices[1]"},
+		{strings.Replace(rtu, "unit_id: 7", "unit_id: 248", 1), "connectors[0].modbus.devices[2].unit_id: RTU unit ids are 1..247"},
+		{strings.Replace(rtu, "{baud: 9600, parity: none, stop_bits: 2}\n          unit_id: 7", "{baud: 19200}\n          unit_id: 7", 1), "connectors[0].modbus.devices[2].serial: line /dev/ttyUSB0 is also devices[1]'s, with another setting"},
+		{strings.Replace(rtu, "transport: rtu-over-tcp", "transport: rtu-over-tcp\n          serial: {baud: 9600}", 1), "connectors[0].modbus.devices[3].serial: only for transport: rtu"},
+		{strings.Replace(rtu, "serial: {baud: 9600, parity: none, stop_bits: 2}", "serial: {bud: 9600}", 1), "connectors[0].modbus.devices[1].serial.bud: unknown key"},
 	}
 	for _, tt := range tests {
 		cfg, err := gateway.ParseConfig([]byte(tt.yaml), "t.yaml")

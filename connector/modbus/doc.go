@@ -1,5 +1,6 @@
-// Package modbus is a Modbus TCP connector: it polls per-device register
-// maps and writes registers and coils on downlink.
+// Package modbus is a Modbus TCP and Modbus RTU connector (serial lines
+// and RTU over TCP): it polls per-device register maps and writes
+// registers and coils on downlink.
 //
 // The happy path:
 //
@@ -81,4 +82,32 @@
 // to the same device gets the same setting). On other systems the
 // connection keeps Go's default; steady polling keeps it verified in any
 // case.
+//
+// # Modbus RTU
+//
+// A device with Transport RTU (transport: rtu in YAML) is a unit on a
+// serial line: Address is the device path, Serial the line setting
+// (default 19200 baud, 8 data bits, even parity, 1 stop bit; raw mode, no
+// flow control, modem lines ignored; termios, Linux only). RTUOverTCP
+// sends the same frames, with their CRC, over a TCP stream to a serial
+// gateway. Devices on the same path (or address) share the line: one
+// request at a time, each unit with its own poll schedule, ranges,
+// coalescing and frames exactly as for TCP devices.
+//
+// Before each request on a serial line the bus keeps the inter-frame
+// silence t3.5 (3.5 character times; 1.75 ms above 19200 baud) after the
+// end of the last frame, and drops any bytes received meanwhile (a late
+// reply). A reply is framed by its length (function code and byte count);
+// it must start within the timeout, and once started may pause at most
+// 3.5 character times or 50 ms, whichever is longer (USB adapters deliver
+// in bursts), or it counts as malformed. A CRC mismatch is ErrCRC (also
+// ErrMalformedResponse), counted in Malformed; a reply from another unit
+// is malformed too.
+//
+// A unit that does not answer times out (ErrTimeout) and is backed off
+// like an unreachable TCP device (WithBackoff); the line stays open and the
+// other units keep being polled, each delayed by at most the timeout while
+// the silent unit's request waits. The line is opened on first use and
+// re-opened after an I/O error (a USB adapter unplugged, the RTU-over-TCP
+// connection lost). Reconnects in Stats count these re-tries too.
 package modbus

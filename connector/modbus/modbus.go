@@ -101,13 +101,22 @@ func mapError(err error) error {
 	return fmt.Errorf("%w (%v)", ours, err)
 }
 
-// Device is one Modbus TCP server the connector polls.
+// Device is one Modbus server (a unit) the connector polls.
 type Device struct {
 	// Name is the device id on frames. Required, unique.
 	Name string
-	// Address is host:port of the Modbus TCP server. Required.
+	// Transport is TCP (the default), RTU or RTUOverTCP.
+	Transport Transport
+	// Address is host:port of the Modbus TCP server or RTU-over-TCP
+	// gateway, or the serial device path for RTU (e.g. /dev/ttyUSB0).
+	// Required. RTU devices with the same path (or RTU-over-TCP devices
+	// with the same address) share one line: one request at a time.
 	Address string
-	// UnitID is the Modbus unit (slave) id. Default 1.
+	// Serial is the line setting of an RTU device; see Serial for the
+	// defaults (19200 baud, even parity, 1 stop bit).
+	Serial Serial
+	// UnitID is the Modbus unit (slave) id. Default 1. Units sharing a
+	// line must differ.
 	UnitID uint8
 	// Interval is the poll period. Default 1s.
 	Interval time.Duration
@@ -118,9 +127,10 @@ type Device struct {
 // Stats are the connector's counters; see Connector.Stats.
 type Stats = connstats.Stats
 
-// Connector polls Modbus TCP devices and writes to them. Each device has
-// its own connection and goroutine, so a slow or broken device never
-// delays another.
+// Connector polls Modbus TCP and RTU devices and writes to them. Each
+// device has its own goroutine, and each TCP device its own connection,
+// so a slow or broken TCP device never delays another; RTU devices on one
+// line take turns on it (see the package doc).
 type Connector struct {
 	s     settings
 	stats connstats.Table
@@ -131,6 +141,7 @@ type Connector struct {
 
 	mu      sync.Mutex
 	devices map[string]*deviceRun
+	buses   []*rtuBus // shared RTU lines
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -147,8 +158,10 @@ type deviceRun struct {
 	topics []string
 	stats  *connstats.Counters
 
+	bus *rtuBus // the shared line of an RTU or RTU-over-TCP device
+
 	mu     sync.Mutex
-	client *mb.ModbusClient // nil while disconnected
+	client client // nil while disconnected
 
 	// Owned by the run goroutine: the reconnect backoff and the requests
 	// the current connection answered.
@@ -174,13 +187,35 @@ func New(opts ...Option) (*Connector, error) {
 		}
 	}
 	c := &Connector{s: s, devices: map[string]*deviceRun{}, lim: lograte.New(logEvery)}
+	buses := map[string]*rtuBus{}
+	units := map[string]string{}
 	for _, d := range s.devices {
 		blocks := Plan(d.Ranges, s.coalesce, s.maxGap)
 		topics := make([]string, len(blocks))
 		for i, b := range blocks {
 			topics[i] = b.Topic()
 		}
-		c.devices[d.Name] = &deviceRun{c: c, dev: d, blocks: blocks, topics: topics, stats: c.stats.Device(d.Name)}
+		run := &deviceRun{c: c, dev: d, blocks: blocks, topics: topics, stats: c.stats.Device(d.Name)}
+		if d.Transport != TCP {
+			key := d.Transport.String() + " " + d.Address
+			bus := buses[key]
+			switch {
+			case bus == nil:
+				bus = newRTUBus(d.Transport, d.Address, d.Serial, s.timeout)
+				buses[key] = bus
+				c.buses = append(c.buses, bus)
+			case d.Transport == RTU && bus.serial != d.Serial.withDefaults():
+				return nil, fmt.Errorf("modbus: device %s: line %s: serial setting %+v differs from another device's %+v",
+					d.Name, d.Address, d.Serial.withDefaults(), bus.serial)
+			}
+			ukey := fmt.Sprintf("%s %d", key, d.UnitID)
+			if other, ok := units[ukey]; ok {
+				return nil, fmt.Errorf("modbus: device %s: unit id %d is also device %s's on %s", d.Name, d.UnitID, other, d.Address)
+			}
+			units[ukey] = d.Name
+			run.bus = bus
+		}
+		c.devices[d.Name] = run
 	}
 	return c, nil
 }
@@ -237,6 +272,9 @@ func (c *Connector) Disconnect(ctx context.Context) error {
 	cancel()
 	if err := waitctx.Wait(ctx, &c.wg); err != nil {
 		return fmt.Errorf("modbus: disconnect: %w", err)
+	}
+	for _, b := range c.buses {
+		b.shutdown()
 	}
 	return nil
 }
@@ -301,7 +339,12 @@ func (d *deviceRun) run(ctx context.Context, up gateway.Uplink) {
 	}
 }
 
-func (d *deviceRun) open() (*mb.ModbusClient, error) {
+func (d *deviceRun) open() (client, error) {
+	if d.bus != nil {
+		// The line is opened by its first request and stays open while
+		// units on it time out; an I/O error closes it.
+		return &rtuClient{bus: d.bus, unit: d.dev.UnitID}, nil
+	}
 	client, err := mb.NewClient(&mb.ClientConfiguration{
 		URL:     "tcp://" + d.dev.Address,
 		Timeout: d.c.s.timeout,
@@ -318,7 +361,7 @@ func (d *deviceRun) open() (*mb.ModbusClient, error) {
 		return nil, fmt.Errorf("modbus %s: unit id: %w", d.dev.Name, err)
 	}
 	d.setKeepAlive()
-	return client, nil
+	return tcpClient{client}, nil
 }
 
 // setKeepAlive gives the connection the gateway's TCP keepalive (30 s
@@ -350,13 +393,13 @@ func (d *deviceRun) setKeepAlive() {
 	}
 }
 
-func (d *deviceRun) setClient(c *mb.ModbusClient) {
+func (d *deviceRun) setClient(c client) {
 	d.mu.Lock()
 	d.client = c
 	d.mu.Unlock()
 }
 
-func (d *deviceRun) currentClient() *mb.ModbusClient {
+func (d *deviceRun) currentClient() client {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.client
@@ -367,7 +410,7 @@ func (d *deviceRun) currentClient() *mb.ModbusClient {
 // block from, if from >= 0. When the connection breaks in a cycle it
 // started, it returns the block to resume at on the next connection;
 // otherwise -1, so a block is retried once.
-func (d *deviceRun) pollLoop(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink, from int, t *time.Ticker) (int, error) {
+func (d *deviceRun) pollLoop(ctx context.Context, client client, up gateway.Uplink, from int, t *time.Ticker) (int, error) {
 	// Closing the client unblocks a request in flight when ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = client.Close() })
 	defer stop()
@@ -417,7 +460,7 @@ func (d *deviceRun) cycleBudget() time.Duration {
 // transport failure ends the cycle with an error so the caller reconnects,
 // and the index of the failed block to resume at (-1 when resumed is set:
 // the cycle resumes an earlier one, which has had its retry).
-func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gateway.Uplink, from int, resumed bool) (int, error) {
+func (d *deviceRun) cycle(ctx context.Context, client client, up gateway.Uplink, from int, resumed bool) (int, error) {
 	cctx, cancel := context.WithTimeout(ctx, d.cycleBudget())
 	defer cancel()
 	for i := from; i < len(d.blocks); i++ {
@@ -487,33 +530,23 @@ func (d *deviceRun) cycle(ctx context.Context, client *mb.ModbusClient, up gatew
 // read performs one request and appends the block's bytes to dst as the
 // Modbus response carries them: registers big-endian, bits packed eight
 // per byte, least significant bit first, spare bits of the last byte 0.
-func (d *deviceRun) read(client *mb.ModbusClient, b Block, dst []byte) ([]byte, error) {
+func (d *deviceRun) read(client client, b Block, dst []byte) ([]byte, error) {
 	start := time.Now()
 	var err error
+	var raw []byte
 	switch b.Table {
 	case HoldingRegisters, InputRegisters:
-		rt := mb.HOLDING_REGISTER
-		if b.Table == InputRegisters {
-			rt = mb.INPUT_REGISTER
-		}
-		var raw []byte
-		raw, err = client.ReadRawBytes(b.Start, 2*b.Count, rt)
+		raw, err = client.readRegisters(b.Table, b.Start, b.Count)
 		if err == nil && len(raw) != 2*int(b.Count) {
 			err = fmt.Errorf("%w: %d bytes for %d registers", ErrMalformedResponse, len(raw), b.Count)
 		}
-		dst = append(dst, raw...)
 	default:
-		var bits []bool
-		if b.Table == Coils {
-			bits, err = client.ReadCoils(b.Start, b.Count)
-		} else {
-			bits, err = client.ReadDiscreteInputs(b.Start, b.Count)
+		raw, err = client.readBits(b.Table, b.Start, b.Count)
+		if err == nil && len(raw) != (int(b.Count)+7)/8 {
+			err = fmt.Errorf("%w: %d bytes for %d bits", ErrMalformedResponse, len(raw), b.Count)
 		}
-		if err == nil && len(bits) != int(b.Count) {
-			err = fmt.Errorf("%w: %d bits for %d requested", ErrMalformedResponse, len(bits), b.Count)
-		}
-		dst = appendPacked(dst, bits)
 	}
+	dst = append(dst, raw...)
 	lat := time.Since(start)
 	d.stats.Latency(lat)
 	d.c.stats.Total.Latency(lat)
@@ -572,11 +605,11 @@ func (c *Connector) Write(ctx context.Context, f *gateway.Frame) error {
 	start := time.Now()
 	switch {
 	case w.Table == HoldingRegisters && len(w.Registers) == 1:
-		err = client.WriteRegister(w.Address, w.Registers[0])
+		err = client.writeRegister(w.Address, w.Registers[0])
 	case w.Table == HoldingRegisters:
-		err = client.WriteRegisters(w.Address, w.Registers)
+		err = client.writeRegisters(w.Address, w.Registers)
 	default:
-		err = client.WriteCoils(w.Address, w.Coils)
+		err = client.writeCoils(w.Address, w.Coils)
 	}
 	d.stats.Latency(time.Since(start))
 	if err != nil {
@@ -650,3 +683,47 @@ func appendPacked(dst []byte, bits []bool) []byte {
 	}
 	return dst
 }
+
+// client is one device's connection: a Modbus TCP client, or a unit on a
+// shared RTU line. Reads return the bytes as the response carries them.
+type client interface {
+	readRegisters(t Table, start, count uint16) ([]byte, error)
+	readBits(t Table, start, count uint16) ([]byte, error)
+	writeRegister(addr, v uint16) error
+	writeRegisters(addr uint16, vs []uint16) error
+	writeCoils(addr uint16, bits []bool) error
+	Close() error
+}
+
+// tcpClient is a Modbus TCP connection.
+type tcpClient struct{ c *mb.ModbusClient }
+
+func (t tcpClient) Close() error { return t.c.Close() }
+
+func (t tcpClient) readRegisters(tb Table, start, count uint16) ([]byte, error) {
+	rt := mb.HOLDING_REGISTER
+	if tb == InputRegisters {
+		rt = mb.INPUT_REGISTER
+	}
+	return t.c.ReadRawBytes(start, 2*count, rt)
+}
+
+func (t tcpClient) readBits(tb Table, start, count uint16) ([]byte, error) {
+	var bits []bool
+	var err error
+	if tb == Coils {
+		bits, err = t.c.ReadCoils(start, count)
+	} else {
+		bits, err = t.c.ReadDiscreteInputs(start, count)
+	}
+	if err == nil && len(bits) != int(count) {
+		return nil, fmt.Errorf("%w: %d bits for %d requested", ErrMalformedResponse, len(bits), count)
+	}
+	return appendPacked(nil, bits), err
+}
+
+func (t tcpClient) writeRegister(addr, v uint16) error { return t.c.WriteRegister(addr, v) }
+func (t tcpClient) writeRegisters(addr uint16, vs []uint16) error {
+	return t.c.WriteRegisters(addr, vs)
+}
+func (t tcpClient) writeCoils(addr uint16, bits []bool) error { return t.c.WriteCoils(addr, bits) }

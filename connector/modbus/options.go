@@ -45,7 +45,10 @@ func defaultSettings() settings {
 func discardLogger() *log.Logger { return log.New(io.Discard, "", 0) }
 
 // WithDevice adds a device to poll. Name and Address are required and
-// names must be unique; UnitID defaults to 1 and Interval to 1s.
+// names must be unique; UnitID defaults to 1 and Interval to 1s. An RTU
+// device's unit id is 1..247 (0 is the broadcast address, which never
+// answers), and units sharing a line must have distinct ids and, on a
+// serial line, the same Serial setting (checked by New).
 func WithDevice(d Device) Option {
 	return func(s *settings) error {
 		if d.Name == "" {
@@ -61,6 +64,9 @@ func WithDevice(d Device) Option {
 		}
 		if d.UnitID == 0 {
 			d.UnitID = 1
+		}
+		if err := d.checkTransport(); err != nil {
+			return fmt.Errorf("device %s: %w", d.Name, err)
 		}
 		if d.Interval <= 0 {
 			d.Interval = time.Second
@@ -79,7 +85,37 @@ func WithDevice(d Device) Option {
 	}
 }
 
-// WithTimeout sets the per-request timeout. Default 1s.
+func (d Device) checkTransport() error {
+	switch d.Transport {
+	case TCP:
+		return nil
+	case RTU, RTUOverTCP:
+	default:
+		return fmt.Errorf("unknown transport %d", d.Transport)
+	}
+	if d.UnitID > 247 {
+		return fmt.Errorf("unit id %d: RTU unit ids are 1..247", d.UnitID)
+	}
+	if d.Transport == RTUOverTCP {
+		return nil
+	}
+	s := d.Serial.withDefaults()
+	if err := checkBaud(s.Baud); err != nil {
+		return err
+	}
+	if s.StopBits != 1 && s.StopBits != 2 {
+		return fmt.Errorf("stop bits %d: want 1 or 2", s.StopBits)
+	}
+	if s.Parity > ParityOdd {
+		return fmt.Errorf("unknown parity %d", s.Parity)
+	}
+	return nil
+}
+
+// WithTimeout sets the per-request timeout. Default 1s. On an RTU line a
+// unit that does not answer holds the line for the timeout (times the
+// retries plus one) per request, delaying the other units on it; it is
+// then backed off like an unreachable TCP device (WithBackoff).
 func WithTimeout(d time.Duration) Option {
 	return func(s *settings) error {
 		if d <= 0 {
@@ -198,6 +234,13 @@ func WithLogger(l *slog.Logger) Option {
 //	      ranges:
 //	        - {table: hr, address: 0, count: 10}
 //	        - {table: coil, address: 100, count: 8}
+//	    - name: meter7               # Modbus RTU on a serial line
+//	      transport: rtu             # tcp (default), rtu, rtu-over-tcp
+//	      address: /dev/ttyUSB0      # rtu: the device path; otherwise host:port
+//	      serial: {baud: 19200, parity: even, stop_bits: 1}   # the defaults
+//	      unit_id: 7
+//	      ranges:
+//	        - {table: ir, address: 0, count: 4}
 type Config struct {
 	Timeout    time.Duration    `yaml:"timeout"`
 	Retries    *int             `yaml:"retries"`
@@ -218,11 +261,22 @@ type ReconnectConfig struct {
 
 // DeviceConfig is one entry of devices:.
 type DeviceConfig struct {
-	Name     string        `yaml:"name"`
-	Address  string        `yaml:"address"`
-	UnitID   uint8         `yaml:"unit_id"`
-	Interval time.Duration `yaml:"interval"`
-	Ranges   []RangeConfig `yaml:"ranges"`
+	Name      string        `yaml:"name"`
+	Transport string        `yaml:"transport"`
+	Address   string        `yaml:"address"`
+	Serial    *SerialConfig `yaml:"serial"`
+	UnitID    uint8         `yaml:"unit_id"`
+	Interval  time.Duration `yaml:"interval"`
+	Ranges    []RangeConfig `yaml:"ranges"`
+}
+
+// SerialConfig is the serial: block of an RTU device: baud (default
+// 19200), parity (even, none or odd; default even) and stop_bits (1 or 2;
+// default 1). Devices on one path must agree.
+type SerialConfig struct {
+	Baud     int    `yaml:"baud"`
+	Parity   string `yaml:"parity"`
+	StopBits int    `yaml:"stop_bits"`
 }
 
 // RangeConfig is one entry of ranges:.
@@ -304,6 +358,12 @@ func (cfg Config) options(spec gateway.Section) ([]Option, error) {
 		return nil, spec.Errorf("devices", "at least one device is required")
 	}
 	seen := map[string]bool{}
+	type lineUse struct {
+		first  int
+		serial Serial
+		units  map[uint8]int
+	}
+	lines := map[string]*lineUse{}
 	for i, d := range cfg.Devices {
 		switch {
 		case d.Name == "":
@@ -311,12 +371,55 @@ func (cfg Config) options(spec gateway.Section) ([]Option, error) {
 		case seen[d.Name]:
 			return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "name"}, "duplicate device %q", d.Name)
 		case d.Address == "":
-			return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "address"}, "required (host:port)")
+			return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "address"}, "required (host:port, or the serial device path for rtu)")
 		case d.Interval < 0:
 			return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "interval"}, "must be positive")
 		}
 		seen[d.Name] = true
 		dev := Device{Name: d.Name, Address: d.Address, UnitID: d.UnitID, Interval: d.Interval}
+		tr, err := ParseTransport(d.Transport)
+		if err != nil {
+			return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "transport"}, "%v", err)
+		}
+		dev.Transport = tr
+		if d.Serial != nil {
+			if tr != RTU {
+				return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "serial"}, "only for transport: rtu")
+			}
+			p, err := ParseParity(d.Serial.Parity)
+			if err != nil {
+				return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "serial", "parity"}, "%v", err)
+			}
+			dev.Serial = Serial{Baud: d.Serial.Baud, Parity: p, StopBits: d.Serial.StopBits}
+			if d.Serial.Baud != 0 {
+				if err := checkBaud(d.Serial.Baud); err != nil {
+					return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "serial", "baud"}, "%v", err)
+				}
+			}
+			if n := d.Serial.StopBits; n != 0 && n != 1 && n != 2 {
+				return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "serial", "stop_bits"}, "want 1 or 2")
+			}
+		}
+		if tr != TCP {
+			if d.UnitID > 247 {
+				return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "unit_id"}, "RTU unit ids are 1..247")
+			}
+			key := tr.String() + " " + d.Address
+			unit := max(d.UnitID, 1)
+			if l, ok := lines[key]; ok {
+				if tr == RTU && l.serial != dev.Serial.withDefaults() {
+					return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "serial"},
+						"line %s is also devices[%d]'s, with another setting: devices on one line must agree", d.Address, l.first)
+				}
+				if j, dup := l.units[unit]; dup {
+					return nil, confpath.Errorf(spec, confpath.Path{"devices", i, "unit_id"},
+						"unit %d on %s is also devices[%d]", unit, d.Address, j)
+				}
+			} else {
+				lines[key] = &lineUse{first: i, serial: dev.Serial.withDefaults(), units: map[uint8]int{}}
+			}
+			lines[key].units[unit] = i
+		}
 		for j, r := range d.Ranges {
 			t, err := ParseTable(r.Table)
 			if err != nil {

@@ -167,6 +167,11 @@ func registry(dl *mqtt.Downlink, log *slog.Logger) (*gateway.Registry, func() []
 		})); err != nil {
 		panic(err) // the kinds above are distinct; a clash is a programming error
 	}
+	for _, add := range extraKinds {
+		if err := add(reg); err != nil {
+			panic(err) // likewise
+		}
+	}
 	return reg, func() []*localbroker.Broker {
 		mu.Lock()
 		defer mu.Unlock()
