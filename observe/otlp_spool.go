@@ -3,17 +3,12 @@ package observe
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/iotgw/gateway"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // Signals the spool knows by name. A record's gateway.Record.Sink is its
@@ -207,43 +202,4 @@ func (s *Spool) drain() time.Duration {
 		}
 	}
 	return s.retry
-}
-
-// tracesSender sends a spooled ExportTraceServiceRequest with client.
-func tracesSender(client otlptrace.Client) func(context.Context, []byte) error {
-	return func(ctx context.Context, body []byte) error {
-		var req coltracepb.ExportTraceServiceRequest
-		if err := proto.Unmarshal(body, &req); err != nil {
-			return nil // unreadable: nothing a retry can fix; counted as sent
-		}
-		return client.UploadTraces(ctx, req.ResourceSpans)
-	}
-}
-
-// spoolingClient uploads through inner and hands what fails (and, while
-// the spool holds older requests, everything, to keep the order) to the
-// spool.
-type spoolingClient struct {
-	inner otlptrace.Client
-	spool *Spool
-}
-
-func (c *spoolingClient) Start(ctx context.Context) error { return c.inner.Start(ctx) }
-func (c *spoolingClient) Stop(ctx context.Context) error  { return c.inner.Stop(ctx) }
-
-func (c *spoolingClient) UploadTraces(ctx context.Context, rs []*tracepb.ResourceSpans) error {
-	if !c.spool.Pending() && (c.spool.yield == nil || !c.spool.yield()) {
-		err := c.inner.UploadTraces(ctx, rs)
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-			return err
-		}
-	}
-	body, err := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: rs})
-	if err != nil {
-		return err
-	}
-	return c.spool.Put(context.Background(), SignalTraces, body)
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/iotgw/gateway"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -23,7 +22,7 @@ import (
 // TracerProvider that samples what the gateway decided (head and tail, see
 // gateway.WithTraceSampling) and gives the gateway's spans the ids the
 // messages carry, a bounded queue whose overflow is counted, and an
-// OTLP/HTTP exporter (protobuf; no gRPC is linked) whose failed requests
+// OTLP/HTTP exporter (protobuf, over net/http: no gRPC is linked) whose failed requests
 // wait in a spool (a gateway.Store) while the uplink is down and are
 // delivered after it recovers, at a lower priority than data.
 //
@@ -189,14 +188,12 @@ func NewTracing(ctx context.Context, opts ...TraceOption) (*Tracing, error) {
 	t := &Tracing{s: s}
 	exp := s.exporter
 	if s.endpoint != "" {
-		inner := otlptracehttp.NewClient(otlpHTTPOptions(s.endpoint, s.timeout)...)
-		var client otlptrace.Client = inner
+		url := tracesURL(s.endpoint)
 		if s.spoolStore != nil {
 			t.spool = NewSpool(s.spoolStore, s.spoolYield, s.spoolRetry)
-			t.spool.Handle(SignalTraces, tracesSender(inner))
-			client = &spoolingClient{inner: inner, spool: t.spool}
+			t.spool.Handle(SignalTraces, OTLPHTTPSender(url, s.timeout))
 		}
-		e, err := otlptrace.New(ctx, client)
+		e, err := otlptrace.New(ctx, newOTLPHTTPClient(url, s.timeout, t.spool))
 		if err != nil {
 			return nil, fmt.Errorf("observe: tracing: exporter: %w", err)
 		}
@@ -220,18 +217,13 @@ func NewTracing(ctx context.Context, opts ...TraceOption) (*Tracing, error) {
 	return t, nil
 }
 
-func otlpHTTPOptions(endpoint string, timeout time.Duration) []otlptracehttp.Option {
+// tracesURL is endpoint with "/v1/traces" unless it ends so already.
+func tracesURL(endpoint string) string {
 	url := strings.TrimSuffix(endpoint, "/")
 	if !strings.HasSuffix(url, "/v1/traces") {
 		url += "/v1/traces"
 	}
-	return []otlptracehttp.Option{
-		otlptracehttp.WithEndpointURL(url),
-		otlptracehttp.WithTimeout(timeout),
-		// The spool retries across outages; the client's own retries
-		// would only hold the export queue while the link is down.
-		otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}),
-	}
+	return url
 }
 
 // TracerProvider returns the SDK provider (for a host's own spans too).
