@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 )
@@ -249,8 +250,13 @@ func (g *Gateway) replayFrame(ctx context.Context, r Record) {
 	}
 	f.storeSeq = r.Seq
 	f.bind = g.bindingFor(f.Connector)
-	if !f.tr.started {
+	switch {
+	case !f.tr.started:
 		g.startTrace(f) // a version 1 record: the trace starts now
+	case g.tracer != nil && f.tr.parent.IsValid() && f.gw.SpanID == f.tr.parent:
+		// Stored by a gateway that did not trace (it passed the device's
+		// context on): the receive span needs an id of its own.
+		putUint64(f.gw.SpanID[:], rand.Uint64()|1)
 	}
 	f.tr.replayed = true
 	if g.traceOn() {

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -247,3 +250,61 @@ func TestTraceEdgeReplayContinuesTrace(t *testing.T) {
 }
 
 func noopTracer() trace.Tracer { return sdktrace.NewTracerProvider().Tracer("t") }
+
+// Every log line the gateway writes about a message carries its trace_id,
+// span_id, device and connector.
+func TestTraceLogLinesCarryContext(t *testing.T) {
+	var buf syncLog
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	sink := &traceSink{}
+	sink.failN.Store(1)
+	g, err := New(WithLogger(log), WithCodec("f64", f64Codec), WithSink("up", sink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, g)
+	f := frame("dev-log", "env", 1)
+	f.Trace, _ = ParseTraceParent(testTraceParent)
+	if err := g.Inject(context.Background(), f); err != nil {
+		t.Fatal(err)
+	}
+	bad := AcquireFrame() // the codec rejects it: dropped, logged
+	bad.Device, bad.Topic = "dev-log", "env"
+	bad.Payload = append(bad.Payload, 1, 2, 3)
+	bad.Trace, _ = ParseTraceParent(testTraceParent)
+	if err := g.Inject(context.Background(), bad); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "publish", 5*time.Second, func() bool { return len(sink.contexts()) == 1 })
+	waitFor(t, "log lines", 5*time.Second, func() bool { return len(buf.about("dev-log")) >= 2 })
+	for _, l := range buf.about("dev-log") {
+		if l["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" || l["span_id"] == nil || l["connector"] == nil {
+			t.Errorf("log line without the message's context: %v", l)
+		}
+	}
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (s *syncLog) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	s.b = append(s.b, p...)
+	s.mu.Unlock()
+	return len(p), nil
+}
+
+func (s *syncLog) about(device string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(s.b, []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(l, &m) == nil && m["device"] == device {
+			out = append(out, m)
+		}
+	}
+	return out
+}
