@@ -249,9 +249,6 @@ func (g *Gateway) deliver(ctx context.Context, f *Frame) error {
 			f.tr.store[1] = nowNS()
 		}
 	}
-	if on {
-		f.tr.accepted = nowNS()
-	}
 	sh := g.shardFor(f.Device)
 	if tryEnqueue(sh.frames, f, g.s.overflow, func(old *Frame) {
 		sh.framesDrop.Add(1)

@@ -41,8 +41,8 @@ import (
 //
 // The gateway notes when each step started and ended in plain fields of
 // the message and emits the spans of a kept message at that moment, with
-// those timestamps: "receive" (from the read to the ingress queue; its
-// span id is Message.Trace.SpanID), its children "store" (edge mode: the
+// those timestamps: "receive" (from the read until the decode plane takes
+// the message off the ingress queue; its span id is Message.Trace.SpanID), its children "store" (edge mode: the
 // write-ahead commit), "decode" and "route" (both cover the batch the
 // message was processed in; route carries the decision and the number of
 // sinks), and one "publish" per sink, from the first attempt to the
@@ -130,7 +130,7 @@ type msgTrace struct {
 	replayed bool
 	received int64        // Unix ns: the frame was read
 	parent   trace.SpanID // the device's span; zero when the trace started here
-	accepted int64        // Unix ns: in the ingress queue
+	accepted int64        // Unix ns: a replayed frame was read from the store (0: see decode[0])
 	store    [2]int64     // edge mode: write-ahead commit
 	decode   [2]int64
 	route    [2]int64
@@ -320,6 +320,9 @@ func (g *Gateway) emitSpans(m *Message, sink string, start, end int64, attempts 
 		}
 		recvStart := m.tr.received
 		recvEnd := m.tr.accepted
+		if recvEnd == 0 {
+			recvEnd = m.tr.decode[0]
+		}
 		if recvEnd < recvStart {
 			recvEnd = recvStart
 		}
