@@ -87,14 +87,17 @@ func collectorBinary() (string, error) {
 // skips (fails in CI).
 func startCollector(t *testing.T) *collector {
 	t.Helper()
-	colOnce.Do(func() { col, colErr = launchCollector() })
+	colOnce.Do(func() { col, colErr = launchCollector(nil, "127.0.0.1") })
 	if colErr != nil {
 		testenv.Skip(t, "OpenTelemetry Collector not available: "+colErr.Error())
 	}
 	return col
 }
 
-func launchCollector() (*collector, error) {
+// launchCollector starts a collector listening on host, its command
+// prefixed by wrap (for example "ip netns exec NS"): on a free port of
+// the loopback, or on 4318 of a namespace's host.
+func launchCollector(wrap []string, host string) (*collector, error) {
 	bin, err := collectorBinary()
 	if err != nil {
 		return nil, err
@@ -103,12 +106,15 @@ func launchCollector() (*collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	addr := net.JoinHostPort(host, "4318")
+	if wrap == nil {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, err
+		}
+		addr = ln.Addr().String()
+		ln.Close()
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	c := &collector{url: "http://" + addr, file: filepath.Join(dir, "traces.jsonl"), done: make(chan struct{})}
 	cfg := fmt.Sprintf(`receivers:
   otlp:
@@ -134,9 +140,10 @@ service:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	var out bytes.Buffer
-	c.cmd = exec.Command(bin, "--config=file:"+cfgPath)
-	c.cmd.Stdout, c.cmd.Stderr = &out, &out
+	out := &syncBuf{}
+	args := append(append([]string(nil), wrap...), bin, "--config=file:"+cfgPath)
+	c.cmd = exec.Command(args[0], args[1:]...)
+	c.cmd.Stdout, c.cmd.Stderr = out, out
 	if err := c.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -239,3 +246,28 @@ func (c *collector) waitSpans(t *testing.T, traceID string, names ...string) []c
 }
 
 var _ = context.Background
+
+// allTraceIDs returns the trace id of every span the collector wrote.
+func (c *collector) allTraceIDs() ([]string, error) {
+	b, err := os.ReadFile(c.file)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []string
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		for {
+			i := bytes.Index(l, []byte(`"traceId":"`))
+			if i < 0 {
+				break
+			}
+			l = l[i+11:]
+			if len(l) >= 32 {
+				out = append(out, string(l[:32]))
+			}
+		}
+	}
+	return out, nil
+}

@@ -285,7 +285,10 @@ func TestTracingSpoolThroughOutage(t *testing.T) {
 		t.Fatalf("spool sent %d requests while data was waiting", got-before)
 	}
 	dataWaiting.Store(false)
-	waitFor(t, "delivery after recovery", 10*time.Second, func() bool { return srv.traces() == n })
+	waitFor(t, "delivery after recovery", 10*time.Second, func() bool {
+		s := tr.Stats().Spool
+		return srv.traces() == n && s.Sent == s.Put
+	})
 	for _, tc := range sink.contexts() {
 		if names := srv.names(tc.TraceID.String()); len(names) != 4 {
 			t.Fatalf("trace %s: spans %v", tc.TraceID, names)
