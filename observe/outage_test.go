@@ -24,7 +24,7 @@ import (
 // uplink down. The default run cuts briefly; the acceptance run cuts for
 // ten minutes (see BENCHMARKS.md):
 //
-//	go test -run TestOutageKeptSpansSurviveUplinkCut -observe.outage=10m -timeout 20m ./observe
+//	go test -run TestOutageKeptSpansSurviveUplinkCut -timeout 20m ./observe -args -observe.outage=10m
 var outageCut = flag.Duration("observe.outage", 3*time.Second, "uplink cut of TestOutageKeptSpansSurviveUplinkCut")
 
 func ip(t *testing.T, args ...string) {
