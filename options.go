@@ -134,6 +134,7 @@ type settings struct {
 	connectorCodecs map[string]string
 	deadLetter      DeadLetterConfig
 	tracer          trace.Tracer
+	recorder        SpanRecorder
 	sampling        TraceSampling
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,12 +85,92 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 			return errors.New("tracer provider is nil")
 		}
 		if _, ok := tp.(noop.TracerProvider); ok {
-			s.tracer = nil
+			s.tracer, s.recorder = nil, nil
 			return nil
 		}
 		s.tracer = tp.Tracer(tracerName)
+		s.recorder, _ = tp.(SpanRecorder)
 		return nil
 	}
+}
+
+// SpanRecorder is implemented by a TracerProvider that takes the spans of
+// a finished message in one call (package observe's does: it encodes them
+// straight to OTLP). The gateway then records a kept message's spans
+// through it instead of starting and ending each through the Tracer, which
+// costs the OpenTelemetry API's per-span objects (about ten allocations a
+// span). The spans are the same.
+type SpanRecorder interface {
+	// RecordMessageSpans takes the spans s describes. s is reused after it
+	// returns: copy what is kept. It must not block.
+	RecordMessageSpans(s *MessageSpans)
+}
+
+// MessageSpans describes the spans of one message to a SpanRecorder.
+// Times are Unix nanoseconds; a zero start means the span is absent.
+type MessageSpans struct {
+	TraceID trace.TraceID
+	// SpanID is the receive span's id (Message.Trace.SpanID); Parent the
+	// device's span, zero when the trace started at the gateway.
+	SpanID, Parent trace.SpanID
+	State          string
+	// Steps reports that receive, store, decode and route are included
+	// (once per message; later calls carry another sink's publish only).
+	Steps                    bool
+	Connector, Device, Topic string
+	MessageID                MessageID
+	Tail, Replayed           bool
+	ReceiveStart, ReceiveEnd int64
+	StoreStart, StoreEnd     int64
+	DecodeStart, DecodeEnd   int64
+	RouteStart, RouteEnd     int64
+	RouteDecision            string
+	RouteSinks               int
+	Sink                     string // "" : no publish span
+	PublishStart, PublishEnd int64
+	Attempts                 int
+	Outcome                  string
+	Err                      error
+}
+
+var spansPool = sync.Pool{New: func() any { return new(MessageSpans) }}
+
+// recordSpans is emitSpans through a SpanRecorder.
+func (g *Gateway) recordSpans(m *Message, sink string, start, end int64, attempts int, o uint32, tail bool, err error) {
+	s := spansPool.Get().(*MessageSpans)
+	*s = MessageSpans{
+		TraceID: m.Trace.TraceID, SpanID: m.Trace.SpanID, Parent: m.tr.parent, State: m.Trace.State,
+		Connector: m.Connector, Device: m.Device, Topic: m.Topic, MessageID: m.ID,
+		Tail: tail, Replayed: m.tr.replayed,
+		Sink: sink, PublishStart: start, PublishEnd: end, Attempts: attempts, Outcome: outcomeAttr(o), Err: err,
+	}
+	if atomic.CompareAndSwapInt32(&m.tr.emitted, 0, 1) {
+		s.Steps = true
+		s.ReceiveStart, s.ReceiveEnd = m.tr.received, m.tr.accepted
+		if s.ReceiveEnd == 0 {
+			s.ReceiveEnd = m.tr.decode[0]
+		}
+		if s.ReceiveEnd < s.ReceiveStart {
+			s.ReceiveEnd = s.ReceiveStart
+		}
+		s.StoreStart, s.StoreEnd = m.tr.store[0], m.tr.store[1]
+		s.DecodeStart, s.DecodeEnd = m.tr.decode[0], m.tr.decode[1]
+		s.RouteStart, s.RouteEnd = m.tr.route[0], m.tr.route[1]
+		s.RouteDecision, s.RouteSinks = routeDecision(m, o), int(m.tr.routed)
+	}
+	g.recorder.RecordMessageSpans(s)
+	*s = MessageSpans{}
+	spansPool.Put(s)
+}
+
+func routeDecision(m *Message, o uint32) string {
+	switch {
+	case o&outcomeDeadLetter != 0:
+		return "dead_letter"
+	case m.tr.routed == 0:
+		return "unrouted"
+	}
+	return "routed"
 }
 
 // WithTraceSampling sets the head ratio and the tail rules (see the
@@ -300,6 +381,10 @@ func ts(ns int64) trace.SpanStartEventOption { return trace.WithTimestamp(time.U
 // emitSpans emits m's spans: receive, store, decode and route once per
 // message, and one publish span for sink when sink is not "".
 func (g *Gateway) emitSpans(m *Message, sink string, start, end int64, attempts int, o uint32, tail bool, err error) {
+	if g.recorder != nil {
+		g.recordSpans(m, sink, start, end, attempts, o, tail, err)
+		return
+	}
 	tr := g.tracer
 	self := trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: m.Trace.TraceID, SpanID: m.Trace.SpanID,
@@ -351,13 +436,7 @@ func (g *Gateway) emitSpans(m *Message, sink string, start, end int64, attempts 
 			s.End(trace.WithTimestamp(time.Unix(0, m.tr.decode[1])))
 		}
 		if m.tr.route[0] != 0 {
-			decision := "routed"
-			switch {
-			case o&outcomeDeadLetter != 0:
-				decision = "dead_letter"
-			case m.tr.routed == 0:
-				decision = "unrouted"
-			}
+			decision := routeDecision(m, o)
 			_, s := tr.Start(child, "route", ts(m.tr.route[0]), trace.WithAttributes(
 				attribute.String("gateway.route.decision", decision),
 				attribute.Int("gateway.route.sinks", int(m.tr.routed)),

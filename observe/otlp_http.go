@@ -50,6 +50,11 @@ func (c *otlpHTTPClient) UploadTraces(ctx context.Context, rs []*tracepb.Resourc
 	if err != nil {
 		return err
 	}
+	return c.uploadBody(ctx, body)
+}
+
+// uploadBody sends an encoded ExportTraceServiceRequest (see UploadTraces).
+func (c *otlpHTTPClient) uploadBody(ctx context.Context, body []byte) error {
 	if c.spool == nil {
 		return postOTLP(ctx, c.client, c.url, body)
 	}

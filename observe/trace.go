@@ -33,6 +33,8 @@ import (
 //	defer tr.Shutdown(ctx)
 type Tracing struct {
 	tp    *sdktrace.TracerProvider
+	prov  trace.TracerProvider // tp, with the gateway's fast path when exporting over OTLP
+	enc   *spanEncoder         // nil without WithOTLPEndpoint
 	proc  *boundedProcessor
 	spool *Spool
 	s     traceSettings
@@ -193,11 +195,13 @@ func NewTracing(ctx context.Context, opts ...TraceOption) (*Tracing, error) {
 			t.spool = NewSpool(s.spoolStore, s.spoolYield, s.spoolRetry)
 			t.spool.Handle(SignalTraces, OTLPHTTPSender(url, s.timeout))
 		}
-		e, err := otlptrace.New(ctx, newOTLPHTTPClient(url, s.timeout, t.spool))
+		client := newOTLPHTTPClient(url, s.timeout, t.spool)
+		e, err := otlptrace.New(ctx, client)
 		if err != nil {
 			return nil, fmt.Errorf("observe: tracing: exporter: %w", err)
 		}
 		exp = e
+		t.enc = newSpanEncoder(client.uploadBody, s.service, s.queue, s.batch, s.interval, s.timeout)
 	}
 	res, err := resource.New(ctx, resource.WithAttributes(
 		append([]attribute.KeyValue{attribute.String("service.name", s.service)}, s.resourceKVs...)...))
@@ -211,6 +215,10 @@ func NewTracing(ctx context.Context, opts ...TraceOption) (*Tracing, error) {
 		sdktrace.WithResource(res),
 		sdktrace.WithSpanProcessor(t.proc),
 	)
+	t.prov = t.tp
+	if t.enc != nil {
+		t.prov = &provider{TracerProvider: t.tp, enc: t.enc}
+	}
 	if t.spool != nil {
 		t.spool.Start()
 	}
@@ -226,13 +234,16 @@ func tracesURL(endpoint string) string {
 	return url
 }
 
-// TracerProvider returns the SDK provider (for a host's own spans too).
-func (t *Tracing) TracerProvider() trace.TracerProvider { return t.tp }
+// TracerProvider returns the provider (for a host's own spans too). With
+// WithOTLPEndpoint it is also a gateway.SpanRecorder: the gateway's spans
+// are encoded straight to OTLP protobuf, without the SDK's per-span
+// objects (the SDK's cost per span is about ten allocations).
+func (t *Tracing) TracerProvider() trace.TracerProvider { return t.prov }
 
 // Options returns the gateway options that trace with t:
 // gateway.WithTracerProvider and gateway.WithTraceSampling.
 func (t *Tracing) Options() []gateway.Option {
-	return []gateway.Option{gateway.WithTracerProvider(t.tp), gateway.WithTraceSampling(t.s.sampling)}
+	return []gateway.Option{gateway.WithTracerProvider(t.prov), gateway.WithTraceSampling(t.s.sampling)}
 }
 
 // Spool returns the outage spool, nil without WithSpool. The metrics side
@@ -253,6 +264,14 @@ type TraceExportStats struct {
 // Stats returns the export counters.
 func (t *Tracing) Stats() TraceExportStats {
 	st := t.proc.stats()
+	if e := t.enc; e != nil {
+		e.mu.Lock()
+		st.Queued += e.n
+		e.mu.Unlock()
+		st.Exported += e.exported.Load()
+		st.Dropped += e.dropped.Load()
+		st.Failed += e.failed.Load()
+	}
 	if t.spool != nil {
 		st.Spool = t.spool.Stats()
 	}
@@ -260,11 +279,21 @@ func (t *Tracing) Stats() TraceExportStats {
 }
 
 // ForceFlush exports every queued span now.
-func (t *Tracing) ForceFlush(ctx context.Context) error { return t.tp.ForceFlush(ctx) }
+func (t *Tracing) ForceFlush(ctx context.Context) error {
+	if t.enc != nil {
+		if err := t.enc.forceFlush(ctx); err != nil {
+			return err
+		}
+	}
+	return t.tp.ForceFlush(ctx)
+}
 
 // Shutdown flushes the queue, stops the exporter and the spool (what it
 // holds stays in its store for the next start).
 func (t *Tracing) Shutdown(ctx context.Context) error {
+	if t.enc != nil {
+		_ = t.enc.shutdown(ctx)
+	}
 	err := t.tp.Shutdown(ctx)
 	if t.spool != nil {
 		t.spool.Stop()

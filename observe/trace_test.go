@@ -225,21 +225,25 @@ func TestTracingQueueOverflowCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
-	t.Cleanup(func() { close(block) })
+	unblock := sync.OnceFunc(func() { close(block) })
+	t.Cleanup(unblock)
 	g, sink := runGateway(t, tr)
 	for i := 0; i < 10; i++ {
 		inject(t, g, "")
 	}
 	waitFor(t, "publish", 5*time.Second, func() bool { return len(sink.contexts()) == 10 })
-	// 10 messages make 40 spans: 4 are in the first (blocked) export, at
-	// most 8 wait, the rest are dropped and counted.
-	waitFor(t, "drops counted", 5*time.Second, func() bool {
-		st := tr.Stats()
-		return st.Dropped+uint64(st.Queued)+4 == 40
-	})
-	if st := tr.Stats(); st.Dropped < 28 || st.Queued > 8 {
-		t.Fatalf("stats %+v", st)
+	// 10 messages make 40 spans: the first export blocks, at most 8 wait,
+	// the rest are dropped and counted. Once the endpoint answers, every
+	// span is either exported or counted as dropped.
+	waitFor(t, "drops counted", 5*time.Second, func() bool { return tr.Stats().Dropped >= 24 })
+	unblock()
+	if err := tr.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
 	}
+	waitFor(t, "every span accounted for", 5*time.Second, func() bool {
+		st := tr.Stats()
+		return st.Exported+st.Dropped == 40 && st.Queued == 0
+	})
 }
 
 func openSpool(t *testing.T, maxRows int) *resume.SQLiteStore {
@@ -311,11 +315,15 @@ func TestTracingSpoolQuotaCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
-	g, sink := runGateway(t, tr)
-	for i := 0; i < 4; i++ {
+	g, _ := runGateway(t, tr)
+	for i := 0; i < 4; i++ { // one export request each
 		inject(t, g, "")
+		waitFor(t, "one request", 5*time.Second, func() bool {
+			_ = tr.ForceFlush(context.Background())
+			s := tr.Stats().Spool
+			return s.Put+s.Dropped == uint64(i+1)
+		})
 	}
-	waitFor(t, "publish", 5*time.Second, func() bool { return len(sink.contexts()) == 4 })
 	waitFor(t, "overflow counted", 5*time.Second, func() bool {
 		s := tr.Stats()
 		return s.Spool.Put == 2 && s.Spool.Dropped == 2
