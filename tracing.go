@@ -69,6 +69,12 @@ type TraceSampling struct {
 	// Latency is the end-to-end time above which the tail keeps a
 	// message; 0 keeps failures only.
 	Latency time.Duration
+	// Slow, when set, replaces Latency: it reports whether a message of
+	// connector that took latency from receipt to the broker's
+	// acknowledgement is slow (a baseline's band, for example). It is
+	// called for every finishing message while tail sampling is on, so it
+	// must be cheap and must not block.
+	Slow func(connector string, latency time.Duration) bool
 }
 
 // DefaultTraceSampling is what a gateway with a TracerProvider uses unless
@@ -314,7 +320,14 @@ func (g *Gateway) keep(m *Message, o uint32, end int64) (keep, tail bool) {
 	if o != 0 {
 		return true, true
 	}
-	if ts.Latency > 0 && m.tr.received != 0 && end-m.tr.received > int64(ts.Latency) {
+	if m.tr.received == 0 {
+		return false, false
+	}
+	lat := end - m.tr.received
+	if ts.Slow != nil {
+		return ts.Slow(m.Connector, time.Duration(lat)), true
+	}
+	if ts.Latency > 0 && lat > int64(ts.Latency) {
 		return true, true
 	}
 	return false, false

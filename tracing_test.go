@@ -308,3 +308,33 @@ func (s *syncLog) about(device string) []map[string]any {
 	}
 	return out
 }
+
+// TraceSampling.Slow replaces the fixed threshold (a baseline's band).
+func TestTraceTailSlowFunc(t *testing.T) {
+	rec, tp := newRecorder()
+	sink := &traceSink{}
+	var calls atomic.Int64
+	g, err := New(WithLogger(quietLogger()), WithCodec("f64", f64Codec), WithSink("up", sink),
+		WithTracerProvider(tp), WithTraceSampling(TraceSampling{Ratio: 0, Tail: true, Latency: time.Nanosecond,
+			Slow: func(connector string, lat time.Duration) bool { calls.Add(1); return lat > time.Hour }}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, g)
+	for i := 0; i < 5; i++ {
+		if err := g.Inject(context.Background(), frame("dev", "env", 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := frame("dev", "env", 2)
+	old.Received = time.Now().Add(-2 * time.Hour)
+	if err := g.Inject(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "publish", 5*time.Second, func() bool { return len(sink.contexts()) == 6 })
+	slow := sink.contexts()[5]
+	waitFor(t, "slow spans", 5*time.Second, func() bool { return len(spansOf(rec, slow.TraceID)) == 4 })
+	if st := g.TraceStats(); st.Tail != 1 || calls.Load() != 6 {
+		t.Fatalf("stats %+v, Slow called %d times: want only the 2h-old message kept", st, calls.Load())
+	}
+}
