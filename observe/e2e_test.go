@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -104,18 +106,33 @@ func (u *upstream) sink(t *testing.T, clientID string) *upmqtt.Sink {
 	return s
 }
 
-// checkLogs: every log line about device carries traceID.
-func checkLogs(t *testing.T, logs *syncBuf, device, traceID string) {
+// checkLogs: every log line about device carries one of the trace ids of
+// its messages; it returns how many lines each trace id has.
+func checkLogs(t *testing.T, logs *syncBuf, device string, traceIDs ...string) map[string]int {
 	t.Helper()
+	n := map[string]int{}
 	for _, l := range logs.lines() {
 		if l["device"] != device {
 			continue
 		}
-		if l["trace_id"] != traceID {
-			t.Errorf("log line about %s without its trace id %s: %v", device, traceID, l)
+		id, _ := l["trace_id"].(string)
+		if !slices.Contains(traceIDs, id) || l["span_id"] == nil || l["connector"] == nil {
+			t.Errorf("log line about %s without the trace context of its message (one of %v): %v", device, traceIDs, l)
 		}
+		n[id]++
 	}
+	return n
 }
+
+// numCodec accepts decimal numbers only.
+var numCodec = gateway.CodecFuncs{DecodeFunc: func(f *gateway.Frame, m *gateway.Message) error {
+	v, err := strconv.ParseFloat(string(f.Payload), 64)
+	if err != nil {
+		return err
+	}
+	m.AddPoint("v", gateway.Float(v), "")
+	return nil
+}}
 
 // TestEndToEndTraceMQTT5AndHTTP is the acceptance test: a trace started on
 // an MQTT 5 device (mosquitto_pub with a traceparent user property) and on
@@ -148,7 +165,7 @@ func TestEndToEndTraceMQTT5AndHTTP(t *testing.T) {
 	opts := []gateway.Option{
 		gateway.WithLogger(slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		gateway.WithConnector("mqtt", lst), gateway.WithConnector("http", hc),
-		gateway.WithSink("up", up.sink(t, "gw-e2e")),
+		gateway.WithSink("up", up.sink(t, "gw-e2e")), gateway.WithCodec("num", numCodec),
 	}
 	g, err := gateway.New(append(opts, tr.Options()...)...)
 	if err != nil {
@@ -171,8 +188,17 @@ func TestEndToEndTraceMQTT5AndHTTP(t *testing.T) {
 		"--data-binary", "22.5", "http://"+hc.Addr().String()+"/v1/devices/dev-h/env").CombinedOutput(); err != nil {
 		t.Fatalf("curl: %v %s", err, out)
 	}
-	for _, c := range []struct{ trace, parent, device string }{
-		{mqttTrace, "b7ad6b7169203331", "dev1"}, {httpTrace, "00f067aa0ba902b7", "dev-h"},
+	// A payload the codec refuses: a log line about each message.
+	const mqttBad, httpBad = "1af7651916cd43dd8448eb211c80319c", "2bf92f3577b34da6a3ce929d0e0e4736"
+	_ = exec.Command(pub, "-h", host, "-p", port, "-u", "dev1", "-P", "pw1", "-V", "mqttv5", "-q", "1",
+		"-D", "publish", "user-property", "traceparent", "00-"+mqttBad+"-b7ad6b7169203331-01",
+		"-t", "devices/dev1/env", "-m", "not a number").Run() // PUBACK 0x99
+	if out, err := exec.Command(curl, "-sS", "--max-time", "10", "-H", "traceparent: 00-"+httpBad+"-00f067aa0ba902b7-01",
+		"--data-binary", "not a number", "http://"+hc.Addr().String()+"/v1/devices/dev-h/env").CombinedOutput(); err != nil {
+		t.Fatalf("curl: %v %s", err, out)
+	}
+	for _, c := range []struct{ trace, bad, parent, device string }{
+		{mqttTrace, mqttBad, "b7ad6b7169203331", "dev1"}, {httpTrace, httpBad, "00f067aa0ba902b7", "dev-h"},
 	} {
 		var env map[string]any
 		waitFor(t, "envelope of "+c.device, 10*time.Second, func() bool { env = up.envelope(c.trace); return env != nil })
@@ -189,7 +215,10 @@ func TestEndToEndTraceMQTT5AndHTTP(t *testing.T) {
 				t.Fatalf("span %+v is not a child of receive %s", s, recvID)
 			}
 		}
-		checkLogs(t, logs, c.device, c.trace)
+		waitFor(t, "log line about the refused message of "+c.device, 5*time.Second, func() bool {
+			return checkLogs(t, logs, c.device, c.trace, c.bad)[c.bad] > 0
+		})
+		t.Logf("%s: log lines by trace id: %v", c.device, checkLogs(t, logs, c.device, c.trace, c.bad))
 	}
 }
 
