@@ -338,3 +338,27 @@ func TestTraceTailSlowFunc(t *testing.T) {
 		t.Fatalf("stats %+v, Slow called %d times: want only the 2h-old message kept", st, calls.Load())
 	}
 }
+
+// In edge mode a sampled message also has a store span: the write-ahead
+// commit before the device is acknowledged.
+func TestTraceEdgeStoreSpan(t *testing.T) {
+	rec, tp := newRecorder()
+	sink := &traceSink{}
+	g, err := New(WithLogger(quietLogger()), WithCodec("f64", f64Codec), WithSink("up", sink),
+		WithMode(ModeEdge), WithStore(newMemStore()),
+		WithTracerProvider(tp), WithTraceSampling(TraceSampling{Ratio: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, g)
+	if err := g.Inject(context.Background(), frame("dev", "env", 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "publish", 5*time.Second, func() bool { return len(sink.contexts()) == 1 })
+	tc := sink.contexts()[0]
+	waitFor(t, "spans", 5*time.Second, func() bool { return len(spansOf(rec, tc.TraceID)) == 5 })
+	st := spansOf(rec, tc.TraceID)["store"]
+	if st == nil || st.Parent().SpanID() != tc.SpanID || st.EndTime().Before(st.StartTime()) {
+		t.Fatalf("store span %v", st)
+	}
+}
