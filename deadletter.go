@@ -136,10 +136,10 @@ func (g *Gateway) deadLetter(f *Frame, m *Message, codec string, derr error) *Me
 		} else {
 			m.deadSink = dl.Sink
 		}
+		m.tr.mark(outcomeDeadLetter)
 		g.stats.deadLetters.Add(1)
 		g.logLim.Log(context.Background(), g.log, slog.LevelWarn, cause, "decode failed; frame dead-lettered",
-			"connector", f.Connector, "device", f.Device, "topic", f.Topic, "codec", codec, "err", derr,
-			"to", dl.Sink+dl.Topic)
+			append(f.logAttrs(), "topic", f.Topic, "codec", codec, "err", derr, "to", dl.Sink+dl.Topic)...)
 		f.Release()
 		return m
 	}
@@ -148,7 +148,7 @@ func (g *Gateway) deadLetter(f *Frame, m *Message, codec string, derr error) *Me
 		g.stats.deadLettersDropped.Add(1)
 		g.logLim.Log(context.Background(), g.log, slog.LevelWarn, cause,
 			"decode failed; frame dropped (no dead-letter place: see WithDeadLetter)",
-			"connector", f.Connector, "device", f.Device, "topic", f.Topic, "codec", codec, "err", derr)
+			append(f.logAttrs(), "topic", f.Topic, "codec", codec, "err", derr)...)
 		g.settleDead(f, m)
 		return nil
 	}
@@ -164,7 +164,7 @@ func (g *Gateway) deadLetter(f *Frame, m *Message, codec string, derr error) *Me
 	}
 	g.stats.deadLetters.Add(1)
 	g.logLim.Log(context.Background(), g.log, slog.LevelWarn, cause, "decode failed; frame kept in the dead letters",
-		"connector", f.Connector, "device", f.Device, "topic", f.Topic, "codec", codec, "err", derr)
+		append(f.logAttrs(), "topic", f.Topic, "codec", codec, "err", derr)...)
 	g.settleDead(f, m)
 	return nil
 }
@@ -177,6 +177,7 @@ func (g *Gateway) settleDead(f *Frame, m *Message) {
 	if f.storeSeq != 0 {
 		g.ackStored(f.storeSeq)
 	}
+	g.finishDropped(m, outcomeDeadLetter)
 	releaseMsg(m)
 	f.Release()
 }
@@ -189,12 +190,13 @@ func (g *Gateway) deadLetterFailed(f *Frame, m *Message, err error) {
 	if f.storeSeq != 0 {
 		g.logLim.Log(context.Background(), g.log, slog.LevelError, "dead-letter-failed",
 			"dead letter not stored; the frame stays in the store and is tried again",
-			"connector", f.Connector, "device", f.Device, "retry_in", deadLetterRetry, "err", err)
+			append(f.logAttrs(), "retry_in", deadLetterRetry, "err", err)...)
 		g.requeueStored([]Record{{Seq: f.storeSeq, Attempts: 1, NextTry: time.Now().Add(deadLetterRetry)}})
 	} else {
 		g.logLim.Log(context.Background(), g.log, slog.LevelError, "dead-letter-failed",
-			"dead letter lost", "connector", f.Connector, "device", f.Device, "err", err)
+			"dead letter lost", append(f.logAttrs(), "err", err)...)
 	}
+	g.finishDropped(m, outcomeDeadLetter|outcomeError)
 	releaseMsg(m)
 	f.Release()
 }
@@ -314,13 +316,18 @@ func (b *binding) DeliverChecked(ctx context.Context, f *Frame) error {
 	if f.ID.IsZero() {
 		f.ID = g.ids.Next()
 	}
+	g.startTrace(f)
+	if g.traceOn() {
+		f.tr.received = f.Received.UnixNano()
+	}
 	nc := b.codec.Load()
 	m := g.newMessage(f)
 	if err := nc.codec.Decode(f, m); err != nil {
 		g.stats.malformedRefused.Add(1)
 		g.logLim.Log(ctx, g.log, slog.LevelWarn, "refused:"+f.Connector, "malformed payload refused",
-			"connector", f.Connector, "device", f.Device, "topic", f.Topic, "codec", nc.name, "err", err)
+			append(f.logAttrs(), "topic", f.Topic, "codec", nc.name, "err", err)...)
 		err = fmt.Errorf("gateway: %s: codec %s: %w: %w", f.Connector, nc.name, ErrMalformedPayload, err)
+		g.finishDropped(m, outcomeError)
 		releaseMsg(m)
 		f.Release()
 		return err

@@ -52,4 +52,18 @@
 // device sessions, changed connectors that implement Reconfigurer take the
 // change in place (keeping their sessions), other changed parts restart,
 // routes swap atomically, and an invalid configuration changes nothing.
+//
+// # Tracing
+//
+// Every frame gets a W3C trace context when it is delivered: the device's
+// (Frame.Trace, set by connectors) continued, or a new trace started at the
+// connector. Message.Trace carries it as plain fields into the log lines
+// about the message (trace_id, span_id), the edge-mode store (a replay
+// continues the trace) and the upstream envelope. The core depends on the
+// OpenTelemetry trace API only: WithTracerProvider (default none) and
+// WithTraceSampling choose what is traced. Head sampling is decided before
+// any span exists, so unsampled messages never call the tracer; the tail
+// keeps failed, dropped, retried, dead-lettered and slow messages when they
+// finish. Package observe sets up the SDK, the OTLP/HTTP export and the
+// outage spool.
 package gateway

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 )
@@ -24,11 +25,25 @@ import (
 //	device, topic, connector   string (uvarint length, bytes)
 //	received  varint (Unix nanoseconds; 0 for the zero time)
 //	payload   uvarint length, bytes
-const frameBinaryVersion = 1
+//
+// Version 2, written once the gateway gave the frame its trace context,
+// adds after the payload the gateway's context (trace id 16, span id 8,
+// flags u8, tracestate string) and the device's span id (8 bytes, zero when
+// the trace started at the gateway), so a replay after an outage or a crash
+// continues the original trace with the original sampling decision.
+// Version 1 records (an older store's) stay readable.
+const (
+	frameBinaryVersion      = 1
+	frameBinaryVersionTrace = 2
+)
 
 // appendFrameBinary appends the binary form of f to dst.
 func appendFrameBinary(dst []byte, f *Frame) []byte {
-	dst = append(dst, frameBinaryVersion)
+	ver := byte(frameBinaryVersion)
+	if f.tr.started {
+		ver = frameBinaryVersionTrace
+	}
+	dst = append(dst, ver)
 	dst = append(dst, f.ID[:]...)
 	dst = appendString(dst, f.Device)
 	dst = appendString(dst, f.Topic)
@@ -39,14 +54,20 @@ func appendFrameBinary(dst []byte, f *Frame) []byte {
 	}
 	dst = binary.AppendVarint(dst, ns)
 	dst = binary.AppendUvarint(dst, uint64(len(f.Payload)))
-	return append(dst, f.Payload...)
+	dst = append(dst, f.Payload...)
+	if ver == frameBinaryVersionTrace {
+		dst = appendTraceBinary(dst, f.gw)
+		dst = append(dst, f.tr.parent[:]...)
+	}
+	return dst
 }
 
 // unmarshalFrameBinary fills f (its payload appended to f.Payload) from
 // data. Errors name the field and byte offset.
 func unmarshalFrameBinary(f *Frame, data []byte) error {
 	r := binReader{b: data}
-	if v := r.byte("version"); r.err == nil && v != frameBinaryVersion {
+	v := r.byte("version")
+	if r.err == nil && v != frameBinaryVersion && v != frameBinaryVersionTrace {
 		return fmt.Errorf("frame: version: unsupported %d at offset 0", v)
 	}
 	if r.need(16, "id") {
@@ -63,6 +84,23 @@ func unmarshalFrameBinary(f *Frame, data []byte) error {
 	if r.need(n, "payload") {
 		f.Payload = append(f.Payload[:0], r.b[r.off:r.off+n]...)
 		r.off += n
+	}
+	if v == frameBinaryVersionTrace {
+		f.gw = r.traceBinary()
+		if r.need(8, "parent span id") {
+			copy(f.tr.parent[:], r.b[r.off:])
+			r.off += 8
+		}
+		if r.err == nil {
+			f.tr.started = true
+			f.Trace = TraceContext{}
+			if f.tr.parent.IsValid() {
+				f.Trace = TraceContext{TraceID: f.gw.TraceID, SpanID: f.tr.parent, Flags: f.gw.Flags, State: f.gw.State}
+			}
+		}
+	}
+	if v == frameBinaryVersionTrace && r.err == nil && r.off != len(r.b) {
+		r.fail("end", fmt.Errorf("%d trailing bytes", len(r.b)-r.off))
 	}
 	if r.err != nil {
 		return fmt.Errorf("frame: %w", r.err)
@@ -180,9 +218,11 @@ func (g *Gateway) spillOne(sr *sinkRun, m *Message) bool {
 	}
 	one := []*Message{m}
 	if err := g.spill(sr.name, one); err != nil {
-		g.log.Error("store append failed; message stays in the store as a frame", "sink", sr.name, "err", err)
+		g.log.Error("store append failed; message stays in the store as a frame", append(m.logAttrs(), "sink", sr.name, "err", err)...)
 		return false
 	}
+	now := nowNS()
+	g.finishMsg(m, sr.name, now, now, 0, outcomeRetry, errSinkQueueFull)
 	g.sinkDone(one)
 	m.release()
 	return true
@@ -210,6 +250,19 @@ func (g *Gateway) replayFrame(ctx context.Context, r Record) {
 	}
 	f.storeSeq = r.Seq
 	f.bind = g.bindingFor(f.Connector)
+	switch {
+	case !f.tr.started:
+		g.startTrace(f) // a version 1 record: the trace starts now
+	case g.tracer != nil && f.tr.parent.IsValid() && f.gw.SpanID == f.tr.parent:
+		// Stored by a gateway that did not trace (it passed the device's
+		// context on): the receive span needs an id of its own.
+		putUint64(f.gw.SpanID[:], rand.Uint64()|1)
+	}
+	f.tr.replayed = true
+	if g.traceOn() {
+		f.tr.received = f.Received.UnixNano()
+		f.tr.accepted = nowNS()
+	}
 	sh := g.shardFor(f.Device)
 	select {
 	case sh.frames <- f:

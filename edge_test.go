@@ -28,6 +28,10 @@ func TestFrameBinaryRoundTrip(t *testing.T) {
 func FuzzFrameBinary(f *testing.F) {
 	f.Add(appendFrameBinary(nil, &Frame{Device: "d", Topic: "t", Payload: []byte("x")}))
 	f.Add([]byte{1})
+	traced := &Frame{Device: "d", Topic: "t", Payload: []byte("x")}
+	traced.Trace, _ = ParseTraceHeaders("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "a=b")
+	(&Gateway{s: defaultSettings()}).startTrace(traced)
+	f.Add(appendFrameBinary(nil, traced))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var g Frame
 		if err := unmarshalFrameBinary(&g, b); err != nil {
@@ -37,7 +41,8 @@ func FuzzFrameBinary(f *testing.F) {
 		if err := unmarshalFrameBinary(&h, appendFrameBinary(nil, &g)); err != nil {
 			t.Fatalf("re-encoded frame rejected: %v", err)
 		}
-		if h.Device != g.Device || h.Topic != g.Topic || h.ID != g.ID || !bytes.Equal(h.Payload, g.Payload) {
+		if h.Device != g.Device || h.Topic != g.Topic || h.ID != g.ID || !bytes.Equal(h.Payload, g.Payload) ||
+			h.gw != g.gw || h.tr.parent != g.tr.parent || h.Trace != g.Trace {
 			t.Fatal("round trip changed the frame")
 		}
 	})

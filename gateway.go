@@ -16,6 +16,7 @@ import (
 	"github.com/iotgw/gateway/internal/backoff"
 	"github.com/iotgw/gateway/internal/lograte"
 	"github.com/iotgw/gateway/internal/retrylater"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Gateway moves device frames through the planes:
@@ -81,7 +82,11 @@ type Gateway struct {
 		deadLettersDropped    atomic.Uint64 // no dead-letter place configured
 		malformedRefused      atomic.Uint64 // refused before the ack (DeliverChecked)
 		lostAtShutdown        atomic.Uint64
+		traceHead, traceTail  atomic.Uint64
 	}
+	tracer      trace.Tracer // nil: not traced
+	recorder    SpanRecorder // the provider's fast path, if it has one
+	sampleBelow uint64       // head ratio as a bound on the trace id's low 63 bits
 }
 
 type shard struct {
@@ -169,6 +174,9 @@ func New(opts ...Option) (*Gateway, error) {
 		intakeDone:  make(chan struct{}),
 		releaseDone: make(chan struct{}),
 		logLim:      lograte.New(time.Minute),
+		tracer:      s.tracer,
+		recorder:    s.recorder,
+		sampleBelow: ratioThreshold(s.sampling.Ratio),
 	}
 	g.pubCtx, g.cancelPub = context.WithCancel(context.Background())
 	g.qos.Store(uint32(s.qos))
@@ -226,10 +234,21 @@ func (g *Gateway) deliver(ctx context.Context, f *Frame) error {
 	if f.Received.IsZero() {
 		f.Received = time.Now()
 	}
+	g.startTrace(f)
+	on := g.traceOn()
+	if on {
+		f.tr.received = f.Received.UnixNano()
+	}
 	if g.edge() {
+		if on {
+			f.tr.store[0] = nowNS()
+		}
 		if err := g.persistFrame(ctx, f); err != nil {
 			f.Release()
 			return err
+		}
+		if on {
+			f.tr.store[1] = nowNS()
 		}
 	}
 	sh := g.shardFor(f.Device)
@@ -474,6 +493,10 @@ func (g *Gateway) decodeLoop(sh *shard) {
 // the batch to the route plane.
 func (g *Gateway) decodeBatch(sh *shard, f *Frame, max int) {
 	b := batchPool.Get().(*batch)
+	var t0 int64
+	if g.traceOn() {
+		t0 = nowNS()
+	}
 	for {
 		if m := g.decode(sh, f); m != nil {
 			b.msgs = append(b.msgs, m)
@@ -492,6 +515,12 @@ func (g *Gateway) decodeBatch(sh *shard, f *Frame, max int) {
 		batchPool.Put(b)
 		return
 	}
+	if t0 != 0 {
+		t1 := nowNS()
+		for _, m := range b.msgs {
+			m.tr.decode = [2]int64{t0, t1}
+		}
+	}
 	sh.routeq <- b
 }
 
@@ -499,6 +528,7 @@ func (g *Gateway) decode(sh *shard, f *Frame) *Message {
 	if m := f.decoded; m != nil { // DeliverChecked decoded it already
 		f.decoded = nil
 		m.storeSeq = f.storeSeq
+		m.tr.accepted, m.tr.store = f.tr.accepted, f.tr.store
 		f.Release()
 		return m
 	}
@@ -526,6 +556,7 @@ func (g *Gateway) newMessage(f *Frame) *Message {
 		m.ID = g.ids.Next()
 	}
 	m.Device, m.Topic, m.Connector, m.Time = f.Device, f.Topic, f.Connector, f.Received
+	m.Trace, m.tr = f.gw, f.tr
 	m.QoS = byte(g.qos.Load())
 	m.Priority = PriorityNormal
 	return m
@@ -544,12 +575,27 @@ func (g *Gateway) routeBatch(sh *shard, b *batch) {
 	g.topoMu.RLock()
 	t := g.topo.Load()
 	var routed, unrouted uint64
+	var t0, tNow int64
+	on := g.traceOn()
+	if on {
+		t0 = nowNS()
+		tNow = t0
+	}
 	for i, m := range b.msgs {
 		b.msgs[i] = nil
 		if m.deadSink != "" {
 			sh.names = append(sh.names[:0], m.deadSink)
 		} else {
 			sh.names = t.router.Route(m, sh.names[:0])
+		}
+		if on {
+			// The clock is read once per 16 decisions (it is a large part
+			// of the cost on some virtual machines): a route span ends at
+			// the decision, or up to 15 decisions before it.
+			if i&15 == 15 {
+				tNow = nowNS()
+			}
+			m.tr.route = [2]int64{t0, tNow}
 		}
 		n := 0
 		for _, name := range sh.names {
@@ -559,10 +605,12 @@ func (g *Gateway) routeBatch(sh *shard, b *batch) {
 		}
 		if n == 0 && m.deadSink != "" {
 			g.stats.deadLetterErrors.Add(1)
-			g.log.Error("dead letter lost: its sink is gone", "sink", m.deadSink, "device", m.Device)
+			g.log.Error("dead letter lost: its sink is gone", append(m.logAttrs(), "sink", m.deadSink)...)
+			m.tr.mark(outcomeError)
 		}
 		if n == 0 {
 			unrouted++
+			g.finishDropped(m, outcomeDrop)
 			if m.storeSeq != 0 {
 				g.ackStored(m.storeSeq)
 			}
@@ -571,6 +619,7 @@ func (g *Gateway) routeBatch(sh *shard, b *batch) {
 			continue
 		}
 		routed++
+		m.tr.routed = int32(n)
 		atomic.StoreInt32(&m.refs, int32(n))
 		atomic.StoreInt32(&m.pending, int32(n))
 		for _, name := range sh.names {

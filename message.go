@@ -96,10 +96,17 @@ type Frame struct {
 	// Payload holds the device bytes. It is backed by a pooled buffer: keep
 	// it only until Release.
 	Payload []byte
+	// Trace is the trace context the device sent, set by the connector
+	// (HTTP traceparent/tracestate headers, MQTT 5 user properties of the
+	// same names, the CoAP trace option). Zero starts a new trace at the
+	// gateway. See Message.Trace.
+	Trace TraceContext
 
 	bind     *binding
-	storeSeq uint64   // edge mode: the Store record holding this frame
-	decoded  *Message // decoded before acceptance (DeliverChecked)
+	storeSeq uint64       // edge mode: the Store record holding this frame
+	decoded  *Message     // decoded before acceptance (DeliverChecked)
+	gw       TraceContext // the gateway's trace context (startTrace)
+	tr       msgTrace
 }
 
 // Reset clears f for reuse, keeping the payload capacity.
@@ -159,6 +166,11 @@ type Message struct {
 	Priority Priority
 	// QoS is the upstream delivery guarantee (MQTT semantics: 0, 1 or 2).
 	QoS byte
+	// Trace is the message's trace context: the device's trace (or a new
+	// one started at the gateway) with the span id of the gateway's
+	// receive span, and the sampled flag of the gateway's decision. Sinks
+	// pass it upstream (the MQTT sink's envelope "traceparent").
+	Trace TraceContext
 
 	refs int32 // sinks still holding the message; atomic, plain so Message copies cleanly
 
@@ -168,6 +180,7 @@ type Message struct {
 	pending  int32
 	// deadSink, when set, sends a dead letter to this sink, not the router.
 	deadSink string
+	tr       msgTrace
 }
 
 // Reset clears m for reuse, keeping slice capacity.
@@ -184,6 +197,8 @@ func (m *Message) Reset() {
 	m.storeSeq = 0
 	atomic.StoreInt32(&m.pending, 0)
 	m.deadSink = ""
+	m.Trace = TraceContext{}
+	m.tr = msgTrace{}
 }
 
 // AddPoint appends a point.
@@ -205,7 +220,7 @@ func (m *Message) Point(name string) (Point, bool) {
 func (m *Message) Clone() *Message {
 	c := &Message{
 		ID: m.ID, Device: m.Device, Topic: m.Topic, Connector: m.Connector,
-		Time: m.Time, Priority: m.Priority, QoS: m.QoS,
+		Time: m.Time, Priority: m.Priority, QoS: m.QoS, Trace: m.Trace,
 	}
 	c.Points = append([]Point(nil), m.Points...)
 	c.Tags = append(Tags(nil), m.Tags...)

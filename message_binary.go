@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The binary form of a Message, used by stores and by anything that needs a
@@ -21,14 +22,25 @@ import (
 //
 // A string is a uvarint length and the bytes. A value is 8 bytes little
 // endian for bool/int/uint/float, a string for string/bytes, nothing for none.
-const messageBinaryVersion = 1
+//
+// Version 2, written when the message has a trace context, is version 1
+// followed by the context: trace id (16), span id (8), flags u8, tracestate
+// string. Version 1 stays readable (an older store's records).
+const (
+	messageBinaryVersion      = 1
+	messageBinaryVersionTrace = 2
+)
 
 // errShortMessage is wrapped by every truncation error of UnmarshalBinary.
 var errShortMessage = errors.New("truncated")
 
 // AppendBinary appends the binary form of m to dst.
 func (m *Message) AppendBinary(dst []byte) ([]byte, error) {
-	dst = append(dst, messageBinaryVersion)
+	ver := byte(messageBinaryVersion)
+	if m.Trace.IsValid() {
+		ver = messageBinaryVersionTrace
+	}
+	dst = append(dst, ver)
 	dst = append(dst, m.ID[:]...)
 	dst = appendString(dst, m.Device)
 	dst = appendString(dst, m.Topic)
@@ -59,7 +71,31 @@ func (m *Message) AppendBinary(dst []byte) ([]byte, error) {
 			return dst, fmt.Errorf("point %q: unknown kind %d", p.Name, p.Value.kind)
 		}
 	}
+	if ver == messageBinaryVersionTrace {
+		dst = appendTraceBinary(dst, m.Trace)
+	}
 	return dst, nil
+}
+
+// appendTraceBinary appends tc as the trailer of the version 2 forms.
+func appendTraceBinary(dst []byte, tc TraceContext) []byte {
+	dst = append(dst, tc.TraceID[:]...)
+	dst = append(dst, tc.SpanID[:]...)
+	dst = append(dst, byte(tc.Flags))
+	return appendString(dst, tc.State)
+}
+
+// traceBinary reads the trailer written by appendTraceBinary.
+func (r *binReader) traceBinary() TraceContext {
+	var tc TraceContext
+	if r.need(16+8+1, "trace context") {
+		copy(tc.TraceID[:], r.b[r.off:])
+		copy(tc.SpanID[:], r.b[r.off+16:])
+		tc.Flags = trace.TraceFlags(r.b[r.off+24])
+		r.off += 25
+	}
+	tc.State = r.string("tracestate")
+	return tc
 }
 
 func appendString(dst []byte, s string) []byte {
@@ -74,7 +110,8 @@ func (m *Message) MarshalBinary() ([]byte, error) { return m.AppendBinary(nil) }
 // the field and byte offset.
 func (m *Message) UnmarshalBinary(data []byte) error {
 	r := binReader{b: data}
-	if v := r.byte("version"); r.err == nil && v != messageBinaryVersion {
+	v := r.byte("version")
+	if r.err == nil && v != messageBinaryVersion && v != messageBinaryVersionTrace {
 		return fmt.Errorf("message: version: unsupported %d at offset 0", v)
 	}
 	if r.need(16, "id") {
@@ -119,6 +156,10 @@ func (m *Message) UnmarshalBinary(data []byte) error {
 			r.fail("point kind", fmt.Errorf("unknown kind %d", k))
 		}
 		m.Points = append(m.Points, p)
+	}
+	m.Trace = TraceContext{}
+	if v == messageBinaryVersionTrace {
+		m.Trace = r.traceBinary()
 	}
 	if r.err == nil && r.off != len(r.b) {
 		r.fail("end", fmt.Errorf("%d trailing bytes", len(r.b)-r.off))

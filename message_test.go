@@ -74,6 +74,10 @@ func FuzzMessageUnmarshalBinary(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte{1})
 	f.Add([]byte{})
+	tm := sampleMessage()
+	tm.Trace, _ = ParseTraceHeaders("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "a=b")
+	b2, _ := tm.MarshalBinary()
+	f.Add(b2)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m Message
 		if err := m.UnmarshalBinary(data); err != nil {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"runtime"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Option configures a Gateway. Options are applied in order by New; an
@@ -131,6 +133,9 @@ type settings struct {
 	statsDevices    int
 	connectorCodecs map[string]string
 	deadLetter      DeadLetterConfig
+	tracer          trace.Tracer
+	recorder        SpanRecorder
+	sampling        TraceSampling
 }
 
 func defaultSettings() *settings {
@@ -146,6 +151,7 @@ func defaultSettings() *settings {
 		debounce:        300 * time.Millisecond,
 		statsDevices:    20,
 		connectorCodecs: map[string]string{},
+		sampling:        DefaultTraceSampling,
 	}
 }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,7 @@ func (sr *sinkRun) push(m *Message) {
 	if tryEnqueue(sr.q, m, sr.g.s.overflow, func(old *Message) {
 		if !sr.g.spillOne(sr, old) {
 			sr.dropped.Add(1)
+			sr.g.finishMsg(old, sr.name, 0, nowNS(), 0, outcomeDrop, errSinkQueueFull)
 			old.release()
 		}
 	}) {
@@ -98,6 +100,7 @@ func (sr *sinkRun) push(m *Message) {
 			return
 		}
 		sr.dropped.Add(1)
+		sr.g.finishMsg(m, sr.name, 0, nowNS(), 0, outcomeDrop, errSinkQueueFull)
 		m.release()
 		return
 	}
@@ -105,10 +108,12 @@ func (sr *sinkRun) push(m *Message) {
 	case sr.q <- m:
 	case <-sr.retired:
 		sr.dropped.Add(1)
+		sr.g.finishMsg(m, sr.name, 0, nowNS(), 0, outcomeDrop, errSinkRemoved)
 		m.release()
 	case <-sr.g.hardStop:
 		sr.lost.Add(1)
 		sr.g.stats.lostAtShutdown.Add(1)
+		sr.g.finishMsg(m, sr.name, 0, nowNS(), 0, outcomeDrop, errShutdownDeadline)
 		m.release()
 	}
 }
@@ -161,12 +166,21 @@ func (sr *sinkRun) run() {
 func (sr *sinkRun) publish(batch []*Message) {
 	g := sr.g
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
+	var start int64
+	if g.traceOn() {
+		start = nowNS()
+	}
+	attempts := 0
 	for {
+		attempts++
 		err := sr.ensureStarted()
 		if err == nil {
 			err = sr.current().live.Publish(g.pubCtx, batch)
 		}
 		if err == nil {
+			if start != 0 {
+				sr.finishBatch(batch, start, attempts, 0, nil)
+			}
 			if g.edge() {
 				g.sinkDone(batch)
 			}
@@ -180,14 +194,17 @@ func (sr *sinkRun) publish(batch []*Message) {
 		msg := err.Error()
 		sr.lastErr.Store(&msg)
 		if sr.healthy.Swap(false) {
-			g.log.Warn("sink publish failed", "sink", sr.name, "batch", len(batch), "err", err)
+			g.log.Warn("sink publish failed", append(batch[0].logAttrs(), "sink", sr.name, "batch", len(batch), "err", err)...)
 		}
 		if g.s.mode == ModeEdge && g.s.store != nil {
-			if err := g.spill(sr.name, batch); err == nil {
+			if serr := g.spill(sr.name, batch); serr == nil {
+				if start != 0 {
+					sr.finishBatch(batch, start, attempts, outcomeRetry, err)
+				}
 				g.sinkDone(batch)
 				return
 			} else {
-				g.log.Error("store append failed; holding batch in memory", "sink", sr.name, "err", err)
+				g.log.Error("store append failed; holding batch in memory", append(batch[0].logAttrs(), "sink", sr.name, "err", serr)...)
 			}
 		}
 		select {
@@ -195,21 +212,42 @@ func (sr *sinkRun) publish(batch []*Message) {
 		case <-sr.swapped:
 			bo.Reset()
 		case <-sr.retired:
-			sr.giveUp(batch, "sink removed")
+			sr.giveUp(batch, "sink removed", start, attempts, err)
 			return
 		case <-g.hardStop:
-			sr.giveUp(batch, "shutdown deadline")
+			sr.giveUp(batch, "shutdown deadline", start, attempts, err)
 			return
 		}
 	}
 }
 
-func (sr *sinkRun) giveUp(batch []*Message, why string) {
+func (sr *sinkRun) giveUp(batch []*Message, why string, start int64, attempts int, err error) {
 	n := uint64(len(batch))
 	sr.lost.Add(n)
 	sr.g.stats.lostAtShutdown.Add(n)
-	sr.g.log.Error("messages not delivered", "sink", sr.name, "count", n, "reason", why)
+	sr.g.log.Error("messages not delivered", append(batch[0].logAttrs(), "sink", sr.name, "count", n, "reason", why)...)
+	if start != 0 {
+		sr.finishBatch(batch, start, attempts, outcomeError, fmt.Errorf("%s: %w", why, err))
+	}
 }
+
+// finishBatch ends the publish of batch for tracing (see finishMsg): a
+// batch that took more than one attempt counts as retried.
+func (sr *sinkRun) finishBatch(batch []*Message, start int64, attempts int, o uint32, err error) {
+	if attempts > 1 {
+		o |= outcomeRetry
+	}
+	end := nowNS()
+	for _, m := range batch {
+		sr.g.finishMsg(m, sr.name, start, end, attempts, o, err)
+	}
+}
+
+var (
+	errSinkQueueFull    = errors.New("sink queue full")
+	errSinkRemoved      = errors.New("sink removed")
+	errShutdownDeadline = errors.New("shutdown deadline")
+)
 
 // spill makes a batch durable in the store for later replay, as records of
 // the sink that could not take it (one failed attempt each).
@@ -318,7 +356,15 @@ func (g *Gateway) replayOnce(ctx context.Context, bo *backoff.Backoff) (more boo
 	more = len(recs) == g.s.batchSize
 	for name, msgs := range bySink {
 		rs := held[name]
-		if err := (backlogSink{sinks[name]}).Publish(ctx, msgs); err != nil {
+		var start int64
+		if g.traceOn() {
+			start = nowNS()
+		}
+		err := (backlogSink{sinks[name]}).Publish(ctx, msgs)
+		if start != 0 {
+			g.finishReplayed(msgs, name, start, err)
+		}
+		if err != nil {
 			if retryIn == 0 {
 				retryIn = bo.Next()
 			}

@@ -370,7 +370,7 @@ func (h *ingest) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 		body = b
 	}
 	auth, _ := w.Conn().Context().Value(authKey{}).(*peerAuth)
-	o := c.ingest(h.ctx, h.up, auth, path, nil, body)
+	o := c.ingest(h.ctx, h.up, auth, path, nil, body, optionTrace(r.Options()))
 	if o.badPath != nil {
 		c.s.logger.Warn("coap: bad request path", "remote", w.Conn().RemoteAddr().String(), "err", o.badPath)
 	}
@@ -392,7 +392,7 @@ type outcome struct {
 // ingestBytes is ingest for the fast path: a single-datagram payload and
 // the deadline context of the reader.
 func (c *Connector) ingestBytes(ctx context.Context, up gateway.Uplink, path, payload []byte, from netip.AddrPort) outcome {
-	o := c.ingest(ctx, up, nil, string(path), payload, nil)
+	o := c.ingest(ctx, up, nil, string(path), payload, nil, gateway.TraceContext{})
 	if o.badPath != nil {
 		c.s.logger.Warn("coap: bad request path", "remote", from.String(), "err", o.badPath)
 	}
@@ -406,7 +406,7 @@ func (c *Connector) ingestBytes(ctx context.Context, up gateway.Uplink, path, pa
 // comes from payload or, when body is not nil, from body. ctx bounds the
 // delivery by WithTimeouts' deliver timeout unless it already has a
 // deadline. The caller logs a bad path with the peer's address.
-func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, auth *peerAuth, path string, payload []byte, body io.Reader) outcome {
+func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, auth *peerAuth, path string, payload []byte, body io.Reader, tc gateway.TraceContext) outcome {
 	device, topic, err := ParsePath(c.s.prefix, path)
 	if err != nil {
 		c.stats.Total.Malformed()
@@ -444,7 +444,7 @@ func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, auth *peerAut
 		f.Release()
 		return fail(codeBadRequest, "empty body", true, false)
 	}
-	f.Device, f.Topic = device, topic
+	f.Device, f.Topic, f.Trace = device, topic, tc
 	n := len(f.Payload)
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

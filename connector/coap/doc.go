@@ -94,4 +94,11 @@
 // the gateway decides on a frame, so a full pipeline under the Block
 // overflow policy slows reading for every device (backpressure) until
 // WithTimeouts' deliver timeout answers 5.03.
+//
+// Trace context: a request may carry the device's W3C trace context in the
+// experimental elective option 65020 (OptionTraceContext), its value the
+// 29-byte binary form (gateway.TraceContext.AppendTraceBinary). The frame
+// then continues the device's trace; without it, or with a malformed
+// value, the trace starts at the gateway. Such a request is served by the
+// general path, not the single-datagram fast path.
 package coap

@@ -33,4 +33,9 @@
 // Device connections, accepted and polled, have TCP keepalive probes after
 // 30 s idle, 30 s apart; the server has read, write and
 // idle timeouts so a stalled client cannot hold a connection forever.
+//
+// Trace context: the W3C traceparent and tracestate headers of a request
+// become the frame's trace context (gateway.Frame.Trace); without them, or
+// with a malformed traceparent (never refused), the trace starts at the
+// gateway.
 package httpc

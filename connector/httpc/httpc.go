@@ -285,6 +285,7 @@ func (h *ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.Device, f.Topic, f.Received = id, topic, time.Now()
+	f.Trace, _ = gateway.ParseTraceHeaders(r.Header.Get("traceparent"), r.Header.Get("tracestate"))
 	n := len(f.Payload)
 	ctx, cancel := context.WithTimeout(r.Context(), c.s.deliverTimeout)
 	defer cancel()

@@ -102,4 +102,10 @@
 // caller's); MQTT keepalive is the device's choice. The client mode uses a
 // 30 s MQTT keepalive, the same TCP keepalive, and reconnects with exponential backoff and full
 // jitter, reset only after a connection stayed up 10 s.
+//
+// Trace context: an MQTT 5 device may send its W3C trace context as the
+// user properties "traceparent" and "tracestate" of a PUBLISH (the
+// CloudEvents MQTT binding's convention); the frame continues that trace.
+// Without them, or with a malformed traceparent, the trace starts at the
+// gateway.
 package mqtt

@@ -378,6 +378,9 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	ctx, cancel := context.WithTimeout(h.ctx, h.l.live.Load().deliverTimeout)
 	start := time.Now()
 	v5 := cl.Properties.ProtocolVersion == 5
+	if v5 && len(pk.Properties.User) > 0 {
+		f.Trace = userPropertyTrace(pk.Properties.User)
+	}
 	var err error
 	if v5 && pk.FixedHeader.Qos > 0 {
 		// MQTT 5 can refuse a payload in the PUBACK: decode first.

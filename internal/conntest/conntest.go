@@ -50,7 +50,7 @@ func (c *Collector) Deliver(ctx context.Context, f *gateway.Frame) error {
 		f.Release()
 		return refuse
 	}
-	cp := gateway.Frame{Device: f.Device, Topic: f.Topic, Payload: append([]byte(nil), f.Payload...)}
+	cp := gateway.Frame{Device: f.Device, Topic: f.Topic, Payload: append([]byte(nil), f.Payload...), Trace: f.Trace}
 	f.Release()
 	c.mu.Lock()
 	c.frames = append(c.frames, cp)

@@ -95,8 +95,10 @@ func WithCommands(w CommandWriter) Option { return func(s *Sink) { s.writer = w 
 func WithLogger(l *slog.Logger) Option { return func(s *Sink) { s.log = l } }
 
 // WithTraceParent sets how the W3C traceparent carried in each envelope is
-// made. Default: trace id = message id, span id = its last 8 bytes, until a
-// tracer supplies real contexts.
+// made. Default: the message's trace context (gateway.Message.Trace: the
+// device's trace or one started at the gateway, with the span id of the
+// gateway's receive span); for a message without one (built by hand),
+// trace id = message id and span id = its last 8 bytes.
 func WithTraceParent(f func(m *gateway.Message) string) Option {
 	return func(s *Sink) { s.traceparent = f }
 }
@@ -522,6 +524,9 @@ func (s *Sink) envelope(dst []byte, m *gateway.Message) []byte {
 }
 
 func defaultTraceParent(m *gateway.Message) string {
+	if m.Trace.IsValid() {
+		return m.Trace.TraceParent()
+	}
 	id := m.ID.String()
 	return "00-" + id + "-" + id[16:] + "-01"
 }
