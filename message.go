@@ -168,6 +168,9 @@ type Message struct {
 	pending  int32
 	// deadSink, when set, sends a dead letter to this sink, not the router.
 	deadSink string
+	// arrived is when the gateway received the frame (Unix nanoseconds),
+	// the start of the publish latency metric.
+	arrived int64
 }
 
 // Reset clears m for reuse, keeping slice capacity.
@@ -184,6 +187,7 @@ func (m *Message) Reset() {
 	m.storeSeq = 0
 	atomic.StoreInt32(&m.pending, 0)
 	m.deadSink = ""
+	m.arrived = 0
 }
 
 // AddPoint appends a point.
