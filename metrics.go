@@ -117,7 +117,7 @@ func (g *Gateway) initMetrics() error {
 		metric.WithDescription("Failed publish attempts of a sink (each retry counts)."), metric.WithUnit("{attempt}"))
 	up, err7 := mt.Int64ObservableGauge("gateway.component.up",
 		metric.WithDescription("1 when a connector is connected or a sink's last publish succeeded, else 0."),
-		metric.WithUnit("1"))
+		metric.WithUnit("{up}"))
 	deadLetters, err8 := mt.Int64ObservableCounter("gateway.dead_letters",
 		metric.WithDescription("Undecodable frames kept as dead letters."), metric.WithUnit("{frame}"))
 	store, err9 := mt.Int64ObservableCounter("gateway.store.transfers",
