@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -13,4 +14,16 @@ func httptestServer(t testing.TB, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL + "/metrics"
+}
+
+// net0 finds a free loopback port.
+type net0 struct{}
+
+func (net0) listen() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
