@@ -15,14 +15,22 @@ type DetectorConfig struct {
 	// Alpha, Beta and Gamma are the smoothing factors of the level, the
 	// trend and the seasonal component, in (0, 1). Higher values follow
 	// changes faster and forget faster. Defaults: 0.2, 0.01, 0.1.
+	// (Defaults of this struct were chosen on synthetic steps and the NAB
+	// series; BENCHMARKS.md has the numbers.)
 	Alpha, Beta, Gamma float64
 	// K is the band's half-width in units of the EWMA of the absolute
 	// residual (for Gaussian noise that EWMA is about 0.8σ, so the
-	// default 4 is about ±3.2σ). Wider bands miss small shifts; narrower
-	// ones alert on noise. Default: 4.
+	// default 4 is about ±3.2σ); the band takes the larger of the global
+	// EWMA and the EWMA kept for the point's position in the season, so
+	// a noisier hour of the day gets a wider band. Wider bands miss small
+	// shifts; narrower ones alert on noise. Default: 4.
 	K float64
 	// Consecutive is how many points in a row must fall out of the band
-	// before an alert fires. Higher is quieter and later. Default: 3.
+	// before an alert fires; the same number of points also forms the
+	// shift test: an alert fires as well when the mean residual of the
+	// last Consecutive points leaves the band narrowed by √Consecutive (a
+	// level shift whose single points hide in the noise). Higher is
+	// quieter and later. Default: 2, at most 64.
 	Consecutive int
 	// ResidualSmoothing is the EWMA factor of the absolute residual that
 	// scales the band. Default: 0.05.
@@ -31,6 +39,11 @@ type DetectorConfig struct {
 	// updates the model, so an anomaly does not teach the model (nor widen
 	// the band). Default: K (residuals are clipped at the band's edge).
 	Winsor float64
+	// Cooldown is how many points after an alert no new alert fires
+	// (points are still judged and reported Out). It keeps a noisy or
+	// shifted series from paging again for the same incident. Default:
+	// one season (none without a season); a negative value means none.
+	Cooldown int
 	// Window is the length of the rolling window whose quantiles give the
 	// band during the warm-up (median ± K·IQR/1.349). Default: the season,
 	// at most 256 points; 32 without a season.
@@ -49,8 +62,14 @@ func (c DetectorConfig) withDefaults() DetectorConfig {
 	def(&c.K, 4)
 	def(&c.ResidualSmoothing, 0.05)
 	def(&c.Winsor, c.K)
+
 	if c.Consecutive == 0 {
-		c.Consecutive = 3
+		c.Consecutive = 2
+	}
+	if c.Cooldown == 0 {
+		c.Cooldown = c.Season
+	} else if c.Cooldown < 0 {
+		c.Cooldown = 0
 	}
 	if c.Window == 0 {
 		c.Window = 32
@@ -79,8 +98,8 @@ func (c DetectorConfig) Validate() error {
 		return fmt.Errorf("k: %v must be a positive number", c.K)
 	case !(c.Winsor > 0) || math.IsInf(c.Winsor, 0):
 		return fmt.Errorf("winsor: %v must be a positive number", c.Winsor)
-	case c.Consecutive < 1:
-		return fmt.Errorf("consecutive: %d must be at least 1", c.Consecutive)
+	case c.Consecutive < 1 || c.Consecutive > 64:
+		return fmt.Errorf("consecutive: %d must be between 1 and 64", c.Consecutive)
 	case c.Window < 4 || c.Window > 4096:
 		return fmt.Errorf("window: %d points must be between 4 and 4096", c.Window)
 	}
@@ -109,9 +128,16 @@ type Detector struct {
 	level, prevLevel  float64
 	trend             float64
 	season            []float64
-	scale             float64 // EWMA of |winsorised residual|
+	phaseScale        []float64 // per season position: EWMA of |winsorised residual|
+	scale             float64   // EWMA of |winsorised residual|
 	scaleSeeded       bool
-	out               int // consecutive points out of band
+	out               int         // consecutive points out of band
+	resRing           [64]float64 // the last Consecutive residuals
+	resSum            float64
+	resN, resPos      int
+	sqrtN             float64 // √Consecutive: |mean| > w/√n ⇔ |sum| > w·√n
+	shifted           bool    // the shift test is failing
+	quiet             int     // points left in the cooldown
 	clipped, alerts   uint64
 	win               []float64 // ring of the last Window points
 	sorted            []float64 // the same points, sorted
@@ -140,10 +166,12 @@ func NewDetector(cfg DetectorConfig) (*Detector, error) {
 	cfg = cfg.withDefaults()
 	m := max(cfg.Season, 1)
 	return &Detector{
-		cfg:    cfg,
-		season: make([]float64, m),
-		win:    make([]float64, cfg.Window),
-		sorted: make([]float64, 0, cfg.Window),
+		cfg:        cfg,
+		sqrtN:      math.Sqrt(float64(cfg.Consecutive)),
+		season:     make([]float64, m),
+		phaseScale: make([]float64, m),
+		win:        make([]float64, cfg.Window),
+		sorted:     make([]float64, 0, cfg.Window),
 	}, nil
 }
 
@@ -189,7 +217,9 @@ func (d *Detector) Update(x float64) Result {
 			r.Out = x < r.Lower || x > r.Upper
 		}
 	}
-	d.pushWindow(x)
+	if fallback {
+		d.pushWindow(x)
+	}
 
 	switch {
 	case d.seasonal() && d.n < c.Season:
@@ -204,9 +234,14 @@ func (d *Detector) Update(x float64) Result {
 			}
 			d.level = sum / float64(c.Season)
 			d.prevLevel = d.level
+			// Seasonal indices from a running median of 5 (cyclic): one
+			// noisy season would otherwise seed every index with its
+			// noise, while a median keeps the pattern's edges.
+			copy(d.phaseScale, d.season)
 			for i := range d.season {
-				d.season[i] -= d.level
+				d.season[i] = median5(d.phaseScale, i) - d.level
 			}
+			clear(d.phaseScale)
 		}
 		return d.judge(r)
 	case !d.seasonal() && d.n == 0:
@@ -225,14 +260,36 @@ func (d *Detector) Update(x float64) Result {
 	}
 	f := d.level + trend + s
 	res := x - f
+	scale := max(d.scale, d.phaseScale[idx])
 	if !fallback {
-		w := c.K*d.scale + 1e-9*math.Abs(f) + 1e-12
+		w := c.K*scale + 1e-9*math.Abs(f) + 1e-12
 		r.Forecast, r.Lower, r.Upper = f, f-w, f+w
 		r.Out = x < r.Lower || x > r.Upper
+		// The shift test on the mean of the last Consecutive residuals.
+		n := c.Consecutive
+		if d.resN == n {
+			d.resSum -= d.resRing[d.resPos]
+		} else {
+			d.resN++
+		}
+		d.resRing[d.resPos] = res
+		d.resSum += res
+		if d.resPos++; d.resPos == n {
+			d.resPos = 0
+		}
+		shifted := d.resN == n && n > 1 && math.Abs(d.resSum) > w*d.sqrtN
+		if shifted && !d.shifted && d.quiet == 0 && d.out < n {
+			r.Alert = true
+			r.Out = true
+			d.alerts++
+			d.quiet = c.Cooldown + 1
+			d.out = n // the run counts as alerted
+		}
+		d.shifted = shifted
 	}
 	// Winsorise: clip the residual before it teaches the model.
 	if d.scaleSeeded {
-		if lim := c.Winsor * d.scale; res > lim || res < -lim {
+		if lim := c.Winsor * scale; res > lim || res < -lim {
 			d.clipped++
 			res = math.Copysign(lim, res)
 		}
@@ -244,24 +301,60 @@ func (d *Detector) Update(x float64) Result {
 	if d.seasonal() {
 		d.season[idx] = c.Gamma*(xw-d.level) + (1-c.Gamma)*s
 	}
-	if a := math.Abs(res); !d.scaleSeeded {
+	a := math.Abs(res)
+	if !d.scaleSeeded {
 		if a > 0 {
 			d.scale, d.scaleSeeded = a, true
 		}
 	} else {
 		d.scale += c.ResidualSmoothing * (a - d.scale)
 	}
+	if d.seasonal() && d.scaleSeeded {
+		// Residuals are larger at some positions of the season (a ramp,
+		// a busier hour): each position keeps its own scale, smoothed
+		// like the seasonal index, and the band takes the larger one.
+		if ps := d.phaseScale[idx]; ps == 0 {
+			d.phaseScale[idx] = d.scale
+		} else {
+			d.phaseScale[idx] = ps + c.Gamma*(a-ps)
+		}
+	}
 	d.n++
 	return d.judge(r)
 }
 
+// median5 is the median of s[i-2..i+2], indices taken cyclically.
+func median5(s []float64, i int) float64 {
+	n := len(s)
+	if n < 5 {
+		return s[i]
+	}
+	var w [5]float64
+	for k := range w {
+		w[k] = s[((i+k-2)%n+n)%n]
+	}
+	for a := 1; a < 5; a++ {
+		for b := a; b > 0 && w[b] < w[b-1]; b-- {
+			w[b], w[b-1] = w[b-1], w[b]
+		}
+	}
+	return w[2]
+}
+
 func (d *Detector) judge(r Result) Result {
+	if d.quiet > 0 {
+		d.quiet--
+	}
 	if !r.Out {
 		d.out = 0
 		return r
 	}
+	if r.Alert { // the shift test fired
+		return r
+	}
 	d.out++
-	if d.out == d.cfg.Consecutive {
+	if d.out == d.cfg.Consecutive && d.quiet == 0 {
+		d.quiet = d.cfg.Cooldown
 		r.Alert = true
 		d.alerts++
 	}
