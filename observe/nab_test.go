@@ -172,7 +172,7 @@ func nabScore(f nabFile, det []int) (raw, perfect float64) {
 	}
 	for _, w := range ws {
 		width := float64(w.hi - w.lo + 1)
-		perfect += scaledSigmoid(-(float64(w.hi-w.lo) + 1) / width) * nabTP
+		perfect += scaledSigmoid(-(float64(w.hi-w.lo)+1)/width) * nabTP
 		hit := false
 		for i := w.lo; i <= w.hi; i++ {
 			if isDet[i] {
