@@ -287,8 +287,9 @@ func (d *Detector) Update(x float64) Result {
 		}
 		d.shifted = shifted
 	}
-	// Winsorise: clip the residual before it teaches the model.
-	if d.scaleSeeded {
+	// Winsorise: clip the residual before it teaches the model (once the
+	// warm-up has taught it what normal residuals are).
+	if d.scaleSeeded && !fallback {
 		if lim := c.Winsor * scale; res > lim || res < -lim {
 			d.clipped++
 			res = math.Copysign(lim, res)

@@ -291,3 +291,16 @@ func BenchmarkDetectorWarmUp(b *testing.B) {
 		i++
 	}
 }
+
+// TestDetectorExactStart: a series whose first points are exactly linear
+// (residual 0, then rounding noise) must not seed a near-zero scale that
+// winsorising then never lets grow: a steady repeating series raises no
+// alert.
+func TestDetectorExactStart(t *testing.T) {
+	d, _ := NewDetector(DetectorConfig{Consecutive: 3})
+	for i := 0; i < 300; i++ {
+		if r := d.Update(10 + float64(i%7)*0.1); r.Alert {
+			t.Fatalf("point %d: alert on a steady series: %+v (level %v)", i, r, d.Level())
+		}
+	}
+}
