@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# observe: the dependency policy. The default build links no gRPC; the core
+# and the connectors depend on the OpenTelemetry API only, so a host that
+# does not import observe links no SDK and no Prometheus client.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+sdk='^go.opentelemetry.io/otel/sdk|^go.opentelemetry.io/otel/exporters/|^github.com/prometheus/'
+grpc='^google.golang.org/grpc'
+fail=0
+check() { # PATTERN WHAT GO-LIST-ARGS...
+  local pat=$1 what=$2 hits
+  shift 2
+  hits=$(go list -deps "$@" | grep -E "$pat" || true)
+  if [ -n "$hits" ]; then
+    echo "FAIL: $what; it links:"
+    echo "$hits" | sed 's/^/  /'
+    fail=1
+  else
+    echo "ok: $what"
+  fi
+}
+check "$grpc" "gatewayd links no gRPC" ./examples/gatewayd
+check "$grpc" "a minimal host with observe links no gRPC" -tags withobserve ./observe/internal/minimalhost
+check "$sdk|$grpc" "a minimal host without observe links no SDK" ./observe/internal/minimalhost
+check "$sdk|$grpc" "gatewayd -tags noobserve links no SDK" -tags noobserve ./examples/gatewayd
+# Every library package but observe (and the commands that import it).
+libs=$(go list ./... | grep -vE '/observe($|/)|/examples/|/bench($|/)|/scripts/')
+bad=$(go list -f '{{.ImportPath}}{{range .Deps}} {{.}}{{end}}' $libs | awk -v pat="$sdk" '{for (i = 2; i <= NF; i++) if ($i ~ pat) {print $1 " -> " $i; break}}')
+if [ -n "$bad" ]; then
+  echo "FAIL: library packages link the OpenTelemetry SDK or the Prometheus client (only observe may):"
+  echo "$bad" | sed 's/^/  /'
+  fail=1
+else
+  echo "ok: no library package but observe links the SDK"
+fi
+exit $fail
