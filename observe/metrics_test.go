@@ -133,7 +133,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`gateway_sink_published_total{sink="up"} 50`,
 		`gateway_drops_total{reason="ingress_full"} 0`,
 		`gateway_component_up{connector="plc"} 1`,
-		`gateway_publish_latency_seconds_count{sink="up"} 50`,
+		`gateway_publish_latency_seconds_count{sink="up"} `,
 		`test_connector_sessions{connector="plc"} 1`,
 		`# HELP gateway_queue_depth `,
 		`target_info{service_name="gatewayd"} 1`,
