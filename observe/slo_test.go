@@ -177,3 +177,37 @@ func TestHistogramQuantile(t *testing.T) {
 	}
 	_ = context.Background()
 }
+
+// FuzzDecodeConfig: any observe: section either decodes into valid SLOs or
+// fails with an error naming a path under observe; it never panics.
+func FuzzDecodeConfig(f *testing.F) {
+	f.Add("slos:\n  - name: a\n    series: throughput\n    k: 3\n")
+	f.Add("slos:\n  - name: a\n    series: {instrument: x, quantile: 0.5}\n    season: 1h\n    interval: 1m\n")
+	f.Add("slos: [{name: b, series: bogus, consecutive: -1}]\n")
+	f.Fuzz(func(t *testing.T, body string) {
+		var b strings.Builder
+		b.WriteString("observe:\n")
+		for _, l := range strings.Split(body, "\n") {
+			b.WriteString("  " + l + "\n")
+		}
+		cfg, err := gateway.ParseConfig([]byte(b.String()), "f.yaml")
+		if err != nil {
+			return
+		}
+		c, err := DecodeConfig(cfg.Observe)
+		if err != nil {
+			if !strings.Contains(err.Error(), "observe") {
+				t.Fatalf("error without its path: %v", err)
+			}
+			return
+		}
+		for _, s := range c.SLOs {
+			if err := s.Validate(); err != nil {
+				t.Fatalf("decoded an invalid SLO %+v: %v", s, err)
+			}
+			if _, err := NewDetector(s.detectorConfig()); err != nil {
+				t.Fatalf("valid SLO, invalid detector: %v", err)
+			}
+		}
+	})
+}

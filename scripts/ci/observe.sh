@@ -33,4 +33,8 @@ if [ -n "$bad" ]; then
 else
   echo "ok: no library package but observe links the SDK"
 fi
-exit $fail
+[ "$fail" = 0 ] || exit 1
+# Fuzz the package's parsers for a short while.
+t="${FUZZTIME:-10s}"
+scripts/fuzz ./observe FuzzDecodeConfig "$t"
+scripts/fuzz ./observe FuzzLogHandler "$t"
