@@ -12,6 +12,7 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/connstats"
+	"github.com/iotgw/gateway/internal/conntest"
 	"github.com/iotgw/gateway/resume"
 	"github.com/iotgw/gateway/rules"
 )
@@ -119,5 +120,32 @@ func TestConnectorMetrics(t *testing.T) {
 		`gateway_connector_request_latency_mean_seconds\{connector="plc"\} 0.02\n`)
 	if strings.Contains(text, "dev-") {
 		t.Fatal("a device id became a label")
+	}
+}
+
+// TestDrainMetrics: the drain state is one-hot over the machine's states.
+func TestDrainMetrics(t *testing.T) {
+	st, err := resume.NewSQLiteStore(resume.SQLiteConfig{Path: filepath.Join(t.TempDir(), "s.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := resume.NewMachine(resume.MachineConfig{Initial: resume.Offline, Logger: conntest.QuietLogger()})
+	d, err := resume.NewDrainer(resume.DrainerConfig{Store: st, Machine: m, Logger: conntest.QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ := New()
+	defer o.Shutdown(context.Background())
+	reg, err := d.RegisterMetrics(o.MeterProvider().Meter("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Unregister()
+	text := expo(t, o)
+	mustMatch(t, text, `gateway_drain_state\{state="offline"\} 1\n`, `gateway_drain_state\{state="online"\} 0\n`,
+		`gateway_drain_records_total\{state="sent"\} 0\n`)
+	if strings.Count(text, "gateway_drain_state{") != 5 {
+		t.Fatalf("want 5 drain states:\n%s", text)
 	}
 }
