@@ -11,15 +11,16 @@ import (
 )
 
 // Built with -tags noobserve: no OpenTelemetry SDK, no /metrics, the
-// standard library's JSON handler; an observe: section is refused.
+// standard library's JSON handler; an observe: section is ignored with a
+// warning.
 
 const metricsNote = ""
 
 type observer struct{}
 
-func newObserver(cfg *gateway.Config, _ *slog.Logger) (*observer, error) {
+func newObserver(cfg *gateway.Config, log *slog.Logger) (*observer, error) {
 	if !cfg.Observe.IsZero() {
-		return nil, fmt.Errorf("%s: this gatewayd is built without observe (-tags noobserve)", cfg.Observe.Path())
+		log.Warn(fmt.Sprintf("%s ignored: this gatewayd is built without observe (-tags noobserve)", cfg.Observe.Path()))
 	}
 	return &observer{}, nil
 }
