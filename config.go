@@ -70,6 +70,12 @@ type Config struct {
 	Sinks      []ComponentConfig `yaml:"sinks"`
 	Routes     []RouteConfig     `yaml:"routes"`
 	Store      *ComponentConfig  `yaml:"store"`
+	// Log is the log: section, for the host that builds the logger (the
+	// gateway itself logs through WithLogger).
+	Log LogConfig `yaml:"log"`
+	// Observe is the observe: section, kept raw for the observe package
+	// (metrics, SLOs), which decodes it with its own types.
+	Observe Section `yaml:"observe"`
 
 	file  string
 	empty bool // the document was empty (no YAML at all)
@@ -116,6 +122,16 @@ type HealthConfig struct {
 	// StatsDevices bounds the per-device entries of each component's
 	// counters in /statz; see WithStatsDevices. Absent keeps the default.
 	StatsDevices *int `yaml:"stats_devices"`
+}
+
+// LogConfig is the log: section. The gateway does not build its logger
+// (see WithLogger); a host reads this section to build one.
+type LogConfig struct {
+	// Format is json (the default in gatewayd: one JSON object per line,
+	// with the fixed fields of the observe package's handler) or text.
+	Format string `yaml:"format"`
+	// Level is debug, info (the default), warn or error.
+	Level string `yaml:"level"`
 }
 
 // RouteConfig is one entry of routes: (see Route).
@@ -198,9 +214,12 @@ func ParseConfig(data []byte, file string) (*Config, error) {
 			Sinks      Section       `yaml:"sinks"`
 			Routes     []RouteConfig `yaml:"routes"`
 			Store      Section       `yaml:"store"`
+			Log        LogConfig     `yaml:"log"`
+			Observe    Section       `yaml:"observe"`
 		}
 		d.decode(top, reflectValue(&plain), "")
 		c.Gateway, c.MQTT, c.Rules, c.Health, c.Routes = plain.Gateway, plain.MQTT, plain.Rules, plain.Health, plain.Routes
+		c.Log, c.Observe = plain.Log, plain.Observe
 	}
 	c.validate(d, top)
 	if err := d.err(); err != nil {
@@ -321,6 +340,17 @@ func (c *Config) validate(d *yamlDecoder, top *yaml.Node) {
 	}
 	if g.Mode == "edge" && c.Store == nil {
 		d.fail(at("gateway.mode"), "gateway.mode", "edge needs a store: section")
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		d.fail(at("log.format"), "log.format", "want json or text, got %q", c.Log.Format)
+	}
+	if lv := c.Log.Level; lv != "" {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(lv)); err != nil {
+			d.fail(at("log.level"), "log.level", "want debug, info, warn or error, got %q", lv)
+		}
 	}
 	if q := c.MQTT.QoS; q != nil && (*q < 0 || *q > 2) {
 		d.fail(at("mqtt.qos"), "mqtt.qos", "must be 0, 1 or 2, got %d", *q)
@@ -482,6 +512,12 @@ func (c *Config) staticDiff(o *Config) []string {
 	}
 	if c.Health.Address != o.Health.Address || !equalPtr(c.Health.StatsDevices, o.Health.StatsDevices) {
 		out = append(out, "health")
+	}
+	if c.Log != o.Log {
+		out = append(out, "log")
+	}
+	if c.Observe.fingerprint() != o.Observe.fingerprint() {
+		out = append(out, "observe")
 	}
 	if (c.Store == nil) != (o.Store == nil) || c.Store != nil && (c.Store.Kind != o.Store.Kind || c.Store.Spec.fingerprint() != o.Store.Spec.fingerprint()) {
 		out = append(out, "store")

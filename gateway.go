@@ -69,6 +69,7 @@ type Gateway struct {
 	connWG     sync.WaitGroup
 	ctrlWG     sync.WaitGroup
 	healthWG   sync.WaitGroup
+	metrics    *gatewayMetrics
 
 	releaseQ    retrylater.Queue[Record] // held records a failed Release left behind
 	releaseDone chan struct{}            // closed when the release queue stopped
@@ -179,6 +180,9 @@ func New(opts ...Option) (*Gateway, error) {
 		sampleBelow: ratioThreshold(s.sampling.Ratio),
 	}
 	g.pubCtx, g.cancelPub = context.WithCancel(context.Background())
+	if err := g.initMetrics(); err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
 	g.qos.Store(uint32(s.qos))
 	per := (s.queueSize + s.workers - 1) / s.workers
 	for i := 0; i < s.workers; i++ {
@@ -329,6 +333,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	g.registerComponent("store", g, g.s.store)
+	if any(g.s.drainer) != any(g.s.store) {
+		g.registerComponent("drainer", g, g.s.drainer)
+	}
+	g.registerComponent("shaper", g, g.s.shaper)
 	for _, sh := range g.shards {
 		g.decodeWG.Add(1)
 		g.routeWG.Add(1)
@@ -429,6 +438,7 @@ func (g *Gateway) shutdown(stopCtrl, stopRel context.CancelFunc) {
 		}
 	}
 	g.cancelPub()
+	g.closeMetrics()
 	g.closeOwned()
 	lost := g.stats.lostAtShutdown.Load()
 	g.log.Info("gateway stopped", "took", time.Since(start).Round(time.Millisecond), "lost", lost)
@@ -557,6 +567,10 @@ func (g *Gateway) newMessage(f *Frame) *Message {
 	}
 	m.Device, m.Topic, m.Connector, m.Time = f.Device, f.Topic, f.Connector, f.Received
 	m.Trace, m.tr = f.gw, f.tr
+
+	if !f.Received.IsZero() {
+		m.arrived = f.Received.UnixNano()
+	}
 	m.QoS = byte(g.qos.Load())
 	m.Priority = PriorityNormal
 	return m
@@ -657,10 +671,13 @@ func (g *Gateway) newConnRun(nc namedConnector, codec namedCodec) *connRun {
 }
 
 func (g *Gateway) startConnector(cr *connRun) {
+	key := "connector/" + cr.nc.name
+	g.registerComponent(key, cr, cr.nc.conn, attrConnector.String(cr.nc.name))
 	g.connWG.Add(1)
 	go func() {
 		defer g.connWG.Done()
 		defer close(cr.done)
+		defer g.unregisterComponent(key, cr)
 		cr.supervise()
 	}()
 }

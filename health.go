@@ -59,6 +59,8 @@ type Stats struct {
 	// Drain is the Drainer's own report when it is a DrainReporter (the
 	// resume EdgeStore: state, transitions, drain counters, probes).
 	Drain any `json:"drain,omitempty"`
+	// Reports holds the sections added with WithStatzReport, by name.
+	Reports map[string]any `json:"reports,omitempty"`
 }
 
 // Stats returns a snapshot of the counters.
@@ -83,6 +85,12 @@ func (g *Gateway) Stats() Stats {
 	st.ReloadErrors = g.stats.reloadErrors.Load()
 	if r, ok := g.s.drainer.(DrainReporter); ok {
 		st.Drain = r.DrainStatus()
+	}
+	if len(g.s.statzReports) > 0 {
+		st.Reports = make(map[string]any, len(g.s.statzReports))
+		for name, report := range g.s.statzReports {
+			st.Reports[name] = report()
+		}
 	}
 	// Reports are taken after g.mu is released: a component's own lock
 	// never nests inside the gateway's.
@@ -206,8 +214,13 @@ func (g *Gateway) Ready(ctx context.Context) error {
 //	              for each connector and sink its state and, when it is a
 //	              StatsReporter, its own counters ("counters": totals and
 //	              at most WithStatsDevices devices, see StatsReporter)
+//
+// and whatever was added with WithHealthHandler (e.g. GET /metrics).
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
+	for _, hh := range g.s.healthHandlers {
+		mux.Handle(hh.pattern, hh.h)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-g.doneCh:

@@ -181,6 +181,10 @@ type Message struct {
 	// deadSink, when set, sends a dead letter to this sink, not the router.
 	deadSink string
 	tr       msgTrace
+
+	// arrived is when the gateway received the frame (Unix nanoseconds),
+	// the start of the publish latency metric.
+	arrived int64
 }
 
 // Reset clears m for reuse, keeping slice capacity.
@@ -199,6 +203,8 @@ func (m *Message) Reset() {
 	m.deadSink = ""
 	m.Trace = TraceContext{}
 	m.tr = msgTrace{}
+
+	m.arrived = 0
 }
 
 // AddPoint appends a point.

@@ -4,10 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"runtime"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Option configures a Gateway. Options are applied in order by New; an
@@ -136,6 +140,10 @@ type settings struct {
 	tracer          trace.Tracer
 	recorder        SpanRecorder
 	sampling        TraceSampling
+
+	meterProvider   metric.MeterProvider
+	healthHandlers  []healthHandler
+	statzReports    map[string]func() any
 }
 
 func defaultSettings() *settings {
@@ -471,6 +479,48 @@ func WithConfig(c *Config) Option {
 			return errors.New("config is nil")
 		}
 		s.config = c
+		return nil
+	}
+}
+
+type healthHandler struct {
+	pattern string
+	h       http.Handler
+}
+
+// WithHealthHandler serves h on the health server (see WithHealthAddress
+// and Handler) under pattern, an http.ServeMux pattern such as
+// "GET /metrics". The observe package's Prometheus endpoint is mounted
+// this way. Default: only /healthz, /readyz and /statz. A pattern the
+// gateway serves itself is an error.
+func WithHealthHandler(pattern string, h http.Handler) Option {
+	return func(s *settings) error {
+		if h == nil {
+			return fmt.Errorf("health handler %q is nil", pattern)
+		}
+		for _, own := range []string{"/healthz", "/readyz", "/statz"} {
+			if strings.HasSuffix(pattern, own) {
+				return fmt.Errorf("health handler %q: the gateway serves %s itself", pattern, own)
+			}
+		}
+		s.healthHandlers = append(s.healthHandlers, healthHandler{pattern, h})
+		return nil
+	}
+}
+
+// WithStatzReport adds a section to the Stats snapshot (and so to /statz)
+// under Stats.Reports[name], filled by calling report at each snapshot.
+// report must be cheap and safe for concurrent use. Default: no reports.
+// The observe package reports its SLO alerts this way.
+func WithStatzReport(name string, report func() any) Option {
+	return func(s *settings) error {
+		if name == "" || report == nil {
+			return errors.New("statz report needs a name and a function")
+		}
+		if s.statzReports == nil {
+			s.statzReports = map[string]func() any{}
+		}
+		s.statzReports[name] = report
 		return nil
 	}
 }

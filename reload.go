@@ -184,6 +184,7 @@ func applyValidated(g *Gateway, c components, running bool, codecs map[string]na
 	g.topoMu.Lock()
 	g.topo.Store(&topology{router: router, sinks: newSinks})
 	g.topoMu.Unlock()
+	g.registerComponent("router", g, router) // its own instruments (rule hits)
 	g.sinks = newSinks
 	for _, sr := range removed {
 		g.retired = append(g.retired, sr) // its counters stay in the totals

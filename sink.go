@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway/internal/backoff"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // sinkRun owns one sink's bounded queue and the goroutine that publishes
@@ -30,6 +32,9 @@ type sinkRun struct {
 	out, errs, dropped, lost atomic.Uint64
 	healthy                  atomic.Bool
 	lastErr                  atomic.Pointer[string]
+
+	attrs  attribute.Set         // sink=NAME, the label of its metrics
+	recOpt []metric.RecordOption // records with attrs, built once
 }
 
 func (g *Gateway) newSinkRun(ns namedSink) *sinkRun {
@@ -38,7 +43,9 @@ func (g *Gateway) newSinkRun(ns namedSink) *sinkRun {
 		q:       make(chan *Message, g.s.sinkQueueSize),
 		swapped: make(chan struct{}, 1),
 		retired: make(chan struct{}),
+		attrs:   attribute.NewSet(attrSink.String(ns.name)),
 	}
+	sr.recOpt = []metric.RecordOption{metric.WithAttributeSet(sr.attrs)}
 	g.liveSink(&ns)
 	sr.impl.Store(&ns)
 	sr.healthy.Store(true)
@@ -75,6 +82,7 @@ func (sr *sinkRun) ensureStarted() error {
 func (sr *sinkRun) swap(ns namedSink) {
 	sr.g.liveSink(&ns)
 	sr.impl.Store(&ns)
+	sr.g.registerComponent("sink/"+sr.name, sr, ns.sink, attrSink.String(sr.name))
 	select {
 	case sr.swapped <- struct{}{}:
 	default:
@@ -119,10 +127,13 @@ func (sr *sinkRun) push(m *Message) {
 }
 
 func (g *Gateway) startSink(sr *sinkRun) {
+	key := "sink/" + sr.name
+	g.registerComponent(key, sr, sr.current().sink, attrSink.String(sr.name))
 	g.sinksWG.Add(1)
 	go func() {
 		defer g.sinksWG.Done()
 		sr.run()
+		g.unregisterComponent(key, sr)
 		select {
 		case <-sr.retired:
 			sr.closeImpl()
@@ -185,6 +196,7 @@ func (sr *sinkRun) publish(batch []*Message) {
 				g.sinkDone(batch)
 			}
 			sr.out.Add(uint64(len(batch)))
+			sr.recordPublished(batch)
 			if !sr.healthy.Swap(true) {
 				g.log.Info("sink recovered", "sink", sr.name)
 			}

@@ -9,19 +9,11 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/iotgw/gateway"
 )
-
-type countSink struct{ n atomic.Int64 }
-
-func (s *countSink) Publish(_ context.Context, msgs []*gateway.Message) error {
-	s.n.Add(int64(len(msgs)))
-	return nil
-}
 
 // BenchmarkPipelineObserve is the root package's BenchmarkPipeline (64
 // devices, an f64 codec, two topic routes, a discarding sink) with

@@ -39,14 +39,6 @@ type collector struct {
 	done chan struct{}
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if col != nil {
-		col.stop()
-	}
-	os.Exit(code)
-}
-
 // collectorBinary builds the collector unless the cache has it.
 func collectorBinary() (string, error) {
 	src, err := filepath.Abs(filepath.Join("..", "internal", "otelcol"))

@@ -84,9 +84,10 @@ func WithSpanExporter(e sdktrace.SpanExporter) TraceOption {
 	}
 }
 
-// WithServiceName sets the service.name resource attribute. Default:
-// "iotgw-gateway".
-func WithServiceName(name string) TraceOption {
+// WithTraceServiceName sets the service.name resource attribute of the
+// spans (use the same name as New's WithServiceName). Default:
+// "gatewayd".
+func WithTraceServiceName(name string) TraceOption {
 	return func(s *traceSettings) error {
 		if name == "" {
 			return errors.New("service name is empty")
@@ -173,7 +174,7 @@ func WithSpool(st gateway.Store, yield func() bool, retry time.Duration) TraceOp
 // NewTracing builds the SDK for a gateway's traces. Shutdown flushes it.
 func NewTracing(ctx context.Context, opts ...TraceOption) (*Tracing, error) {
 	s := traceSettings{
-		service: "iotgw-gateway", sampling: gateway.DefaultTraceSampling,
+		service: "gatewayd", sampling: gateway.DefaultTraceSampling,
 		queue: 4096, batch: 512, interval: time.Second, timeout: 5 * time.Second,
 	}
 	for _, o := range opts {

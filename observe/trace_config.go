@@ -16,7 +16,7 @@ import (
 //
 //	traces:
 //	  endpoint: http://collector:4318   # OTLP/HTTP; empty: nothing is exported
-//	  service_name: gw-site-7           # default iotgw-gateway
+//	  service_name: gw-site-7           # default gatewayd
 //	  ratio: 0.01                       # head sampling of new traces, default 0.01
 //	  tail: true                        # default true
 //	  latency: 1s                       # tail threshold, default 1s; 0s keeps failures only
@@ -83,7 +83,7 @@ func (c *TraceConfig) Options(path string, open SpoolStore, yield func() bool) (
 		opts = append(opts, WithOTLPEndpoint(c.Endpoint))
 	}
 	if c.ServiceName != "" {
-		opts = append(opts, WithServiceName(c.ServiceName))
+		opts = append(opts, WithTraceServiceName(c.ServiceName))
 	}
 	if c.Queue != 0 || c.Batch != 0 {
 		q, b := c.Queue, c.Batch

@@ -188,6 +188,7 @@ type compiledRule struct {
 	sample   uint64
 
 	sampled atomic.Uint64
+	hits    atomic.Uint64 // messages the rule matched and applied to
 	errs    atomic.Uint64
 	lastErr atomic.Pointer[string]
 }
@@ -797,6 +798,7 @@ func (s *Set) Route(m *gateway.Message, dst []string) []string {
 			s.fail(r, m, err)
 			continue
 		}
+		r.hits.Add(1)
 		if r.Drop {
 			s.drops.Add(1)
 			return dst[:start]

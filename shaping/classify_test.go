@@ -246,6 +246,7 @@ func TestIngressPolicer(t *testing.T) {
 	if c := st.Classes[2].Ingress; c.Packets != uint64(passed) || c.Drops != uint64(shot) {
 		t.Errorf("counters %+v, want %d passed %d dropped", c, passed, shot)
 	}
+	checkShapingMetrics(t, s, st.Classes[2].Name, int64(passed), int64(shot))
 	// Egress is never policed.
 	if r := run(t, s.objs.ClassifyEgress, pkt); r.ret != actUnspec {
 		t.Errorf("egress verdict %d", int32(r.ret))

@@ -67,6 +67,7 @@ func TestLibcoapCoapsPSK(t *testing.T) {
 	if fs := col.Frames(); len(fs) != 2 {
 		t.Fatalf("%d frames, want 2", len(fs))
 	}
+	checkDTLSMetrics(t, c)
 }
 
 // TestRegisterDTLSYAML: the dtls: block reads its files at load time and

@@ -6,6 +6,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"io"
 	"net"
 	"net/http"
@@ -87,6 +89,12 @@ func (c *Connector) Stats() Stats { return c.stats.Stats() }
 // maxDevices devices (see connstats.Report). Denied counts requests
 // refused for a wrong token or the rate limit.
 func (c *Connector) StatsReport(maxDevices int) any { return c.stats.Report(maxDevices) }
+
+// RegisterMetrics implements gateway.MetricsSource: the connector's totals
+// (frames, bytes, problems by reason, sessions, mean latency).
+func (c *Connector) RegisterMetrics(m metric.Meter, label ...attribute.KeyValue) (metric.Registration, error) {
+	return c.stats.RegisterMetrics(m, label...)
+}
 
 var _ gateway.StatsReporter = (*Connector)(nil)
 

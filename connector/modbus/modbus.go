@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"io"
 	"log/slog"
 	"net"
@@ -237,6 +239,12 @@ func (c *Connector) Stats() Stats { return c.stats.Stats() }
 // StatsReport implements gateway.StatsReporter: the totals and at most
 // maxDevices devices (see connstats.Report).
 func (c *Connector) StatsReport(maxDevices int) any { return c.stats.Report(maxDevices) }
+
+// RegisterMetrics implements gateway.MetricsSource: the connector's totals
+// (frames, bytes, problems by reason, sessions, mean latency).
+func (c *Connector) RegisterMetrics(m metric.Meter, label ...attribute.KeyValue) (metric.Registration, error) {
+	return c.stats.RegisterMetrics(m, label...)
+}
 
 var _ gateway.StatsReporter = (*Connector)(nil)
 

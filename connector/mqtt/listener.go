@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"log/slog"
 	"net"
 	"sync"
@@ -128,6 +130,12 @@ func (l *Listener) Stats() Stats { return l.stats.Stats() }
 // StatsReport implements gateway.StatsReporter: the totals and at most
 // maxDevices devices (see connstats.Report). Denied counts ACL denials.
 func (l *Listener) StatsReport(maxDevices int) any { return l.stats.Report(maxDevices) }
+
+// RegisterMetrics implements gateway.MetricsSource: the connector's totals
+// (frames, bytes, problems by reason, sessions, mean latency).
+func (l *Listener) RegisterMetrics(m metric.Meter, label ...attribute.KeyValue) (metric.Registration, error) {
+	return l.stats.RegisterMetrics(m, label...)
+}
 
 var _ gateway.StatsReporter = (*Listener)(nil)
 

@@ -59,22 +59,36 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "YAML configuration file (default: the embedded defaults)")
 	every := fs.Duration("summary", 5*time.Second, "interval of the one-line summary (0 disables)")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	jsonLogs := fs.Bool("json", false, "log JSON instead of text")
+	level := fs.String("log-level", "", "debug, info, warn or error (default: log.level of the configuration, else info)")
+	format := fs.String("log-format", "", "json or text (default: log.format of the configuration, else json)")
+	jsonLogs := fs.Bool("json", false, "same as -log-format json")
 	otaPath := fs.String("ota", "", "YAML file with an ota: block: run signed, staged updates (see ota.go)")
 	simModbus := fs.String("sim-modbus", "", "serve a simulated Modbus TCP device on this address (default 127.0.0.1:5502 with the embedded defaults, off with -config)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	var cfg *gateway.Config
+	var err error
+	if *configPath != "" {
+		cfg, err = gateway.LoadConfig(*configPath)
+	} else {
+		cfg, err = gateway.ParseConfig(defaultConfig, "default.yaml")
 	}
-	var h slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})
+	if err != nil {
+		return err
+	}
 	if *jsonLogs {
-		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv})
+		*format = "json"
 	}
-	log := slog.New(h)
+	log, err := newLogger(cfg, *format, *level, stderr)
+	if err != nil {
+		return err
+	}
+	obs, err := newObserver(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer obs.shutdown()
 
 	if *configPath == "" && *simModbus == "" {
 		*simModbus = "127.0.0.1:5502"
@@ -90,7 +104,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	var dl mqtt.Downlink
 	reg, brokers := registry(&dl, log)
-	opts := []gateway.Option{gateway.WithLogger(log), gateway.WithRegistry(reg)}
+	opts := append([]gateway.Option{gateway.WithLogger(log), gateway.WithRegistry(reg)}, obs.options()...)
 	var updates *otaRunner
 	if *otaPath != "" {
 		var err error
@@ -101,10 +115,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	} else if *configPath != "" {
 		opts = append(opts, gateway.WithConfigFile(*configPath, true))
 	} else {
-		cfg, err := gateway.ParseConfig(defaultConfig, "default.yaml")
-		if err != nil {
-			return err
-		}
 		opts = append(opts, gateway.WithConfig(cfg))
 	}
 	g, err := gateway.New(opts...)
@@ -179,6 +189,35 @@ func registry(dl *mqtt.Downlink, log *slog.Logger) (*gateway.Registry, func() []
 	}
 }
 
+// newLogger builds the daemon's logger: format and level from the flags,
+// else from the log: section, else JSON at info.
+func newLogger(cfg *gateway.Config, format, level string, w io.Writer) (*slog.Logger, error) {
+	if format == "" {
+		format = cfg.Log.Format
+	}
+	if level == "" {
+		level = cfg.Log.Level
+	}
+	if level == "" {
+		level = "info"
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	name := cfg.Gateway.Name
+	if name == "" {
+		name = "gatewayd"
+	}
+	switch format {
+	case "", "json":
+		return slog.New(jsonHandler(w, lv, name)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
+	}
+	return nil, fmt.Errorf("log format %q: want json or text", format)
+}
+
 // announce prints where the daemon listens once it does.
 func announce(ctx context.Context, g *gateway.Gateway, brokers func() []*localbroker.Broker, out io.Writer) {
 	deadline := time.Now().Add(5 * time.Second)
@@ -195,7 +234,7 @@ func announce(ctx context.Context, g *gateway.Gateway, brokers func() []*localbr
 		time.Sleep(10 * time.Millisecond)
 	}
 	if a := g.HealthAddr(); a != "" {
-		fmt.Fprintf(out, "health:   http://%s/healthz  /readyz  /statz\n", a)
+		fmt.Fprintf(out, "health:   http://%s/healthz  /readyz  /statz%s\n", a, metricsNote)
 	}
 	for _, b := range brokers() {
 		if a := b.Addr(); a != "" {

@@ -74,11 +74,15 @@ func TestDaemonRunsAndStopsOnInterrupt(t *testing.T) {
 		t.Fatalf("/healthz = %d", resp.StatusCode)
 	}
 
-	outRe := regexp.MustCompile(`msg=summary .*messages_out=(\d+)`)
+	// Logs are JSON by default, with the fixed fields first.
+	outRe := regexp.MustCompile(`^\{"time":"[^"]+","level":"INFO","msg":"summary","service_name":"gatewayd","trace_id":"","span_id":"","device":"","connector":"","rule":"","decision":"".*"messages_out":(\d+)`)
 	lines := bufio.NewScanner(stderr)
 	flowing := false
 	deadline := time.Now().Add(10 * time.Second)
 	for !flowing && time.Now().Before(deadline) && lines.Scan() {
+		if !strings.HasPrefix(lines.Text(), `{"time":`) {
+			t.Fatalf("log line is not the JSON of observe.LogHandler: %q", lines.Text())
+		}
 		if m := outRe.FindStringSubmatch(lines.Text()); m != nil {
 			n, _ := strconv.Atoi(m[1])
 			flowing = n > 0
@@ -86,6 +90,16 @@ func TestDaemonRunsAndStopsOnInterrupt(t *testing.T) {
 	}
 	if !flowing {
 		t.Fatal("summary never showed messages flowing")
+	}
+	// Metrics on the health server.
+	mresp, err := http.Get("http://" + health + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mbody, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if mresp.StatusCode != 200 || !regexp.MustCompile(`gateway_plane_messages_total\{plane="publish"\} [1-9]`).Match(mbody) {
+		t.Fatalf("/metrics = %d:\n%s", mresp.StatusCode, mbody)
 	}
 	go func() {
 		for lines.Scan() {
