@@ -141,9 +141,9 @@ type settings struct {
 	recorder        SpanRecorder
 	sampling        TraceSampling
 
-	meterProvider   metric.MeterProvider
-	healthHandlers  []healthHandler
-	statzReports    map[string]func() any
+	meterProvider  metric.MeterProvider
+	healthHandlers []healthHandler
+	statzReports   map[string]func() any
 }
 
 func defaultSettings() *settings {
