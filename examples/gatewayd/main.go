@@ -16,28 +16,18 @@ package main
 import (
 	"context"
 	_ "embed"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/iotgw/gateway"
-	"github.com/iotgw/gateway/codec"
-	"github.com/iotgw/gateway/connector/coap"
-	"github.com/iotgw/gateway/connector/httpc"
-	"github.com/iotgw/gateway/connector/modbus"
-	mqttdev "github.com/iotgw/gateway/connector/mqtt"
-	"github.com/iotgw/gateway/connector/sim"
-	"github.com/iotgw/gateway/resume"
-	"github.com/iotgw/gateway/rules"
-	"github.com/iotgw/gateway/upstream/localbroker"
-	"github.com/iotgw/gateway/upstream/mqtt"
 )
 
 //go:embed default.yaml
@@ -57,9 +47,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	every := fs.Duration("summary", 5*time.Second, "interval of the one-line summary (0 disables)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	jsonLogs := fs.Bool("json", false, "log JSON instead of text")
-	simModbus := fs.String("sim-modbus", "", "serve a simulated Modbus TCP device on this address (default 127.0.0.1:5502 with the embedded defaults, off with -config)")
+	version := fs.Bool("version", false, "print the build tags of this build and exit")
+	d, err := newDaemon(nil, fs) // the parts add their flags
+	if err != nil {
+		panic(err) // the parts' kinds are distinct; a clash is a programming error
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *version {
+		fmt.Fprintln(stdout, "gatewayd build tags:", buildTags())
+		return nil
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
@@ -70,22 +68,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv})
 	}
 	log := slog.New(h)
+	d.log = log
 
-	if *configPath == "" && *simModbus == "" {
-		*simModbus = "127.0.0.1:5502"
+	if *configPath == "" {
+		defaultSimModbus(d)
 	}
-	if *simModbus != "" {
-		dev := sim.NewModbusDevice()
-		if err := dev.Start(*simModbus); err != nil {
-			return err
-		}
-		defer dev.Close()
-		fmt.Fprintf(stdout, "device:   simulated Modbus TCP device on %s\n", dev.Addr())
+	stopParts, err := d.start(stdout)
+	if err != nil {
+		return err
 	}
+	defer stopParts()
 
-	var dl mqtt.Downlink
-	reg, brokers := registry(&dl, log)
-	opts := []gateway.Option{gateway.WithLogger(log), gateway.WithRegistry(reg)}
+	opts := append([]gateway.Option{gateway.WithLogger(log), gateway.WithRegistry(d.reg)}, d.opts...)
 	if *configPath != "" {
 		opts = append(opts, gateway.WithConfigFile(*configPath, true))
 	} else {
@@ -99,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dl.Bind(g) // commands arriving on mqtt sinks' command topics go to devices
+	d.bind(g)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -112,7 +106,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	announce(ctx, g, brokers, stdout)
+	announce(ctx, g, d, stdout)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -123,45 +117,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// registry lists the component kinds this daemon links: the device
-// connectors (simulated field, MQTT, CoAP, HTTP, Modbus TCP), the reference
-// codecs, the SQLite store for edge mode, the
-// embedded broker, the MQTT upstream (with downlink commands
-// through dl) and the rule engine for rules.enabled. The returned function
-// reports the embedded brokers built from the configuration.
-func registry(dl *mqtt.Downlink, log *slog.Logger) (*gateway.Registry, func() []*localbroker.Broker) {
-	reg := gateway.NewRegistry()
-	rules.Register(reg, rules.Options{Logger: log})
-	var mu sync.Mutex
-	var built []*localbroker.Broker
-	if err := errors.Join(sim.Register(reg), codec.Register(reg), resume.Register(reg), mqtt.Register(reg, dl),
-		mqttdev.Register(reg), coap.Register(reg), httpc.Register(reg), modbus.Register(reg), reg.AddSink("localbroker", func(name string, spec gateway.Section) (gateway.Sink, error) {
-			var c localbroker.Config
-			if err := spec.Decode(&c); err != nil {
-				return nil, err
-			}
-			b := localbroker.New(c)
-			mu.Lock()
-			built = append(built, b)
-			mu.Unlock()
-			return b, nil
-		})); err != nil {
-		panic(err) // the kinds above are distinct; a clash is a programming error
-	}
-	return reg, func() []*localbroker.Broker {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]*localbroker.Broker(nil), built...)
-	}
-}
-
 // announce prints where the daemon listens once it does.
-func announce(ctx context.Context, g *gateway.Gateway, brokers func() []*localbroker.Broker, out io.Writer) {
+func announce(ctx context.Context, g *gateway.Gateway, d *daemon, out io.Writer) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		ready := g.HealthAddr() != ""
-		for _, b := range brokers() {
-			if b.Addr() == "" {
+		for _, e := range d.endpoints() {
+			if strings.HasSuffix(e.addr, "://") {
 				ready = false
 			}
 		}
@@ -173,10 +135,11 @@ func announce(ctx context.Context, g *gateway.Gateway, brokers func() []*localbr
 	if a := g.HealthAddr(); a != "" {
 		fmt.Fprintf(out, "health:   http://%s/healthz  /readyz  /statz\n", a)
 	}
-	for _, b := range brokers() {
-		if a := b.Addr(); a != "" {
-			fmt.Fprintf(out, "upstream: mqtt://%s  (mosquitto_sub -h %s -t 'gw/#' -v)\n", a, hostPort(a))
+	for _, e := range d.endpoints() {
+		if strings.HasSuffix(e.addr, "://") {
+			continue
 		}
+		fmt.Fprintf(out, "%-9s %s  (%s)\n", e.label+":", e.addr, e.hint)
 	}
 }
 
