@@ -1,16 +1,3 @@
-// Command gatewayd is the reference gateway daemon.
-//
-// With no flags it runs a real gateway on embedded defaults (default.yaml)
-// and needs nothing installed: simulated devices feed frames through the
-// pipeline into an MQTT broker inside the process, and health endpoints
-// answer on 127.0.0.1:8080.
-//
-//	go run ./examples/gatewayd
-//	mosquitto_sub -h 127.0.0.1 -p 1883 -t 'gw/#' -v   # watch the upstream
-//	curl 127.0.0.1:8080/readyz
-//
-// With -config FILE it runs from that YAML file instead, reloading it when
-// it changes or on SIGHUP. SIGINT/SIGTERM shut down cleanly.
 package main
 
 import (
