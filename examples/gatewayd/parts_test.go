@@ -200,3 +200,21 @@ func TestTagCombinationsBuild(t *testing.T) {
 		t.Fatalf("minimal daemon with a coap connector: %v\n%s", err, out)
 	}
 }
+
+// TestDaemonLinksNoTestHelpers: neither the full nor the minimal daemon
+// depends on the testing package or the test helpers under internal/.
+func TestDaemonLinksNoTestHelpers(t *testing.T) {
+	for _, tags := range [][]string{nil, minimalTags} {
+		out, err := exec.Command("go", "list", "-deps", "-tags", strings.Join(tags, ","), ".").CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list: %v\n%s", err, out)
+		}
+		for _, p := range strings.Fields(string(out)) {
+			switch p {
+			case "testing", "github.com/iotgw/gateway/internal/testenv", "github.com/iotgw/gateway/internal/conntest",
+				"github.com/iotgw/gateway/internal/nstest", "github.com/iotgw/gateway/internal/tcpkeepalive/katest":
+				t.Errorf("tags %q: gatewayd depends on %s", tags, p)
+			}
+		}
+	}
+}
