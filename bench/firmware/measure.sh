@@ -11,7 +11,8 @@
 # VmRSS from /proc is read after 20 s (SETTLE). On amd64 natively, with the
 # default GC; on arm64 under qemu-aarch64, where the host's VmRSS of the
 # qemu process also holds the emulator and its translated code: an upper
-# bound of the daemon's own.
+# bound of the daemon's own. The file-backed part is the binary's pages
+# (clean, dropped under memory pressure), the anonymous part heap and stacks.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-$(mktemp -d)}
@@ -42,7 +43,10 @@ rss() { # label command...
   "$@" -config "$dir/gw.yaml" -summary 0 >/dev/null 2>"$dir/log" & local pid=$!
   sleep "$settle"
   if ! kill -0 $pid 2>/dev/null; then cat "$dir/log"; kill $mq; return 1; fi
-  printf '%-28s idle VmRSS %s\n' "$label" "$(grep VmRSS /proc/$pid/status | awk '{print $2, $3}')"
+  printf '%-28s idle VmRSS %s (file-backed %s, anonymous %s)\n' "$label" \
+    "$(grep VmRSS /proc/$pid/status | awk '{print $2, $3}')" \
+    "$(awk '/^Private_Clean|^Shared_Clean/{s+=$2} END{print s " kB"}' /proc/$pid/smaps_rollup)" \
+    "$(awk '/^Anonymous/{print $2, $3}' /proc/$pid/smaps_rollup)"
   kill -INT $pid; wait $pid || true
   kill $mq; wait $mq 2>/dev/null || true
   rm -rf "$dir"
