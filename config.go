@@ -579,6 +579,11 @@ func (r *Registry) AddConnector(kind string, f ConnectorFactory) error {
 	return register(r.connectors, "connector", kind, f, f == nil)
 }
 
+// LookupConnector returns the factory registered for a connector kind, or
+// nil. A host wraps a kind with it: look the factory up in one registry,
+// register a wrapper under the same kind in the registry it uses.
+func (r *Registry) LookupConnector(kind string) ConnectorFactory { return r.connectors[kind] }
+
 // AddCodec registers a codec kind.
 func (r *Registry) AddCodec(kind string, f CodecFactory) error {
 	return register(r.codecs, "codec", kind, f, f == nil)

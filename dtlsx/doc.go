@@ -49,6 +49,9 @@
 //     wrong key gets a bad_record_mac alert as soon as its Finished fails
 //     to decrypt (pion alone drops it silently and the device times out).
 //   - Counters for every outcome (Listener.Stats, SessionCache.Stats).
+//   - On Linux the listener reads up to WithUDPBatch datagrams (default 16)
+//     per recvmmsg into its pooled buffers, without an allocation per
+//     datagram; writes go out one per call from each association.
 //
 // Closing a Listener closes every association on its socket.
 //

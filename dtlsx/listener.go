@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iotgw/gateway/internal/udpbatch"
 	"github.com/pion/dtls/v3"
 )
 
@@ -291,6 +292,10 @@ func (l *Listener) writeTo(b []byte, addr net.Addr) (int, error) {
 // readLoop is the only reader of the socket.
 func (l *Listener) readLoop() {
 	defer l.wg.Done()
+	if l.udp != nil && l.s.udpBatch > 1 {
+		l.readBatches(l.s.udpBatch)
+		return
+	}
 	for {
 		d := l.getDatagram()
 		n, from, err := l.readFrom(d)
@@ -309,6 +314,50 @@ func (l *Listener) readLoop() {
 		}
 		d.n, d.from = n, from
 		l.route(d)
+	}
+}
+
+// readBatches is readLoop with recvmmsg: up to n datagrams per call, read
+// into datagrams of the pool, routed in arrival order.
+func (l *Listener) readBatches(n int) {
+	br, err := udpbatch.NewReader(l.udp, n, 1)
+	if err != nil {
+		l.s.log.Error("dtlsx: batched reader", "err", err)
+		return
+	}
+	slots := make([]*datagram, n)
+	for i := range slots {
+		slots[i] = l.getDatagram()
+		br.SetBuffer(i, slots[i].buf[:])
+	}
+	defer func() {
+		for _, d := range slots {
+			l.putDatagram(d)
+		}
+	}()
+	for {
+		ms, err := br.Read()
+		if err != nil {
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			l.s.log.Warn("dtlsx: read failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		for i := range ms {
+			// A datagram longer than maxDatagram was cut, as on the
+			// one-datagram path, and fails authentication in pion.
+			d := slots[i]
+			d.n, d.from = ms[i].N, ms[i].Addr
+			slots[i] = l.getDatagram()
+			br.SetBuffer(i, slots[i].buf[:])
+			l.route(d)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/iotgw/gateway/internal/udpbatch"
 	"github.com/pion/dtls/v3"
 )
 
@@ -37,6 +38,7 @@ type settings struct {
 	mtu           int
 	flight        time.Duration
 	backlog       int
+	udpBatch      int
 	log           *slog.Logger
 	verifyConnect func(*dtls.State) error
 	fastResume    bool
@@ -51,6 +53,7 @@ func defaultSettings() settings {
 		sourceBurst: 200,
 		cidLen:      8,
 		backlog:     256,
+		udpBatch:    16,
 		log:         slog.Default(),
 		fastResume:  true,
 		ownRecords:  true,
@@ -302,6 +305,23 @@ func WithAcceptBacklog(n int) Option {
 			return fmt.Errorf("dtlsx: accept backlog %d: must be positive", n)
 		}
 		s.backlog = n
+		return nil
+	}
+}
+
+// WithUDPBatch sets how many datagrams the listener's reader takes from a
+// *net.UDPConn per system call (recvmmsg on Linux, into buffers of the
+// listener's datagram pool, so nothing is allocated per datagram). 1 reads
+// one per call, as on platforms without recvmmsg and for other
+// net.PacketConn types, where larger values fall back to it. Writes stay
+// one datagram per call: they come from each association's goroutine.
+// Default 16. Server only.
+func WithUDPBatch(n int) Option {
+	return func(s *settings) error {
+		if n < 1 || n > udpbatch.MaxBatch {
+			return fmt.Errorf("dtlsx: udp batch %d: must be 1..%d", n, udpbatch.MaxBatch)
+		}
+		s.udpBatch = n
 		return nil
 	}
 }

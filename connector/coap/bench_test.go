@@ -90,8 +90,11 @@ func exchangeRaw(conn *net.UDPConn, req, resp []byte, mid uint16) error {
 // raw-UDP clients (default 64; COAP_CLIENTS overrides), each with its own
 // socket and one request in flight, to the connector, which hands every
 // frame to an Uplink before answering 2.04. "fast" is the default
-// plain-UDP path, "go-coap" the same connector with WithFastPath(false),
-// measured in the same run. Clients and connector share the machine.
+// plain-UDP path (recvmmsg/sendmmsg batches, WithUDPBatch default 16),
+// "fast-unbatched" the fast path with WithUDPBatch(1) (one datagram per
+// system call, the previous loop), "go-coap" the same connector with
+// WithFastPath(false), measured in the same run. Clients and connector
+// share the machine.
 //
 //	go test -run '^$' -bench BenchmarkCoAPConfirmablePost -benchtime 200000x ./connector/coap
 func BenchmarkCoAPConfirmablePost(b *testing.B) {
@@ -100,12 +103,13 @@ func BenchmarkCoAPConfirmablePost(b *testing.B) {
 		clients = v
 	}
 	for _, path := range []struct {
-		name string
-		fast bool
-	}{{"fast", true}, {"go-coap", false}} {
+		name  string
+		fast  bool
+		batch int
+	}{{"fast", true, 16}, {"fast-unbatched", true, 1}, {"go-coap", false, 16}} {
 		b.Run("path="+path.name, func(b *testing.B) {
 			up := &countingUplink{}
-			c, err := New(WithAddress("127.0.0.1:0"), WithLogger(conntest.QuietLogger()), WithFastPath(path.fast))
+			c, err := New(WithAddress("127.0.0.1:0"), WithLogger(conntest.QuietLogger()), WithFastPath(path.fast), WithUDPBatch(path.batch))
 			if err != nil {
 				b.Fatal(err)
 			}

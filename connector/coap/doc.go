@@ -74,7 +74,11 @@
 // Malformed datagrams are counted in Stats().Total.Malformed (a
 // confirmable one gets a Reset); datagrams dropped because a go-coap
 // session's queue was full count as errors. WithFastPath(false) hands
-// everything to go-coap's UDP server.
+// everything to go-coap's UDP server. On Linux each reader takes up to
+// WithUDPBatch datagrams (default 16) per recvmmsg and sends the batch's
+// answers with one sendmmsg, into preallocated buffers; a datagram longer
+// than a buffer (max body plus 1 KiB) is answered 4.13. Elsewhere, and
+// with WithUDPBatch(1), it reads and writes one datagram per call.
 //
 // # Logging
 //

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/udpbatch"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
 )
 
@@ -61,10 +62,16 @@ type reader struct {
 	out  []byte
 	msg  wireMessage
 	dctx deliverCtx
+	w    *udpbatch.Writer // answers of the batch being handled; nil: write each at once
 }
 
 func (f *udpFront) read() {
-	r := &reader{buf: make([]byte, maxDatagramReadSize), path: make([]byte, 0, 256), out: make([]byte, 0, 256)}
+	r := &reader{path: make([]byte, 0, 256), out: make([]byte, 0, 256)}
+	if n := f.c.s.udpBatch; n > 1 {
+		f.readBatches(r, n)
+		return
+	}
+	r.buf = make([]byte, maxDatagramReadSize)
 	for {
 		n, from, err := f.pc.ReadFromUDPAddrPort(r.buf)
 		if err != nil {
@@ -78,6 +85,68 @@ func (f *udpFront) read() {
 	}
 }
 
+// readBatches reads up to n datagrams per system call (recvmmsg), handles
+// them in order and sends their answers together (sendmmsg). Slots hold
+// the largest request the connector accepts (max body plus 1 KiB of
+// header and options, at most 64 KiB); a longer datagram is cut by the
+// kernel and answered 4.13 when it is confirmable.
+func (f *udpFront) readBatches(r *reader, n int) {
+	size := int(min(int64(maxDatagramReadSize), f.c.s.maxBody+1024))
+	br, err := udpbatch.NewReader(f.pc, n, size)
+	if err == nil {
+		r.w, err = udpbatch.NewWriter(f.pc, n)
+	}
+	if err != nil { // n is checked by WithUDPBatch
+		f.c.s.logger.Error("coap: batched reader", "err", err)
+		return
+	}
+	for {
+		ms, err := br.Read()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || f.ctx.Err() != nil {
+				return
+			}
+			f.c.s.logger.Warn("coap: read", "err", err)
+			continue
+		}
+		for i := range ms {
+			if ms[i].Truncated {
+				f.tooLarge(r, ms[i].Data(), ms[i].Addr)
+				continue
+			}
+			f.handle(r, ms[i].Data(), ms[i].Addr)
+		}
+		if err := r.w.Flush(); err != nil && f.ctx.Err() == nil {
+			f.c.s.logger.Warn("coap: answer", "err", err)
+		}
+	}
+}
+
+// tooLarge answers a confirmable request that did not fit its slot with
+// 4.13 and counts it as malformed; anything else is dropped.
+func (f *udpFront) tooLarge(r *reader, d []byte, from netip.AddrPort) {
+	f.c.stats.Total.Malformed()
+	if len(d) < 4 || d[0]>>6 != 1 || d[0]>>4&3 != typeCON || d[1]>>5 != 0 {
+		return // not CoAP version 1, not confirmable, or not a request
+	}
+	tkl := int(d[0] & 0x0f)
+	if tkl > 8 || len(d) < 4+tkl {
+		return
+	}
+	r.out = appendResponse(r.out[:0], typeACK, codeEntityTooLarge, uint16(d[2])<<8|uint16(d[3]), d[4:4+tkl], false, "request too large")
+	_ = f.send(r, from)
+}
+
+// send writes r.out to the peer: queued with the batch's other answers,
+// or at once on the one-datagram path.
+func (f *udpFront) send(r *reader, to netip.AddrPort) error {
+	if r.w != nil {
+		return r.w.Add(r.out, to)
+	}
+	_, err := f.pc.WriteToUDPAddrPort(r.out, to)
+	return err
+}
+
 func (f *udpFront) handle(r *reader, d []byte, from netip.AddrPort) {
 	c := f.c
 	err := parseMessage(d, &r.msg, r.path)
@@ -87,7 +156,7 @@ func (f *udpFront) handle(r *reader, d []byte, from netip.AddrPort) {
 		c.stats.Total.Malformed()
 		if errors.Is(err, errFormat) && m.Header && m.Type == typeCON {
 			r.out = appendReset(r.out[:0], m.MID)
-			_, _ = f.pc.WriteToUDPAddrPort(r.out, from)
+			_ = f.send(r, from)
 		}
 		return
 	}
@@ -110,7 +179,7 @@ func (f *udpFront) handle(r *reader, d []byte, from netip.AddrPort) {
 		f.dups.Add(1)
 		if m.Type == typeCON {
 			r.out = appendResponse(r.out[:0], typeACK, prior.code, m.MID, m.Token, prior.maxAge1, prior.reason)
-			_, _ = f.pc.WriteToUDPAddrPort(r.out, from)
+			_ = f.send(r, from)
 		}
 		return
 	}
@@ -123,7 +192,7 @@ func (f *udpFront) handle(r *reader, d []byte, from netip.AddrPort) {
 	} else {
 		r.out = appendResponse(r.out[:0], typeNON, o.code, uint16(f.nonMID.Add(1)), m.Token, o.maxAge1, o.reason)
 	}
-	if _, err := f.pc.WriteToUDPAddrPort(r.out, from); err != nil && f.ctx.Err() == nil {
+	if err := f.send(r, from); err != nil && f.ctx.Err() == nil {
 		c.s.logger.Warn("coap: answer", "remote", from.String(), "err", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/iotgw/gateway/internal/conntest"
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
+	"github.com/iotgw/gateway/internal/tcpkeepalive/katest"
 )
 
 // TestTCPKeepAlive30s: a device's connection to the listener and the
@@ -21,7 +22,7 @@ func TestTCPKeepAlive30s(t *testing.T) {
 	c, _ := start(t, col, WithPoll(Poll{Device: "meter", URL: dev.URL + "/state", Topic: "state", Interval: 20 * time.Millisecond}))
 	conntest.Eventually(t, 10*time.Second, "first poll", func() bool { return col.Len() > 0 })
 	devAddr := dev.Listener.Addr().(*net.TCPAddr).AddrPort()
-	tcpkeepalive.Require(t, "poller connection", 0, func(_, peer netip.AddrPort) bool { return peer == devAddr })
+	katest.Require(t, "poller connection", 0, func(_, peer netip.AddrPort) bool { return peer == devAddr })
 
 	conn, err := net.Dial("tcp", c.Addr().String())
 	if err != nil {
@@ -33,5 +34,5 @@ func TestTCPKeepAlive30s(t *testing.T) {
 		ss, _ := tcpkeepalive.Sockets(func(local, peer netip.AddrPort) bool { return local == ln && peer == me })
 		return len(ss) == 1
 	})
-	tcpkeepalive.Require(t, "listener connection", 1, func(local, peer netip.AddrPort) bool { return local == ln && peer == me })
+	katest.Require(t, "listener connection", 1, func(local, peer netip.AddrPort) bool { return local == ln && peer == me })
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/conntest"
-	"github.com/iotgw/gateway/internal/tcpkeepalive"
+	"github.com/iotgw/gateway/internal/tcpkeepalive/katest"
 	"github.com/iotgw/gateway/internal/testenv"
 )
 
@@ -36,7 +36,7 @@ func TestTCPKeepAlive30s(t *testing.T) {
 			connect(t, c, col)
 			waitLatest(t, col, "a frame", func(m map[string]gateway.Frame) bool { return len(m) > 0 })
 			server := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-			tcpkeepalive.Require(t, "client socket to "+server.String(), 1, func(_, peer netip.AddrPort) bool { return peer == server })
+			katest.Require(t, "client socket to "+server.String(), 1, func(_, peer netip.AddrPort) bool { return peer == server })
 		})
 	}
 }

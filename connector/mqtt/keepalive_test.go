@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway/internal/conntest"
-	"github.com/iotgw/gateway/internal/tcpkeepalive"
+	"github.com/iotgw/gateway/internal/tcpkeepalive/katest"
 	"github.com/iotgw/gateway/internal/testenv"
 )
 
@@ -27,7 +27,7 @@ func TestListenerTCPKeepAlive30s(t *testing.T) {
 	defer func() { cancel(); _ = sub.Wait() }()
 	conntest.Eventually(t, 10*time.Second, "session up", func() bool { return l.Sessions() == 1 })
 	ln := l.Addr().(*net.TCPAddr).AddrPort()
-	tcpkeepalive.Require(t, "listener session", 1, func(local, _ netip.AddrPort) bool { return local == ln })
+	katest.Require(t, "listener session", 1, func(local, _ netip.AddrPort) bool { return local == ln })
 }
 
 // TestClientTCPKeepAlive30s: the client's connection to mosquitto.
@@ -35,5 +35,5 @@ func TestClientTCPKeepAlive30s(t *testing.T) {
 	b := startBroker(t)
 	startClient(t, conntest.NewCollector(), WithBroker("tcp://"+b.addr()), WithTopics(0, "sensors/{device}/#"))
 	broker := netip.MustParseAddrPort(b.addr())
-	tcpkeepalive.Require(t, "client connection", 1, func(_, peer netip.AddrPort) bool { return peer == broker })
+	katest.Require(t, "client connection", 1, func(_, peer netip.AddrPort) bool { return peer == broker })
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/conntest"
 	"github.com/iotgw/gateway/internal/testenv"
-	"github.com/iotgw/gateway/upstream/mqtt"
 )
 
 // lockedBuffer is a buffer safe for the handlers' concurrent writes.
@@ -58,8 +57,7 @@ func TestComponentsLogThroughTheDaemonLogger(t *testing.T) {
 			var out lockedBuffer
 			var warns atomic.Int64
 			log := slog.New(askedHandler{slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: lv}), &warns})
-			var dl mqtt.Downlink
-			reg, _ := registry(&dl, log)
+			reg, _ := registry(t, log)
 			y := fmt.Sprintf(`
 connectors:
   - name: plc

@@ -1,4 +1,4 @@
-//go:build !noobserve
+//go:build !gw_noobserve
 
 package main
 
@@ -45,3 +45,5 @@ func (o *observer) shutdown() {
 func jsonHandler(w io.Writer, lv slog.Level, service string) slog.Handler {
 	return observe.NewLogHandler(w, &observe.LogOptions{Level: lv, ServiceName: service})
 }
+
+func init() { addPart(partObserve, func(*daemon) error { return nil }) }

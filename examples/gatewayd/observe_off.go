@@ -1,4 +1,4 @@
-//go:build noobserve
+//go:build gw_noobserve
 
 package main
 
@@ -10,7 +10,7 @@ import (
 	"github.com/iotgw/gateway"
 )
 
-// Built with -tags noobserve: no OpenTelemetry SDK, no /metrics, the
+// Built with -tags gw_noobserve: no OpenTelemetry SDK, no /metrics, the
 // standard library's JSON handler; an observe: section is ignored with a
 // warning.
 
@@ -20,7 +20,7 @@ type observer struct{}
 
 func newObserver(cfg *gateway.Config, log *slog.Logger) (*observer, error) {
 	if !cfg.Observe.IsZero() {
-		log.Warn(fmt.Sprintf("%s ignored: this gatewayd is built without observe (-tags noobserve)", cfg.Observe.Path()))
+		log.Warn(fmt.Sprintf("%s ignored: this gatewayd is built without observe (-tags gw_noobserve)", cfg.Observe.Path()))
 	}
 	return &observer{}, nil
 }
@@ -31,3 +31,5 @@ func (*observer) shutdown()                 {}
 func jsonHandler(w io.Writer, lv slog.Level, _ string) slog.Handler {
 	return slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})
 }
+
+func init() { addPart(partObserve, nil) }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/ota"
-	"github.com/iotgw/gateway/upstream/mqtt"
 )
 
 const otaBase = `gateway: {name: gw-7}
@@ -44,8 +43,7 @@ func TestOTADirectory(t *testing.T) {
 	os.WriteFile(base, []byte(fmt.Sprintf(otaBase, "gw")), 0o644)
 
 	log := slog.New(slog.DiscardHandler)
-	var dl mqtt.Downlink
-	reg, _ := registry(&dl, log)
+	reg, _ := registry(t, log)
 	o, err := otaOptions(otaFile, base, log)
 	if err != nil {
 		t.Fatal(err)

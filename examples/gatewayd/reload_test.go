@@ -12,7 +12,6 @@ import (
 
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/testenv"
-	"github.com/iotgw/gateway/upstream/mqtt"
 )
 
 // TestTruncatedConfigKeepsDevicesServed runs the daemon's registry from a
@@ -35,9 +34,8 @@ sinks:
 `, port)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var dl mqtt.Downlink
 	log := slog.New(slog.DiscardHandler)
-	reg, brokers := registry(&dl, log)
+	reg, brokers := registry(t, log)
 	g, err := gateway.New(gateway.WithLogger(log), gateway.WithRegistry(reg), gateway.WithConfigFile(path, true))
 	if err != nil {
 		t.Fatal(err)

@@ -1,3 +1,5 @@
+//go:build !gw_noopcua && !gw_nomodbus
+
 package main
 
 import (
@@ -5,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/iotgw/gateway"
-	"github.com/iotgw/gateway/upstream/mqtt"
 )
 
 // TestSouthConfigBuilds: the OPC UA and Modbus RTU example (quoted in the
@@ -19,8 +20,7 @@ func TestSouthConfigBuilds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dl mqtt.Downlink
-	reg, _ := registry(&dl, nil)
+	reg, _ := registry(t, nil)
 	if _, err := gateway.New(gateway.WithRegistry(reg), gateway.WithConfig(cfg)); err != nil {
 		t.Fatalf("south.yaml: %v", err)
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/testenv"
 	"github.com/iotgw/gateway/upstream/localbroker"
-	"github.com/iotgw/gateway/upstream/mqtt"
 )
 
 // statz is the part of /statz this test reads.
@@ -57,9 +56,9 @@ func getStatz(t *testing.T, addr string) statz {
 // built from y.
 func runGateway(t *testing.T, y string, opts ...gateway.Option) (g *gateway.Gateway, brokers func() []*localbroker.Broker) {
 	t.Helper()
-	var dl mqtt.Downlink
 	log := slog.New(slog.DiscardHandler)
-	reg, brokers := registry(&dl, log)
+	d := testDaemon(t, log)
+	reg, brokers := d.reg, func() []*localbroker.Broker { return embeddedBrokers(d) }
 	cfg, err := gateway.ParseConfig([]byte(y), "gw.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +67,7 @@ func runGateway(t *testing.T, y string, opts ...gateway.Option) (g *gateway.Gate
 	if err != nil {
 		t.Fatal(err)
 	}
-	dl.Bind(g)
+	d.bind(g)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()

@@ -22,7 +22,7 @@ check() { # PATTERN WHAT GO-LIST-ARGS...
 check "$grpc" "gatewayd links no gRPC" ./examples/gatewayd
 check "$grpc" "a minimal host with observe links no gRPC" -tags withobserve ./observe/internal/minimalhost
 check "$sdk|$grpc" "a minimal host without observe links no SDK" ./observe/internal/minimalhost
-check "$sdk|$grpc" "gatewayd -tags noobserve links no SDK" -tags noobserve ./examples/gatewayd
+check "$sdk|$grpc" "gatewayd -tags gw_noobserve links no SDK" -tags gw_noobserve ./examples/gatewayd
 # Every library package but observe (and the commands that import it).
 libs=$(go list ./... | grep -vE '/observe($|/)|/examples/|/bench($|/)|/scripts/')
 bad=$(go list -f '{{.ImportPath}}{{range .Deps}} {{.}}{{end}}' $libs | awk -v pat="$sdk" '{for (i = 2; i <= NF; i++) if ($i ~ pat) {print $1 " -> " $i; break}}')

@@ -1,18 +1,16 @@
-package tcpkeepalive
+// Package katest is the test helper of package tcpkeepalive: it reads back
+// the keepalive of a test process's sockets. It lives apart so programs
+// that import tcpkeepalive do not link the testing package.
+package katest
 
 import (
 	"net/netip"
 	"runtime"
 	"testing"
 
+	"github.com/iotgw/gateway/internal/tcpkeepalive"
 	"github.com/iotgw/gateway/internal/testenv"
 )
-
-// Standard reports whether s has the keepalive every device connection
-// should: on, Period idle and between probes, Count probes.
-func (s Socket) Standard() bool {
-	return s.Enabled && s.Idle == Period && s.Interval == Period && s.Count == Count
-}
 
 // Require reads back the keepalive of this process's sockets that match
 // selects and fails tb unless there are want of them (at least one when
@@ -23,7 +21,7 @@ func Require(tb testing.TB, what string, want int, match func(local, peer netip.
 	if runtime.GOOS != "linux" {
 		testenv.Skip(tb, "reads socket options through /proc/self/fd (Linux)")
 	}
-	ss, err := Sockets(match)
+	ss, err := tcpkeepalive.Sockets(match)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -32,7 +30,7 @@ func Require(tb testing.TB, what string, want int, match func(local, peer netip.
 	}
 	for _, s := range ss {
 		if !s.Standard() {
-			tb.Fatalf("%s: keepalive %+v, want on, %v idle, %v between probes, %d probes", what, s, Period, Period, Count)
+			tb.Fatalf("%s: keepalive %+v, want on, %v idle, %v between probes, %d probes", what, s, tcpkeepalive.Period, tcpkeepalive.Period, tcpkeepalive.Count)
 		}
 	}
 }

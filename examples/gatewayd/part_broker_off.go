@@ -1,0 +1,7 @@
+//go:build gw_nobroker
+
+package main
+
+func init() {
+	addPart(partBroker, nil)
+}

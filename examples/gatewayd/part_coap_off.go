@@ -1,0 +1,7 @@
+//go:build gw_nocoap
+
+package main
+
+func init() {
+	addPart(partCoAP, nil)
+}

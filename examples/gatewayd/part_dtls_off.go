@@ -1,0 +1,7 @@
+//go:build gw_nodtls
+
+package main
+
+func init() {
+	addPart(partDTLS, nil)
+}

@@ -1,0 +1,7 @@
+//go:build gw_nohttp
+
+package main
+
+func init() {
+	addPart(partHTTP, nil)
+}

@@ -1,0 +1,7 @@
+//go:build gw_nomodbus
+
+package main
+
+func init() {
+	addPart(partModbus, nil)
+}

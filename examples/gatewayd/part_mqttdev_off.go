@@ -1,0 +1,7 @@
+//go:build gw_nomqtt
+
+package main
+
+func init() {
+	addPart(partMQTTDevices, nil)
+}

@@ -1,0 +1,7 @@
+//go:build gw_noopcua
+
+package main
+
+func init() {
+	addPart(partOPCUA, nil)
+}

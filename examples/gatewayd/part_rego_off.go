@@ -1,0 +1,7 @@
+//go:build gw_norego
+
+package main
+
+func init() {
+	addPart(partRego, nil)
+}

@@ -1,0 +1,7 @@
+//go:build gw_norules
+
+package main
+
+func init() {
+	addPart(partRules, nil)
+}

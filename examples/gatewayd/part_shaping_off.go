@@ -1,0 +1,7 @@
+//go:build gw_noshaping
+
+package main
+
+func init() {
+	addPart(partShaping, nil)
+}

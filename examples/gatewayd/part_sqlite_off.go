@@ -1,0 +1,7 @@
+//go:build gw_nosqlite
+
+package main
+
+func init() {
+	addPart(partSQLite, nil)
+}

@@ -1,0 +1,7 @@
+//go:build gw_nomqttup
+
+package main
+
+func init() {
+	addPart(partUpstream, nil)
+}
