@@ -314,17 +314,8 @@ func (b *binding) DeliverChecked(ctx context.Context, f *Frame) error {
 	if f.ID.IsZero() {
 		f.ID = g.ids.Next()
 	}
-	nc := b.codec.Load()
-	m := g.newMessage(f)
-	if err := nc.codec.Decode(f, m); err != nil {
-		g.stats.malformedRefused.Add(1)
-		g.logLim.Log(ctx, g.log, slog.LevelWarn, "refused:"+f.Connector, "malformed payload refused",
-			"connector", f.Connector, "device", f.Device, "topic", f.Topic, "codec", nc.name, "err", err)
-		err = fmt.Errorf("gateway: %s: codec %s: %w: %w", f.Connector, nc.name, ErrMalformedPayload, err)
-		releaseMsg(m)
-		f.Release()
+	if err := b.decodeFirst(ctx, f); err != nil {
 		return err
 	}
-	f.decoded = m
 	return g.deliver(ctx, f)
 }
