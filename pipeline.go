@@ -64,6 +64,10 @@ func NewPipeline(up Uplink, window int, timeout time.Duration) *Pipeline {
 // Window returns the pipeline's in-flight window.
 func (p *Pipeline) Window() int { return p.window }
 
+// InFlight returns how many submitted frames have not had their
+// completion called yet.
+func (p *Pipeline) InFlight() int { return len(p.sem) }
+
 // Submit queues f for delivery, taking ownership of it, and returns
 // without waiting for the outcome; done is called with it later, on the
 // pipeline's goroutine, after the completions of every frame submitted
