@@ -3,7 +3,10 @@ package mqtt
 import (
 	"context"
 	"fmt"
+	"github.com/iotgw/gateway/internal/mqttwire"
 	"github.com/iotgw/gateway/internal/testenv"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -87,5 +90,121 @@ func ctxDisconnect(t *testing.T, c *Client) {
 	defer cancel()
 	if err := c.Disconnect(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestListenerBatchesPublishes: QoS 1 PUBLISHes that arrive in one read
+// are delivered in one batch, in order, and their PUBACKs leave in one
+// write (the device reads them all at once), each only after the batch
+// was accepted.
+func TestListenerBatchesPublishes(t *testing.T) {
+	up := conntest.NewBatchCollector()
+	_, h, p := startListener(t, up, append(devices, WithSessionLimits(32, 4096, 256<<10, 0))...)
+	c, _, rc := rawSession(t, net.JoinHostPort(h, p), connectOpts{clientID: "batch", user: "dev1", pass: "pw1", keepalive: 60})
+	if rc != 0 {
+		t.Fatalf("connack %d", rc)
+	}
+	release := up.Hold()
+	defer release()
+	var burst []byte
+	for i := range 10 {
+		burst = append(burst, publishQoS1Packet("devices/dev1/t", uint16(i+1), []byte(fmt.Sprint(i)))...)
+	}
+	if _, err := c.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	conntest.Eventually(t, 5*time.Second, "the batch delivered", func() bool { return len(up.Batches()) == 1 })
+	// Nothing is acknowledged while the batch waits.
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("read %d bytes before the batch was accepted", n)
+	}
+	release()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1024)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 40 {
+		t.Fatalf("first read got %d bytes, want all 10 PUBACKs (40 bytes) from one write: % x", n, buf[:n])
+	}
+	for i := range 10 {
+		if pa := buf[4*i : 4*i+4]; pa[0] != 0x40 || pa[1] != 2 || int(pa[2])<<8|int(pa[3]) != i+1 {
+			t.Fatalf("PUBACK %d is % x", i, pa)
+		}
+	}
+	if bs := up.Batches(); len(bs) != 1 || bs[0] != 10 {
+		t.Fatalf("batches %v, want one of 10", bs)
+	}
+	for i, f := range up.Frames() {
+		if string(f.Payload) != fmt.Sprint(i) || f.Topic != "t" {
+			t.Fatalf("frame %d: %s %q", i, f.Topic, f.Payload)
+		}
+	}
+}
+
+// TestListenerBatchRefusesMalformedV5: in a batch of MQTT 5 QoS 1
+// PUBLISHes, the one whose payload the codec rejects gets PUBACK 0x99
+// and the others 0x00, in order.
+func TestListenerBatchRefusesMalformedV5(t *testing.T) {
+	port := testenv.FreePort(t)
+	l, err := NewListener(WithListenAddress("127.0.0.1:"+strconv.Itoa(port)), WithListenerLogger(conntest.QuietLogger()),
+		WithDeviceAuth(DeviceAuth{Username: "dev1", Password: "pw1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := make(chanSink, 8)
+	g, err := gateway.New(gateway.WithConnector("field", l), gateway.WithCodec("json", conntest.StrictCodec),
+		gateway.WithConnectorCodec("field", "json"), gateway.WithSink("up", up),
+		gateway.WithLogger(conntest.QuietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	conntest.WaitTCP(t, addr)
+	c, ack := sessionV5(t, addr, connectV5("v5-batch", "dev1", "pw1"))
+	if ack.ReasonCode != 0 {
+		t.Fatalf("connack %#x", ack.ReasonCode)
+	}
+	var burst []byte
+	payloads := []string{`{"v":1}`, "\x00\xff", `{"v":3}`}
+	for i, pl := range payloads {
+		burst = append(burst, encode(t, packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   "devices/dev1/x", PacketID: uint16(i + 1), Payload: []byte(pl),
+		}, 5)...)
+	}
+	if _, err := c.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	rd := mqttwire.NewReader(readDeadline{c}, 256, 0) // one reader: the acks may come in one segment
+	rd.Idle = 5 * time.Second
+	for i, want := range []byte{0, packets.ErrPayloadFormatInvalid.Code, 0} {
+		first, body, err := rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pa := packets.Packet{ProtocolVersion: 5}
+		if err := mqttwire.Decode(&pa, first, body); err != nil {
+			t.Fatal(err)
+		}
+		if pa.FixedHeader.Type != packets.Puback || pa.PacketID != uint16(i+1) || pa.ReasonCode != want {
+			t.Fatalf("ack %d: type %d id %d reason %#x, want PUBACK %d reason %#x", i, pa.FixedHeader.Type, pa.PacketID, pa.ReasonCode, i+1, want)
+		}
+	}
+	for _, want := range []string{`field|dev1|x|{"v":1}`, `field|dev1|x|{"v":3}`} {
+		select {
+		case got := <-up:
+			if got != want {
+				t.Fatalf("sink got %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("nothing reached the sink")
+		}
 	}
 }

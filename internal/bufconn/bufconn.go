@@ -72,7 +72,10 @@ func (h *Held) Release() error {
 }
 
 func (h *Held) flushLocked() error {
-	if len(h.buf) == 0 || h.err != nil {
+	if len(h.buf) == 0 {
+		return nil
+	}
+	if h.err != nil {
 		return h.err
 	}
 	_, err := h.Conn.Write(h.buf)
@@ -104,6 +107,17 @@ func (h *Held) Write(p []byte) (int, error) {
 		return len(p), h.flushLocked()
 	}
 	return h.Conn.Write(p)
+}
+
+// Close writes what is buffered, even while held (a DISCONNECT written
+// before the connection is closed must still leave), and closes the
+// wrapped connection.
+func (h *Held) Close() error {
+	h.mu.Lock()
+	_ = h.flushLocked()
+	h.err = net.ErrClosed
+	h.mu.Unlock()
+	return h.Conn.Close()
 }
 
 // CloseWrite flushes what is buffered and half-closes the wrapped

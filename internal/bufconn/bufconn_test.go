@@ -88,6 +88,17 @@ func TestHeldBatch(t *testing.T) {
 	if got, _ := rc.all(); string(got) != "abbcccde" {
 		t.Fatalf("CloseWrite did not flush first: %q", got)
 	}
+	h.Hold()
+	_, _ = h.Write([]byte("f"))
+	if err := h.Close(); err != nil || !rc.closed {
+		t.Fatalf("Close: %v, passed on %v", err, rc.closed)
+	}
+	if got, _ := rc.all(); string(got) != "abbcccdef" {
+		t.Fatalf("Close did not flush first: %q", got)
+	}
+	if _, err := h.Write([]byte("g")); err == nil {
+		t.Fatal("write after Close succeeded")
+	}
 	if Unwrap(h) != net.Conn(rc) {
 		t.Fatal("Unwrap does not reach the wrapped connection")
 	}
