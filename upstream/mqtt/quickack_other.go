@@ -2,7 +2,10 @@
 
 package mqtt
 
-import "net"
+import (
+	"net"
+	"sync/atomic"
+)
 
 // quickAck is Linux-only; elsewhere the connection is used as it is.
-func quickAck(c net.Conn) net.Conn { return c }
+func quickAck(c net.Conn, _ *atomic.Int32) net.Conn { return c }
