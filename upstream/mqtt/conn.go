@@ -32,7 +32,7 @@ func (s *Sink) openConnection(uri *url.URL, _ paho.ClientOptions) (net.Conn, err
 	if err != nil {
 		return nil, err
 	}
-	conn = bufconn.NewCoalesced(quickAck(conn, &s.waiting), readBufferSize)
+	conn = bufconn.NewCoalesced(quickAck(conn), readBufferSize)
 	if !secure {
 		return conn, nil
 	}

@@ -2,10 +2,7 @@
 
 package mqtt
 
-import (
-	"net"
-	"sync/atomic"
-)
+import "net"
 
 // quickAck is Linux-only; elsewhere the connection is used as it is.
-func quickAck(c net.Conn, _ *atomic.Int32) net.Conn { return c }
+func quickAck(c net.Conn) net.Conn { return c }

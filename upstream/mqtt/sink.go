@@ -112,10 +112,6 @@ type Sink struct {
 	writer      CommandWriter
 	traceparent func(m *gateway.Message) string
 
-	// waiting counts Publish calls waiting for PUBACKs with nothing more
-	// to write: reads then ask for quick ACKs (quickAck).
-	waiting atomic.Int32
-
 	pubMu  sync.Mutex // one Publish at a time keeps per-device order
 	buf    []byte
 	topicB []byte
@@ -455,8 +451,6 @@ func (s *Sink) Publish(ctx context.Context, msgs []*gateway.Message) error {
 		s.tokens = pending[:0]
 	}()
 	wait := func(t paho.Token) error {
-		s.waiting.Add(1)
-		defer s.waiting.Add(-1)
 		select {
 		case <-t.Done():
 			return t.Error()
