@@ -21,7 +21,9 @@ func TestConcurrentRequestsShareBatches(t *testing.T) {
 	answers := make(chan []byte, n)
 	for i := range n {
 		conn := rawPeer(t, addr)
-		go func() { answers <- roundTrip(t, conn, rawPost(fmt.Sprint("d", i), []byte(fmt.Sprint(i))), 10*time.Second) }()
+		go func() {
+			answers <- roundTrip(t, conn, rawPost(fmt.Sprint("d", i), []byte(fmt.Sprint(i))), 10*time.Second)
+		}()
 	}
 	conntest.Eventually(t, 10*time.Second, "all requests handed over while the first batch waits", func() bool {
 		c.mu.Lock()
