@@ -316,22 +316,8 @@ func (b *binding) DeliverChecked(ctx context.Context, f *Frame) error {
 	if f.ID.IsZero() {
 		f.ID = g.ids.Next()
 	}
-	g.startTrace(f)
-	if g.traceOn() {
-		f.tr.received = f.Received.UnixNano()
-	}
-	nc := b.codec.Load()
-	m := g.newMessage(f)
-	if err := nc.codec.Decode(f, m); err != nil {
-		g.stats.malformedRefused.Add(1)
-		g.logLim.Log(ctx, g.log, slog.LevelWarn, "refused:"+f.Connector, "malformed payload refused",
-			append(f.logAttrs(), "topic", f.Topic, "codec", nc.name, "err", err)...)
-		err = fmt.Errorf("gateway: %s: codec %s: %w: %w", f.Connector, nc.name, ErrMalformedPayload, err)
-		g.finishDropped(m, outcomeError)
-		releaseMsg(m)
-		f.Release()
+	if err := b.decodeFirst(ctx, f); err != nil {
 		return err
 	}
-	f.decoded = m
 	return g.deliver(ctx, f)
 }

@@ -34,10 +34,24 @@
 // default) pushes back to connectors and devices; DropNewest refuses the new
 // item; DropOldest evicts the oldest. Every drop is counted in Stats.
 //
+// # Pipelined delivery
+//
+// Uplink.Deliver returns once one frame is accepted. A connector that
+// reads many messages at once hands them over with DeliverBatch instead
+// (found on the Uplink by type assertion, BatchUplink, like
+// CheckingUplink): one call, an outcome per frame in order, and in edge
+// mode one Store commit for them all. Pipeline wraps it for connectors
+// that receive messages one at a time: Submit returns at once, and a
+// completion per frame reports its outcome in submission order, so a
+// connector acknowledges each message as soon as it is accepted, never
+// before, with at most a window of frames in flight
+// (DefaultInflightWindow, 64, unless the connector's inflight_window says
+// otherwise).
+//
 // # Ownership
 //
-// Frames come from AcquireFrame and go to exactly one Deliver, which owns
-// them from then on. Messages are pooled: a Sink must not keep the slice or
+// Frames come from AcquireFrame and go to exactly one Deliver (or
+// DeliverBatch, or Pipeline.Submit), which owns them from then on. Messages are pooled: a Sink must not keep the slice or
 // the messages it was given after Publish returns. Publish may be called
 // concurrently for the same sink (live traffic and, in edge mode, replay
 // from the Store).

@@ -62,6 +62,12 @@ func appendFrameBinary(dst []byte, f *Frame) []byte {
 	return dst
 }
 
+// frameBinarySize is the length of the binary form of f, at most.
+func frameBinarySize(f *Frame) int {
+	return 1 + 16 + 3*binary.MaxVarintLen64 + len(f.Device) + len(f.Topic) + len(f.Connector) +
+		2*binary.MaxVarintLen64 + len(f.Payload)
+}
+
 // unmarshalFrameBinary fills f (its payload appended to f.Payload) from
 // data. Errors name the field and byte offset.
 func unmarshalFrameBinary(f *Frame, data []byte) error {

@@ -255,6 +255,12 @@ func (g *Gateway) deliver(ctx context.Context, f *Frame) error {
 			f.tr.store[1] = nowNS()
 		}
 	}
+	return g.enqueue(ctx, f)
+}
+
+// enqueue queues an accepted (in edge mode: persisted) frame on its
+// shard under the overflow policy, or undoes the acceptance and releases f.
+func (g *Gateway) enqueue(ctx context.Context, f *Frame) error {
 	sh := g.shardFor(f.Device)
 	if tryEnqueue(sh.frames, f, g.s.overflow, func(old *Frame) {
 		sh.framesDrop.Add(1)

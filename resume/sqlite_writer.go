@@ -352,15 +352,29 @@ func (s *SQLiteStore) insert(ctx context.Context, tx *sql.Tx, appends []*appendR
 	if len(appends) == 0 {
 		return nil
 	}
-	args := make([]any, 0, insertRows*7)
+	args := s.insArgs[:0]
+	box := &s.insBox
+	box.reset(insertRows * 3)
 	n := 0
+	var one *sql.Stmt
 	flush := func() error {
 		if n == 0 {
 			return nil
 		}
-		q := "INSERT INTO records " + insertCols + " VALUES " + strings.Repeat("(?,?,?,?,?,?,?),", n-1) + "(?,?,?,?,?,?,?)"
-		_, err := tx.ExecContext(ctx, q, args...)
+		var err error
+		if n == insertRows {
+			_, err = tx.StmtContext(ctx, s.insFull).ExecContext(ctx, args...)
+		} else {
+			if one == nil {
+				one = tx.StmtContext(ctx, s.insOne)
+			}
+			for i := 0; i < n && err == nil; i++ {
+				_, err = one.ExecContext(ctx, args[7*i:7*i+7]...)
+			}
+		}
+		clear(args)
 		args, n = args[:0], 0
+		box.reset(insertRows * 3)
 		if err != nil {
 			return classify(fmt.Errorf("resume: sqlite: insert: %w", err))
 		}
@@ -368,23 +382,37 @@ func (s *SQLiteStore) insert(ctx context.Context, tx *sql.Tx, appends []*appendR
 	}
 	now := time.Now().UnixNano()
 	for _, r := range appends {
+		var enqV int64
+		var enqBox any
 		for i := range r.recs {
 			rec := &r.recs[i]
 			enq := unixNano(rec.Enqueued)
 			if enq == 0 {
 				enq = now
 			}
-			args = append(args, int64(rec.Seq), rec.ID[:], rec.Sink, rec.Payload,
-				int64(rec.Attempts), unixNano(rec.NextTry), enq)
+			if enqBox == nil || enq != enqV { // records of one Append share their time
+				enqV, enqBox = enq, box.int64(enq)
+			}
+			args = append(args, box.int64(int64(rec.Seq)), box.bytes(rec.ID[:]), rec.Sink, box.bytes(rec.Payload),
+				int64(rec.Attempts), unixNano(rec.NextTry), enqBox)
 			n++
 			if n == insertRows {
 				if err := flush(); err != nil {
+					s.insArgs = args
 					return err
 				}
+				enqBox = nil
 			}
 		}
 	}
-	return flush()
+	err := flush()
+	s.insArgs = args
+	return err
+}
+
+// insertSQL returns the INSERT statement for n rows.
+func insertSQL(n int) string {
+	return "INSERT INTO records " + insertCols + " VALUES " + strings.Repeat("(?,?,?,?,?,?,?),", n-1) + "(?,?,?,?,?,?,?)"
 }
 
 // deleteAcked removes acked records, a range statement per run of
@@ -416,8 +444,9 @@ func (s *SQLiteStore) deleteAcked(ctx context.Context, tx *sql.Tx, acks []uint64
 			return 0, 0, classify(fmt.Errorf("resume: sqlite: ack: %w", err))
 		}
 	}
+	del := tx.StmtContext(ctx, s.delRange)
 	for _, rg := range sortedRanges(acks) {
-		res, err := tx.ExecContext(ctx, "DELETE FROM records WHERE seq BETWEEN ? AND ?", int64(rg[0]), int64(rg[1]))
+		res, err := del.ExecContext(ctx, int64(rg[0]), int64(rg[1]))
 		if err != nil {
 			return 0, 0, classify(fmt.Errorf("resume: sqlite: ack: %w", err))
 		}

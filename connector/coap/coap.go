@@ -63,7 +63,9 @@ type Connector struct {
 	udpConn *coapnet.UDPConn
 	pc      *net.UDPConn
 	dtlsLn  *dtlsx.Listener
-	session *sessionStore // WithDTLSSessionStore, while connected
+	session *sessionStore     // WithDTLSSessionStore, while connected
+	pipe    *gateway.Pipeline // requests deliver through it, while connected
+	pipeUp  gateway.Uplink    // the Uplink pipe delivers to
 	front   *udpFront
 	addr    net.Addr
 	wg      sync.WaitGroup
@@ -214,6 +216,8 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 		}()
 	}
 	c.cancel = cancel
+	c.pipe = gateway.NewPipeline(up, c.s.window, c.s.deliverTimeout)
+	c.pipeUp = up
 	return nil
 }
 
@@ -281,7 +285,30 @@ func (c *Connector) Disconnect(ctx context.Context) error {
 	if err := waitctx.Wait(ctx, &c.wg); err != nil {
 		return fmt.Errorf("coap: disconnect: %w", err)
 	}
+	c.mu.Lock()
+	pipe := c.pipe
+	c.pipe, c.pipeUp = nil, nil
+	c.mu.Unlock()
+	if pipe != nil {
+		pipe.Close()
+	}
 	return nil
+}
+
+// deliver hands f to up through the connector's pipeline, so that
+// concurrent requests share a batch, decoding it first (a payload the
+// codec rejects gets 4.00, not 2.04).
+func (c *Connector) deliver(ctx context.Context, up gateway.Uplink, f *gateway.Frame) error {
+	c.mu.Lock()
+	p := c.pipe
+	if c.pipeUp != up {
+		p = nil
+	}
+	c.mu.Unlock()
+	if p == nil {
+		return gateway.DeliverChecked(ctx, up, f)
+	}
+	return p.Deliver(ctx, f, true)
 }
 
 // ParsePath splits a request path "/<prefix>/<device>/<topic...>" into
@@ -452,7 +479,7 @@ func (c *Connector) ingest(ctx context.Context, up gateway.Uplink, auth *peerAut
 		defer cancel()
 	}
 	start := time.Now()
-	err = gateway.DeliverChecked(ctx, up, f) // a payload the codec rejects gets 4.00, not 2.04
+	err = c.deliver(ctx, up, f) // a payload the codec rejects gets 4.00, not 2.04
 	ds.Latency(time.Since(start))
 	switch {
 	case err == nil:

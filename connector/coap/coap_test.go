@@ -271,6 +271,7 @@ func TestRegisterStrictYAML(t *testing.T) {
 		{"connectors:\n  - name: c\n    coap: {address: '127.0.0.1:0', observe: [{device: m, address: '127.0.0.1:5683', path: /e}]}\n", ""},
 		{"connectors:\n  - name: c\n    coap: {adress: x}\n", "connectors[0].coap.adress: unknown key"},
 		{"connectors:\n  - name: c\n    coap: {downlink_method: patch}\n", "connectors[0].coap.downlink_method: want post or put"},
+		{"connectors:\n  - name: c\n    coap: {inflight_window: -1}\n", "connectors[0].coap.inflight_window: in-flight window must be positive"},
 		{"connectors:\n  - name: c\n    coap: {observe: [{device: m, path: /e}]}\n", "connectors[0].coap.observe: observe[0]"},
 		{"connectors:\n  - name: c\n    coap: {max_body: 0x7fffffff}\n", "connectors[0].coap.max_body"},
 	}

@@ -45,6 +45,7 @@ type settings struct {
 	prefix         string
 	maxBody        int64
 	deliverTimeout time.Duration
+	window         int
 	requestTimeout time.Duration
 	ackTimeout     time.Duration
 	blockTimeout   time.Duration
@@ -76,6 +77,7 @@ func defaultSettings() settings {
 		prefix:         "devices",
 		maxBody:        64 << 10,
 		deliverTimeout: 2 * time.Second,
+		window:         gateway.DefaultInflightWindow,
 		requestTimeout: 10 * time.Second,
 		ackTimeout:     2 * time.Second,
 		blockTimeout:   30 * time.Second,
@@ -324,6 +326,22 @@ func WithMaxBody(n int64) Option {
 	}
 }
 
+// WithInflightWindow bounds how many requests' frames the connector hands
+// to the gateway together: the requests of all peers deliver through one
+// gateway.Pipeline, in batches (in edge mode one Store commit per batch),
+// and each is answered 2.04 once its own frame is accepted. Requests
+// beyond the window wait for room, within the deliver timeout. Default 64
+// (gateway.DefaultInflightWindow); 1 delivers one request at a time.
+func WithInflightWindow(n int) Option {
+	return func(s *settings) error {
+		if n <= 0 {
+			return fmt.Errorf("in-flight window must be positive")
+		}
+		s.window = n
+		return nil
+	}
+}
+
 // WithTimeouts sets how long a request waits for the gateway to accept
 // its frame before answering 5.03 (default 2s, below the CoAP ACK
 // timeout of devices), the timeout of requests the connector sends
@@ -443,6 +461,7 @@ type Config struct {
 	PathPrefix     *string           `yaml:"path_prefix"`
 	MaxBody        int64             `yaml:"max_body"`
 	DeliverTimeout time.Duration     `yaml:"deliver_timeout"`
+	InflightWindow int               `yaml:"inflight_window"`
 	KeepAlive      time.Duration     `yaml:"keepalive"`
 	DownlinkMethod string            `yaml:"downlink_method"`
 	Devices        map[string]string `yaml:"devices"`
@@ -657,6 +676,9 @@ func Register(reg *gateway.Registry) error {
 		}
 		if cfg.DeliverTimeout != 0 {
 			errs = append(errs, add("deliver_timeout", WithTimeouts(cfg.DeliverTimeout, 10*time.Second, 30*time.Second)))
+		}
+		if cfg.InflightWindow != 0 {
+			errs = append(errs, add("inflight_window", WithInflightWindow(cfg.InflightWindow)))
 		}
 		if cfg.KeepAlive != 0 {
 			errs = append(errs, add("keepalive", WithKeepAlive(cfg.KeepAlive)))

@@ -40,6 +40,7 @@ type Connector struct {
 	srv    *http.Server
 	ln     net.Listener
 	cancel context.CancelFunc
+	pipe   *gateway.Pipeline // the server's requests deliver through it
 	wg     sync.WaitGroup
 	client *http.Client
 }
@@ -100,10 +101,13 @@ var _ gateway.StatsReporter = (*Connector)(nil)
 
 // Handler returns the ingest handler delivering to up, for hosts that
 // mount it in their own server. Connect uses it too.
-func (c *Connector) Handler(up gateway.Uplink) http.Handler {
+func (c *Connector) Handler(up gateway.Uplink) http.Handler { return c.handler(up, nil) }
+
+// handler is Handler, delivering through p when it is not nil.
+func (c *Connector) handler(up gateway.Uplink, p *gateway.Pipeline) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/devices/{id}/{topic...}", &ingest{c: c, up: up})
-	mux.Handle("PUT /v1/devices/{id}/{topic...}", &ingest{c: c, up: up})
+	mux.Handle("POST /v1/devices/{id}/{topic...}", &ingest{c: c, up: up, pipe: p})
+	mux.Handle("PUT /v1/devices/{id}/{topic...}", &ingest{c: c, up: up, pipe: p})
 	return mux
 }
 
@@ -127,8 +131,9 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 	c.cancel = cancel
 	if ln != nil {
 		c.ln = ln
+		c.pipe = gateway.NewPipeline(up, c.s.window, c.s.deliverTimeout)
 		c.srv = &http.Server{
-			Handler:           c.Handler(up),
+			Handler:           c.handler(up, c.pipe),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      30 * time.Second,
@@ -159,9 +164,12 @@ func (c *Connector) Connect(ctx context.Context, up gateway.Uplink) error {
 // (bounded by ctx), stops the pollers and waits for them.
 func (c *Connector) Disconnect(ctx context.Context) error {
 	c.mu.Lock()
-	cancel, srv := c.cancel, c.srv
-	c.cancel, c.srv, c.ln = nil, nil, nil
+	cancel, srv, pipe := c.cancel, c.srv, c.pipe
+	c.cancel, c.srv, c.ln, c.pipe = nil, nil, nil, nil
 	c.mu.Unlock()
+	if pipe != nil {
+		defer pipe.Close() // after the requests in flight
+	}
 	if cancel == nil {
 		return nil
 	}
@@ -223,8 +231,9 @@ func ValidateTopic(topic string) error {
 }
 
 type ingest struct {
-	c  *Connector
-	up gateway.Uplink
+	c    *Connector
+	up   gateway.Uplink
+	pipe *gateway.Pipeline // nil: each request delivers on its own
 }
 
 func reply(w http.ResponseWriter, code int, reason string) {
@@ -298,7 +307,11 @@ func (h *ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), c.s.deliverTimeout)
 	defer cancel()
 	start := time.Now()
-	err = gateway.DeliverChecked(ctx, h.up, f) // a payload the codec rejects gets 400, not 202
+	if h.pipe != nil {
+		err = h.pipe.Deliver(ctx, f, true) // shares a batch with concurrent requests
+	} else {
+		err = gateway.DeliverChecked(ctx, h.up, f) // a payload the codec rejects gets 400, not 202
+	}
 	ds.Latency(time.Since(start))
 	switch {
 	case err == nil:

@@ -260,6 +260,8 @@ func TestRegisterStrictYAML(t *testing.T) {
 		{"connectors:\n  - name: h\n    http: {address: '127.0.0.1:0', rate: 10, tokens: {a: b}}\n", ""},
 		{"connectors:\n  - name: h\n    http: {adress: ':1'}\n", "connectors[0].http.adress: unknown key"},
 		{"connectors:\n  - name: h\n    http: {max_body: -1}\n", "connectors[0].http.max_body: max body must be positive"},
+		{"connectors:\n  - name: h\n    http: {address: '127.0.0.1:0', inflight_window: 8}\n", ""},
+		{"connectors:\n  - name: h\n    http: {inflight_window: -1}\n", "connectors[0].http.inflight_window: in-flight window must be positive"},
 		{"connectors:\n  - name: h\n    http: {polls: [{device: m, url: 'ftp://x'}]}\n", "connectors[0].http.polls"},
 	}
 	for _, tt := range tests {

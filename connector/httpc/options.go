@@ -35,6 +35,7 @@ type settings struct {
 	burst          int
 	tokens         map[string]string
 	deliverTimeout time.Duration
+	window         int
 	polls          []Poll
 	endpoints      map[string]string
 	logger         *slog.Logger
@@ -47,6 +48,7 @@ func defaultSettings() settings {
 		rate:           50,
 		burst:          100,
 		deliverTimeout: 5 * time.Second,
+		window:         gateway.DefaultInflightWindow,
 		endpoints:      map[string]string{},
 		logger:         slog.Default(),
 	}
@@ -135,6 +137,23 @@ func WithDeliverTimeout(d time.Duration) Option {
 	}
 }
 
+// WithInflightWindow bounds how many ingest requests' frames the
+// connector hands to the gateway together (a gateway.Pipeline shared by
+// the requests of the server Connect starts): concurrent requests are
+// delivered in batches, in edge mode one Store commit per batch, and each
+// is answered 202 once its own frame is accepted. Requests beyond the
+// window wait for room (bounded by the deliver timeout). Default 64
+// (gateway.DefaultInflightWindow); 1 delivers one request at a time.
+func WithInflightWindow(n int) Option {
+	return func(s *settings) error {
+		if n <= 0 {
+			return fmt.Errorf("in-flight window must be positive")
+		}
+		s.window = n
+		return nil
+	}
+}
+
 // WithPoll adds a device endpoint to poll.
 func WithPoll(p Poll) Option {
 	return func(s *settings) error {
@@ -193,6 +212,7 @@ func WithLogger(l *slog.Logger) Option {
 //	  rate: 50            # frames/s per device; 0 = unlimited
 //	  burst: 100
 //	  deliver_timeout: 5s
+//	  inflight_window: 64  # requests' frames delivered together
 //	  tokens: {sensor-1: s3cret}
 //	  endpoints: {valve-1: "http://10.0.0.9/cmd"}
 //	  polls:
@@ -203,6 +223,7 @@ type Config struct {
 	Rate           *float64          `yaml:"rate"`
 	Burst          int               `yaml:"burst"`
 	DeliverTimeout time.Duration     `yaml:"deliver_timeout"`
+	InflightWindow int               `yaml:"inflight_window"`
 	Tokens         map[string]string `yaml:"tokens"`
 	Endpoints      map[string]string `yaml:"endpoints"`
 	Polls          []PollConfig      `yaml:"polls"`
@@ -257,6 +278,11 @@ func Register(reg *gateway.Registry) error {
 		}
 		if cfg.DeliverTimeout != 0 {
 			if err := check("deliver_timeout", WithDeliverTimeout(cfg.DeliverTimeout)); err != nil {
+				return nil, err
+			}
+		}
+		if cfg.InflightWindow != 0 {
+			if err := check("inflight_window", WithInflightWindow(cfg.InflightWindow)); err != nil {
 				return nil, err
 			}
 		}

@@ -2,18 +2,22 @@ package mqtt
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"log/slog"
 	"net"
+	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/iotgw/gateway"
 	"github.com/iotgw/gateway/internal/backoff"
+	"github.com/iotgw/gateway/internal/bufconn"
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
 )
@@ -34,6 +38,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	cli      paho.Client // nil while disconnected
+	pipe     *gateway.Pipeline
 	cancel   context.CancelFunc
 	done     chan struct{}
 	stopped  bool
@@ -140,7 +145,8 @@ func (c *Client) run(ctx context.Context, up gateway.Uplink) {
 	sessions := 0
 	for ctx.Err() == nil {
 		lost := make(chan error, 1)
-		err := c.session(ctx, up, lost, sessions > 0)
+		p := gateway.NewPipeline(up, c.s.window, c.s.deliverTimeout)
+		err := c.session(ctx, p, lost, sessions > 0)
 		if err == nil {
 			sessions++
 			bo.Up()
@@ -150,10 +156,13 @@ func (c *Client) run(ctx context.Context, up gateway.Uplink) {
 			}
 			c.mu.Lock()
 			cli := c.cli
-			c.cli = nil
+			c.cli, c.pipe = nil, nil
 			c.mu.Unlock()
 			cli.Disconnect(250)
 		}
+		// The last completions find the session gone: their acks are
+		// dropped and the broker redelivers those messages.
+		p.Close()
 		if ctx.Err() != nil {
 			return
 		}
@@ -167,8 +176,9 @@ func (c *Client) run(ctx context.Context, up gateway.Uplink) {
 }
 
 // session connects and subscribes once.
-func (c *Client) session(ctx context.Context, up gateway.Uplink, lost chan error, again bool) error {
-	handler := func(_ paho.Client, m paho.Message) { c.handle(ctx, up, m, lost) }
+func (c *Client) session(ctx context.Context, p *gateway.Pipeline, lost chan error, again bool) error {
+	ss := &clientSession{}
+	handler := func(_ paho.Client, m paho.Message) { c.handle(ctx, p, ss, m, lost) }
 	// The default handler also takes messages a persistent session
 	// redelivers right after CONNACK, before SUBSCRIBE is answered.
 	o := paho.NewClientOptions().AddBroker(c.s.broker).SetClientID(c.s.clientID).
@@ -187,6 +197,9 @@ func (c *Client) session(ctx context.Context, up gateway.Uplink, lost chan error
 	if c.s.tls != nil {
 		o.SetTLSConfig(c.s.tls)
 	}
+	if u, err := url.Parse(c.s.broker); err == nil && ownDial[u.Scheme] {
+		o.SetCustomOpenConnectionFn(c.openConnection)
+	}
 	cli := paho.NewClient(o)
 	if err := wait(ctx, cli.Connect(), c.s.timeout); err != nil {
 		cli.Disconnect(0)
@@ -204,7 +217,7 @@ func (c *Client) session(ctx context.Context, up gateway.Uplink, lost chan error
 		c.stats.Total.Reconnect()
 	}
 	c.mu.Lock()
-	c.cli = cli
+	c.cli, c.pipe = cli, p
 	c.mu.Unlock()
 	c.log().Info("mqtt client subscribed", "broker", c.s.broker, "topics", len(filters))
 	return nil
@@ -224,7 +237,20 @@ func wait(ctx context.Context, tok paho.Token, timeout time.Duration) error {
 	}
 }
 
-func (c *Client) handle(ctx context.Context, up gateway.Uplink, m paho.Message, lost chan error) {
+// clientSession is the state of one broker session that its message
+// completions share.
+type clientSession struct {
+	// refused is set once a QoS 1/2 frame was not accepted: the session is
+	// being dropped, and no later message is acknowledged either, so the
+	// broker redelivers from the refused one on, in order.
+	refused atomic.Bool
+}
+
+// handle turns a message into a frame and submits it to the session's
+// pipeline; the completion acknowledges it once accepted. handle returns
+// without waiting, so paho reads the next message meanwhile, until the
+// pipeline's window is full.
+func (c *Client) handle(ctx context.Context, p *gateway.Pipeline, ss *clientSession, m paho.Message, lost chan error) {
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
@@ -232,7 +258,6 @@ func (c *Client) handle(ctx context.Context, up gateway.Uplink, m paho.Message, 
 	}
 	c.handlers.Add(1)
 	c.mu.Unlock()
-	defer c.handlers.Done()
 	topic := m.Topic()
 	dev, devTopic := "", topic
 	for _, p := range c.s.patterns {
@@ -242,9 +267,12 @@ func (c *Client) handle(ctx context.Context, up gateway.Uplink, m paho.Message, 
 		}
 	}
 	if dev == "" {
+		defer c.handlers.Done()
 		c.stats.Total.Malformed()
 		c.log().Warn("mqtt message on a topic without a device id", "topic", topic)
-		m.Ack()
+		if !ss.refused.Load() {
+			m.Ack()
+		}
 		return
 	}
 	ds := c.stats.Device(dev)
@@ -252,28 +280,34 @@ func (c *Client) handle(ctx context.Context, up gateway.Uplink, m paho.Message, 
 	f.Device, f.Topic = dev, devTopic
 	f.Payload = append(f.Payload[:0], m.Payload()...)
 	n := len(f.Payload)
-	dctx, cancel := context.WithTimeout(ctx, c.s.deliverTimeout)
 	start := time.Now()
-	err := up.Deliver(dctx, f)
-	cancel()
-	if err != nil {
-		ds.Error()
-		c.stats.Total.Error()
-		c.log().Warn("mqtt frame not accepted", "device", dev, "topic", topic, "err", err)
-		if m.Qos() > 0 {
-			select { // leave it unacknowledged; the broker redelivers
-			case lost <- fmt.Errorf("frame from %s not accepted: %w", dev, err):
-			default:
+	done := func(err error) {
+		defer c.handlers.Done()
+		if err != nil {
+			ds.Error()
+			c.stats.Total.Error()
+			c.log().Warn("mqtt frame not accepted", "device", dev, "topic", topic, "err", err)
+			if m.Qos() > 0 {
+				ss.refused.Store(true)
+				select { // leave it unacknowledged; the broker redelivers
+				case lost <- fmt.Errorf("frame from %s not accepted: %w", dev, err):
+				default:
+				}
+				return
 			}
-			return
 		}
-		m.Ack()
-		return
+		if !ss.refused.Load() {
+			m.Ack()
+		}
+		if err == nil {
+			ds.Frame(n)
+			ds.Latency(time.Since(start))
+			c.stats.Total.Frame(n)
+		}
 	}
-	ds.Frame(n)
-	ds.Latency(time.Since(start))
-	c.stats.Total.Frame(n)
-	m.Ack()
+	if err := p.Submit(ctx, f, false, done); err != nil {
+		done(err)
+	}
 }
 
 // Write implements gateway.Downlinker: it publishes the payload to the
@@ -295,4 +329,50 @@ func (c *Client) Write(ctx context.Context, f *gateway.Frame) error {
 		return fmt.Errorf("mqtt client: write %s to %s: %w", f.Device, topic, err)
 	}
 	return nil
+}
+
+// ownDial lists the broker URL schemes the client dials itself (see
+// openConnection); paho dials the others (websockets).
+var ownDial = map[string]bool{"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "tcps": true}
+
+// clientReadBuffer holds a few hundred small PUBLISHes.
+const clientReadBuffer = 64 << 10
+
+// openConnection dials the broker for paho, through a bufconn.Coalesced
+// below TLS: paho reads each packet header a byte at a time and writes
+// every PUBACK on its own, each a system call on the bare connection.
+func (c *Client) openConnection(uri *url.URL, _ paho.ClientOptions) (net.Conn, error) {
+	secure := uri.Scheme != "tcp" && uri.Scheme != "mqtt"
+	host := uri.Host
+	if uri.Port() == "" {
+		port := "1883"
+		if secure {
+			port = "8883"
+		}
+		host = net.JoinHostPort(uri.Hostname(), port)
+	}
+	d := net.Dialer{Timeout: c.s.timeout, KeepAliveConfig: tcpkeepalive.Config()}
+	raw, err := d.Dial("tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	conn := net.Conn(bufconn.NewCoalesced(raw, clientReadBuffer))
+	if !secure {
+		return conn, nil
+	}
+	cfg := &tls.Config{}
+	if c.s.tls != nil {
+		cfg = c.s.tls.Clone()
+	}
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		cfg.ServerName = uri.Hostname()
+	}
+	tc := tls.Client(conn, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", host, err)
+	}
+	return tc, nil
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/url"
 	"time"
+
+	"github.com/iotgw/gateway"
 )
 
 // ClientOption configures a Client.
@@ -25,6 +27,7 @@ type clientSettings struct {
 	deliverTimeout     time.Duration
 	backoffMin         time.Duration
 	backoffMax         time.Duration
+	window             int
 	logger             *slog.Logger
 }
 
@@ -38,6 +41,7 @@ func defaultClientSettings() clientSettings {
 		deliverTimeout: 5 * time.Second,
 		backoffMin:     200 * time.Millisecond,
 		backoffMax:     30 * time.Second,
+		window:         gateway.DefaultInflightWindow,
 		logger:         slog.Default(),
 	}
 }
@@ -130,6 +134,25 @@ func WithTimeouts(op, deliver time.Duration) ClientOption {
 			return fmt.Errorf("timeouts must be positive")
 		}
 		s.timeout, s.deliverTimeout = op, deliver
+		return nil
+	}
+}
+
+// WithClientInflightWindow bounds how many messages from the broker the
+// client hands to the gateway before the first of them is accepted
+// (gateway.Pipeline): they are delivered in batches, in edge mode one
+// Store commit per batch, and each is acknowledged to the broker as soon
+// as it is accepted, in the order received. A full window stops reading
+// from the broker. Default 64 (gateway.DefaultInflightWindow); 1 delivers
+// one message at a time, as before pipelining. The broker's own in-flight
+// limit for the gateway's session (mosquitto's max_inflight_messages, 20
+// by default) caps the useful window.
+func WithClientInflightWindow(n int) ClientOption {
+	return func(s *clientSettings) error {
+		if n <= 0 {
+			return fmt.Errorf("in-flight window must be positive")
+		}
+		s.window = n
 		return nil
 	}
 }

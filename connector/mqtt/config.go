@@ -24,6 +24,7 @@ import (
 //	  tls: {cert: /etc/gw/server.pem, key: /etc/gw/server.key, client_ca: /etc/gw/devices-ca.pem}
 //	  command_topic: "devices/{device}/cmd/{topic}"
 //	  log_interval: 1m    # repeated problems: one line per cause per interval
+//	  inflight_window: 64 # PUBLISHes of a session delivered (and acknowledged) together
 //
 //	mqtt:
 //	  mode: client
@@ -31,6 +32,7 @@ import (
 //	  client_id: gw-1-south
 //	  topics: ["sensors/{device}/#"]
 //	  qos: 1
+//	  inflight_window: 64 # messages handed over before the first is accepted
 type Config struct {
 	Mode string `yaml:"mode"`
 
@@ -48,6 +50,9 @@ type Config struct {
 	// both modes
 	CommandTopic string `yaml:"command_topic"`
 	CommandQoS   *byte  `yaml:"command_qos"`
+	// InflightWindow: WithInflightWindow (listener) or
+	// WithClientInflightWindow (client); 64 when 0.
+	InflightWindow int `yaml:"inflight_window"`
 
 	// client mode
 	Broker   string   `yaml:"broker"`
@@ -148,6 +153,11 @@ func (cfg Config) listener(spec gateway.Section) (gateway.DeviceConnector, error
 			return nil, err
 		}
 	}
+	if cfg.InflightWindow != 0 {
+		if err := add("inflight_window", WithInflightWindow(cfg.InflightWindow)); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.ConnectTimeout != 0 {
 		if err := add("connect_timeout", WithConnectTimeout(cfg.ConnectTimeout)); err != nil {
 			return nil, err
@@ -224,6 +234,11 @@ func (cfg Config) client(spec gateway.Section) (gateway.DeviceConnector, error) 
 	}
 	if cfg.DeliverTimeout != 0 {
 		if err := add("deliver_timeout", WithTimeouts(10*time.Second, cfg.DeliverTimeout)); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.InflightWindow != 0 {
+		if err := add("inflight_window", WithClientInflightWindow(cfg.InflightWindow)); err != nil {
 			return nil, err
 		}
 	}

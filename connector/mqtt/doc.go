@@ -32,6 +32,42 @@
 // such a frame is accepted and goes to the gateway's dead letters
 // (gateway.WithDeadLetter), as do those of client mode.
 //
+// # Pipelined acknowledgements
+//
+// Neither mode waits for one message to be accepted before handing over
+// the next. The listener gathers the QoS 0 and 1 PUBLISHes one read
+// brought in (up to WithInflightWindow, 64 by default) and delivers them
+// in one gateway.DeliverBatch; in edge mode that is one Store commit for
+// them all. Each PUBACK is written once its own frame is accepted, in
+// order, and the PUBACKs of a batch leave in one write. The client mode
+// submits every message to a gateway.Pipeline (WithClientInflightWindow,
+// 64 by default) and goes on reading; each message is acknowledged to the
+// broker from its completion, in order. A refused QoS 1 message is never
+// acknowledged, and in client mode neither is any message after it in
+// that session: the broker redelivers from there, in order.
+//
+// # Working around the MQTT libraries
+//
+// Two libraries are wrapped rather than forked, at their connections,
+// because their per-packet system calls dominated the cost of forwarding
+// a message (BENCHMARKS.md, bench/peers):
+//
+//   - the embedded broker (mochi-mqtt) writes every packet to the
+//     connection as it produces it. The listener gives it a
+//     bufconn.Held connection, held while a worker processes a read's
+//     packets, so a batch's PUBACKs leave in one write; outside a batch
+//     (the broker's write loop, downlink commands) writes go straight
+//     through. The wrapper unwraps to the real connection for the TLS
+//     identity check and passes CloseWrite on (after flushing) for the
+//     linger after an oversized packet;
+//   - paho, in client mode, reads each packet header a byte at a time
+//     and writes each PUBACK on its own. The client dials the broker
+//     itself (tcp, mqtt, ssl, tls, mqtts and tcps URLs; paho dials
+//     websockets) and gives paho a bufconn.Coalesced connection below
+//     TLS: reads through a 64 KiB buffer, and writes gathered by a writer
+//     goroutine, everything written while the previous write was in the
+//     kernel going out in the next one.
+//
 // # Reload
 //
 // The listener implements gateway.Reconfigurer: a configuration reload

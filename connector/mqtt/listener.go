@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/iotgw/gateway"
+	"github.com/iotgw/gateway/internal/bufconn"
 	"github.com/iotgw/gateway/internal/connstats"
 	"github.com/iotgw/gateway/internal/lograte"
 	"github.com/iotgw/gateway/internal/tcpkeepalive"
@@ -71,6 +72,12 @@ type session struct {
 	takenOver atomic.Bool // another connection took the client id over
 	writer    atomic.Bool // the broker's write loop runs
 	revoked   atomic.Bool // its credentials were removed or changed (Reconfigure)
+
+	held *bufconn.Held // the connection the broker writes to
+	// ahead is the outcome of the PUBLISH the broker is processing when
+	// it was delivered ahead (deliverAhead); only the session's worker
+	// touches it.
+	ahead *aheadOutcome
 }
 
 // sessionACL is a session's ACL, {device} expanded.
@@ -300,7 +307,7 @@ func (h *listenerHook) Provides(b byte) bool {
 func (h *listenerHook) identify(cl *mochi.Client, pk packets.Packet) (*session, bool) {
 	s := h.l.live.Load()
 	var ss *session
-	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && s.tls != nil {
+	if tc, ok := bufconn.Unwrap(cl.Net.Conn).(*tls.Conn); ok && s.tls != nil {
 		st := tc.ConnectionState()
 		if len(st.PeerCertificates) > 0 && st.PeerCertificates[0].Subject.CommonName != "" {
 			ss = &session{device: st.PeerCertificates[0].Subject.CommonName, authBy: authCert}
@@ -379,30 +386,41 @@ func (h *listenerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	if ss == nil {
 		return pk, packets.ErrRejectPacket
 	}
-	f := gateway.AcquireFrame()
-	f.Device, f.Topic = ss.device, listenerFrameTopic(pk.TopicName, ss.device)
-	f.Payload = append(f.Payload[:0], pk.Payload...)
-	n := len(f.Payload)
-	ctx, cancel := context.WithTimeout(h.ctx, h.l.live.Load().deliverTimeout)
-	start := time.Now()
 	v5 := cl.Properties.ProtocolVersion == 5
-	if v5 && len(pk.Properties.User) > 0 {
-		f.Trace = userPropertyTrace(pk.Properties.User)
-	}
 	var err error
-	if v5 && pk.FixedHeader.Qos > 0 {
-		// MQTT 5 can refuse a payload in the PUBACK: decode first.
-		err = gateway.DeliverChecked(ctx, h.up, f)
+	if a := ss.ahead; a != nil {
+		ss.ahead = nil // delivered with its batch: the outcome is known
+		err = a.err
+		if err == nil {
+			ss.stats.Frame(a.n)
+			ss.stats.Latency(a.lat)
+			h.l.stats.Total.Frame(a.n)
+			return pk, nil
+		}
 	} else {
-		err = h.up.Deliver(ctx, f)
-	}
-	cancel()
-	lat := time.Since(start)
-	if err == nil {
-		ss.stats.Frame(n)
-		ss.stats.Latency(lat)
-		h.l.stats.Total.Frame(n)
-		return pk, nil
+		f := gateway.AcquireFrame()
+		f.Device, f.Topic = ss.device, listenerFrameTopic(pk.TopicName, ss.device)
+		f.Payload = append(f.Payload[:0], pk.Payload...)
+		if v5 && len(pk.Properties.User) > 0 {
+			f.Trace = userPropertyTrace(pk.Properties.User)
+		}
+		n := len(f.Payload)
+		ctx, cancel := context.WithTimeout(h.ctx, h.l.live.Load().deliverTimeout)
+		start := time.Now()
+		if v5 && pk.FixedHeader.Qos > 0 {
+			// MQTT 5 can refuse a payload in the PUBACK: decode first.
+			err = gateway.DeliverChecked(ctx, h.up, f)
+		} else {
+			err = h.up.Deliver(ctx, f)
+		}
+		cancel()
+		lat := time.Since(start)
+		if err == nil {
+			ss.stats.Frame(n)
+			ss.stats.Latency(lat)
+			h.l.stats.Total.Frame(n)
+			return pk, nil
+		}
 	}
 	ss.stats.Error()
 	h.l.stats.Total.Error()

@@ -1,6 +1,8 @@
 package mqtt
 
 import (
+	"github.com/iotgw/gateway"
+
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -27,6 +29,7 @@ type listenerSettings struct {
 	commandTopic   string
 	commandQoS     byte
 	deliverTimeout time.Duration
+	window         int
 	connectTimeout time.Duration
 	logger         *slog.Logger
 	logEvery       time.Duration
@@ -46,6 +49,7 @@ func defaultListenerSettings() listenerSettings {
 		commandTopic:   DefaultCommandTopic,
 		commandQoS:     1,
 		deliverTimeout: 5 * time.Second,
+		window:         gateway.DefaultInflightWindow,
 		connectTimeout: 10 * time.Second,
 		logger:         slog.Default(),
 		logEvery:       time.Minute,
@@ -198,6 +202,24 @@ func WithDeliverTimeout(d time.Duration) ListenerOption {
 			return fmt.Errorf("deliver timeout must be positive")
 		}
 		s.deliverTimeout = d
+		return nil
+	}
+}
+
+// WithInflightWindow bounds how many PUBLISHes of one session the
+// listener hands to the gateway together: the QoS 0 and 1 PUBLISHes a
+// read brought in, up to this many, are delivered as one batch
+// (gateway.DeliverBatch; in edge mode one Store commit for them all), and
+// their PUBACKs are written together once each is accepted, in order.
+// Default 64 (gateway.DefaultInflightWindow); 1 delivers one PUBLISH at a
+// time. A device's own in-flight limit (Receive Maximum, the client's
+// max_inflight) caps the useful window.
+func WithInflightWindow(n int) ListenerOption {
+	return func(s *listenerSettings) error {
+		if n <= 0 {
+			return fmt.Errorf("in-flight window must be positive")
+		}
+		s.window = n
 		return nil
 	}
 }

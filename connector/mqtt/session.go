@@ -13,6 +13,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/iotgw/gateway/internal/bufconn"
 	"github.com/iotgw/gateway/internal/mqttwire"
 )
 
@@ -138,25 +139,54 @@ func (l *Listener) readLoop(run *listenerRun, cl *mochi.Client, ss *session, rd 
 }
 
 // handleBuffered processes the whole packets rd holds, without reading
-// from the connection; it runs on a worker.
-func (l *Listener) handleBuffered(run *listenerRun, cl *mochi.Client, ss *session, rd *mqttwire.Reader) error {
+// from the connection; it runs on a worker. The QoS 0 and 1 PUBLISHes
+// among them are handed to the gateway a batch at a time (see
+// deliverAhead), and what the broker writes meanwhile (their PUBACKs)
+// goes out in one write when the buffer is done.
+func (l *Listener) handleBuffered(run *listenerRun, cl *mochi.Client, ss *session, rd *mqttwire.Reader) (err error) {
+	if ss.held != nil {
+		ss.held.Hold()
+		defer func() {
+			if ferr := ss.held.Release(); err == nil {
+				err = ferr
+			}
+		}()
+	}
+	b := pubBatchPool.Get().(*pubBatch)
+	defer b.reset()
+	window := l.live.Load().window
 	for !cl.Closed() && rd.Ready() {
 		first, body, err := rd.Next()
 		if err != nil {
+			return errors.Join(l.runBatch(run, cl, ss, b), err)
+		}
+		pk := packets.Packet{ProtocolVersion: cl.Properties.ProtocolVersion}
+		if err := mqttwire.Decode(&pk, first, body); err != nil {
+			return errors.Join(l.runBatch(run, cl, ss, b), err)
+		}
+		if l.batchable(cl, ss, &pk) {
+			b.pks = append(b.pks, pk)
+			if len(b.pks) >= window {
+				if err := l.runBatch(run, cl, ss, b); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := l.runBatch(run, cl, ss, b); err != nil {
 			return err
 		}
-		if err := l.handle(run, cl, ss, first, body); err != nil {
+		if cl.Closed() {
+			return nil
+		}
+		if err := l.handle(run, cl, ss, pk); err != nil {
 			return err
 		}
 	}
-	return nil
+	return l.runBatch(run, cl, ss, b)
 }
 
-func (l *Listener) handle(run *listenerRun, cl *mochi.Client, ss *session, first byte, body []byte) error {
-	pk := packets.Packet{ProtocolVersion: cl.Properties.ProtocolVersion}
-	if err := mqttwire.Decode(&pk, first, body); err != nil {
-		return err
-	}
+func (l *Listener) handle(run *listenerRun, cl *mochi.Client, ss *session, pk packets.Packet) error {
 	err := l.checkRetain(cl, ss, &pk)
 	if err == nil {
 		err = l.inject(run, cl, pk)
@@ -229,6 +259,11 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 		return nil, nil, false
 	}
 	cl := srv.NewClient(conn, listenerID, "", false)
+	// What the broker writes goes through a Held connection, so that the
+	// PUBACKs for a read's worth of PUBLISHes leave in one write (see
+	// handleBuffered). Outside a batch it writes straight through.
+	ss0 := bufconn.NewHeld(conn)
+	cl.Net.Conn = ss0
 	cl.ParseConnect(listenerID, pk)
 	refuse := func(code packets.Code) (*mochi.Client, *session, bool) {
 		_ = srv.SendConnack(cl, code, false, nil)
@@ -244,6 +279,9 @@ func (l *Listener) establish(run *listenerRun, conn net.Conn, rd *mqttwire.Reade
 	// credentials they were checked against (see Reconfigure).
 	l.reconf.RLock()
 	ss, ok := run.hook.identify(cl, pk)
+	if ok {
+		ss.held = ss0
+	}
 	if !ok {
 		l.reconf.RUnlock()
 		l.stats.Total.Error()

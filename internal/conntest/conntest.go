@@ -215,3 +215,32 @@ var StrictCodec = gateway.CodecFuncs{DecodeFunc: func(f *gateway.Frame, m *gatew
 	m.AddPoint("raw", gateway.Bytes(f.Payload), "")
 	return nil
 }}
+
+// BatchCollector is a Collector that also implements gateway.BatchUplink:
+// it records the size of every DeliverBatch call and delivers each frame
+// as Collector.Deliver does.
+type BatchCollector struct {
+	*Collector
+	bmu   sync.Mutex
+	sizes []int
+}
+
+// NewBatchCollector returns an empty BatchCollector.
+func NewBatchCollector() *BatchCollector { return &BatchCollector{Collector: NewCollector()} }
+
+var _ gateway.BatchUplink = (*BatchCollector)(nil)
+
+// DeliverBatch implements gateway.BatchUplink.
+func (b *BatchCollector) DeliverBatch(ctx context.Context, ds []gateway.Delivery) {
+	b.bmu.Lock()
+	b.sizes = append(b.sizes, len(ds))
+	b.bmu.Unlock()
+	gateway.DeliverBatch(ctx, b.Collector, ds)
+}
+
+// Batches returns the sizes of the DeliverBatch calls so far.
+func (b *BatchCollector) Batches() []int {
+	b.bmu.Lock()
+	defer b.bmu.Unlock()
+	return append([]int(nil), b.sizes...)
+}

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -9,10 +8,15 @@ import (
 	"net/url"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/iotgw/gateway/internal/bufconn"
 )
 
 // openConnection dials the broker for paho. It exists to wrap the TCP
-// connection below TLS: quickAck, and bufferedReads.
+// connection below TLS: quickAck, and a bufconn.Coalesced that reads
+// through a buffer and sends the PUBLISHes paho writes one at a time
+// together (everything written while the previous write was in the
+// kernel goes out in the next one).
 func (s *Sink) openConnection(uri *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 	host := uri.Host
 	secure := s.tls != nil
@@ -28,7 +32,7 @@ func (s *Sink) openConnection(uri *url.URL, _ paho.ClientOptions) (net.Conn, err
 	if err != nil {
 		return nil, err
 	}
-	conn = bufferedReads(quickAck(conn))
+	conn = bufconn.NewCoalesced(quickAck(conn), readBufferSize)
 	if !secure {
 		return conn, nil
 	}
@@ -42,20 +46,7 @@ func (s *Sink) openConnection(uri *url.URL, _ paho.ClientOptions) (net.Conn, err
 	return tc, nil
 }
 
-// bufferedReads puts a read buffer under paho, which reads every packet
-// header a byte at a time straight from the connection: three read
-// system calls (and three TCP_QUICKACK setsockopts) per PUBACK without
-// it, one per buffer-full of PUBACKs with it.
-func bufferedReads(c net.Conn) net.Conn {
-	return &readBufferedConn{Conn: c, r: bufio.NewReaderSize(c, readBufferSize)}
-}
-
-// readBufferSize holds about 1,000 PUBACKs (4 bytes each).
+// readBufferSize holds about 1,000 PUBACKs (4 bytes each). paho reads
+// every packet header a byte at a time: three read system calls per
+// PUBACK without the buffer, one per buffer-full with it.
 const readBufferSize = 4 << 10
-
-type readBufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *readBufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
