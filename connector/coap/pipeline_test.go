@@ -17,7 +17,10 @@ func TestConcurrentRequestsShareBatches(t *testing.T) {
 	release := up.Hold()
 	defer release()
 	const n = 4
-	c, addr := start(t, up, WithReaders(n))
+	// One datagram per read: this test is about requests from several
+	// readers sharing the pipeline. A batched read (WithUDPBatch) still
+	// hands its datagrams over one after another.
+	c, addr := start(t, up, WithReaders(n), WithUDPBatch(1))
 	answers := make(chan []byte, n)
 	for i := range n {
 		conn := rawPeer(t, addr)
