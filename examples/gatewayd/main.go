@@ -111,6 +111,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	if updates != nil {
+		obs.onAlert(updates.u.Degrade) // an SLO alert during probation rolls the update back
 		if err := updates.start(ctx, g, &wg); err != nil {
 			stop()
 			<-runErr

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -40,6 +41,14 @@ func (o *observer) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = o.o.Shutdown(ctx)
+}
+
+// onAlert calls fn with a reason for every SLO alert (the signed-update
+// probation rolls back on it).
+func (o *observer) onAlert(fn func(reason string)) {
+	o.o.SLOs().OnAlert(func(a observe.Alert) {
+		fn(fmt.Sprintf("slo %s: %s = %g outside [%g, %g]", a.SLO, a.Series, a.Value, a.Lower, a.Upper))
+	})
 }
 
 func jsonHandler(w io.Writer, lv slog.Level, service string) slog.Handler {

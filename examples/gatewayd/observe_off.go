@@ -27,6 +27,7 @@ func newObserver(cfg *gateway.Config, log *slog.Logger) (*observer, error) {
 
 func (*observer) options() []gateway.Option { return nil }
 func (*observer) shutdown()                 {}
+func (*observer) onAlert(func(string))      {}
 
 func jsonHandler(w io.Writer, lv slog.Level, _ string) slog.Handler {
 	return slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})
