@@ -18,7 +18,12 @@ step "system packages"
 want=$(cat scripts/ci/*.apt 2>/dev/null | sed 's/#.*//' | xargs -r echo)
 missing=""
 for p in $want; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" && continue
+  # A command of the package's name already on PATH counts as present:
+  # e.g. npm bundled with a nodejs from another source, which conflicts
+  # with Debian's npm package.
+  command -v "$p" >/dev/null && continue
+  missing="$missing $p"
 done
 if [ -z "$missing" ]; then
   echo "all present:${want:+ $want}"
