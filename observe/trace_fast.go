@@ -51,8 +51,7 @@ type spanEncoder struct {
 	span    []byte // scratch: one span
 	closed  bool
 	kick    chan struct{}
-	flushes chan chan struct{}
-	done    chan struct{}
+	ctl     flushCtl
 
 	exported, dropped, failed atomic.Uint64
 }
@@ -60,7 +59,7 @@ type spanEncoder struct {
 func newSpanEncoder(upload func(context.Context, []byte) error, service string, max, batch int, interval, timeout time.Duration) *spanEncoder {
 	e := &spanEncoder{
 		upload: upload, max: max, batch: batch, interval: interval, timeout: timeout,
-		kick: make(chan struct{}, 1), flushes: make(chan chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), ctl: newFlushCtl(),
 	}
 	// Resource{attributes: [service.name]}
 	res := appendKVString(nil, 1, "service.name", service)
@@ -245,7 +244,7 @@ func appendKVBool(dst []byte, num protowire.Number, key string, v bool) []byte {
 const scopeName = "github.com/iotgw/gateway"
 
 func (e *spanEncoder) loop() {
-	defer close(e.done)
+	defer close(e.ctl.done)
 	t := time.NewTicker(e.interval)
 	defer t.Stop()
 	for {
@@ -254,7 +253,7 @@ func (e *spanEncoder) loop() {
 			e.flush()
 		case <-t.C:
 			e.flush()
-		case ack := <-e.flushes:
+		case ack := <-e.ctl.flushes:
 			e.flush()
 			if ack == nil {
 				return
@@ -304,22 +303,7 @@ func (e *spanEncoder) flush() {
 	e.exported.Add(uint64(n))
 }
 
-func (e *spanEncoder) forceFlush(ctx context.Context) error {
-	ack := make(chan struct{})
-	select {
-	case e.flushes <- ack:
-	case <-e.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-ack:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (e *spanEncoder) forceFlush(ctx context.Context) error { return e.ctl.flush(ctx) }
 
 func (e *spanEncoder) shutdown(ctx context.Context) error {
 	e.mu.Lock()
@@ -329,15 +313,5 @@ func (e *spanEncoder) shutdown(ctx context.Context) error {
 	}
 	e.closed = true
 	e.mu.Unlock()
-	select {
-	case e.flushes <- nil:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-e.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return e.ctl.stop(ctx)
 }

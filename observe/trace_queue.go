@@ -23,8 +23,7 @@ type boundedProcessor struct {
 	buf     []sdktrace.ReadOnlySpan
 	closed  bool
 	kick    chan struct{}
-	flushes chan chan struct{}
-	done    chan struct{}
+	ctl     flushCtl
 
 	exported, dropped, failed atomic.Uint64
 }
@@ -32,7 +31,7 @@ type boundedProcessor struct {
 func newBoundedProcessor(exp sdktrace.SpanExporter, max, batch int, interval, timeout time.Duration) *boundedProcessor {
 	p := &boundedProcessor{
 		exp: exp, max: max, batch: batch, interval: interval, timeout: timeout,
-		kick: make(chan struct{}, 1), flushes: make(chan chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), ctl: newFlushCtl(),
 	}
 	go p.loop()
 	return p
@@ -59,7 +58,7 @@ func (p *boundedProcessor) OnEnd(s sdktrace.ReadOnlySpan) {
 }
 
 func (p *boundedProcessor) loop() {
-	defer close(p.done)
+	defer close(p.ctl.done)
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
 	for {
@@ -68,7 +67,7 @@ func (p *boundedProcessor) loop() {
 			p.export(false)
 		case <-t.C:
 			p.export(true)
-		case ack := <-p.flushes:
+		case ack := <-p.ctl.flushes:
 			p.export(true)
 			if ack == nil { // shutdown
 				return
@@ -106,22 +105,7 @@ func (p *boundedProcessor) export(all bool) {
 	}
 }
 
-func (p *boundedProcessor) ForceFlush(ctx context.Context) error {
-	ack := make(chan struct{})
-	select {
-	case p.flushes <- ack:
-	case <-p.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-ack:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (p *boundedProcessor) ForceFlush(ctx context.Context) error { return p.ctl.flush(ctx) }
 
 func (p *boundedProcessor) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
@@ -131,15 +115,8 @@ func (p *boundedProcessor) Shutdown(ctx context.Context) error {
 	}
 	p.closed = true
 	p.mu.Unlock()
-	select {
-	case p.flushes <- nil:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := p.ctl.stop(ctx); err != nil {
+		return err
 	}
 	if p.exp == nil {
 		return nil
