@@ -44,14 +44,14 @@ type spanEncoder struct {
 	timeout  time.Duration
 	header   []byte // ResourceSpans.resource and the ScopeSpans.scope field
 
-	mu      sync.Mutex
-	buf     []byte
-	spare   []byte // the other buffer, while flush encodes one
-	n       int
-	span    []byte // scratch: one span
-	closed  bool
-	kick    chan struct{}
-	ctl     flushCtl
+	mu     sync.Mutex
+	buf    []byte
+	spare  []byte // the other buffer, while flush encodes one
+	n      int
+	span   []byte // scratch: one span
+	closed bool
+	kick   chan struct{}
+	ctl    flushCtl
 
 	exported, dropped, failed atomic.Uint64
 }

@@ -19,11 +19,11 @@ type boundedProcessor struct {
 	interval time.Duration
 	timeout  time.Duration
 
-	mu      sync.Mutex
-	buf     []sdktrace.ReadOnlySpan
-	closed  bool
-	kick    chan struct{}
-	ctl     flushCtl
+	mu     sync.Mutex
+	buf    []sdktrace.ReadOnlySpan
+	closed bool
+	kick   chan struct{}
+	ctl    flushCtl
 
 	exported, dropped, failed atomic.Uint64
 }
