@@ -22,12 +22,17 @@ func (s *discardSink) Publish(_ context.Context, msgs []*Message) error {
 // the whole pipeline: ingress queue, decode (a trivial float codec), route
 // (two topic-filter routes), sink queue, and a sink that discards. msg/s is
 // end to end: from the first Inject until the sink has seen every message.
-func BenchmarkPipeline(b *testing.B) {
+func BenchmarkPipeline(b *testing.B) { benchPipeline(b) }
+
+// benchPipeline runs the pipeline benchmark with extra options (tracing,
+// metrics) on top of BenchmarkPipeline's.
+func benchPipeline(b *testing.B, extra ...Option) {
 	sink := &discardSink{}
-	g, err := New(WithLogger(quietLogger()), WithCodec("f64", f64Codec), WithSink("up", sink),
+	opts := []Option{WithLogger(quietLogger()), WithCodec("f64", f64Codec), WithSink("up", sink),
 		WithRoute(Route{Topic: "plant/+/telemetry/#", Sinks: []string{"up"}}),
 		WithRoute(Route{Topic: "plant/+/alarm/#", Sinks: []string{"up"}}),
-		WithBatchSize(256), WithQueueSize(8192), WithSinkQueueSize(8192))
+		WithBatchSize(256), WithQueueSize(8192), WithSinkQueueSize(8192)}
+	g, err := New(append(opts, extra...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -53,7 +58,6 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		}
 	}
-	// Warm the pools and the route/sink paths before measuring.
 	send(50000)
 	for sink.n.Load() < 50000 {
 		time.Sleep(time.Millisecond)
